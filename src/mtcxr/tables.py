@@ -1,0 +1,154 @@
+"""Table contracts between stages (DESIGN §4): column names, dtypes and checks.
+
+Every stage writes its tables through `write_table`, which checks them against
+the contract here, so a stage can never hand the next one a table of the wrong
+shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+SPLITS = ("train", "validate", "test")
+VIEWS = ("PA", "AP", "LATERAL", "LL", "UNKNOWN")
+FRONTAL_VIEWS = ("PA", "AP")
+
+# The 14 CheXpert observations, in CheXpert's order, snake_case -> display name.
+CHEXPERT_DISPLAY = {
+    "no_finding": "No Finding",
+    "enlarged_cardiomediastinum": "Enlarged Cardiomediastinum",
+    "cardiomegaly": "Cardiomegaly",
+    "lung_opacity": "Lung Opacity",
+    "lung_lesion": "Lung Lesion",
+    "edema": "Edema",
+    "consolidation": "Consolidation",
+    "pneumonia": "Pneumonia",
+    "atelectasis": "Atelectasis",
+    "pneumothorax": "Pneumothorax",
+    "pleural_effusion": "Pleural Effusion",
+    "pleural_other": "Pleural Other",
+    "fracture": "Fracture",
+    "support_devices": "Support Devices",
+}
+CHEXPERT_LABELS = tuple(CHEXPERT_DISPLAY)
+LABEL_SOURCES = ("dataset", "extracted")
+
+STUDIES_SCHEMA = {
+    "study_id": pl.String,
+    "patient_id": pl.String,
+    "split": pl.String,
+    "findings": pl.String,
+    "impression": pl.String,
+    "report": pl.String,
+    "dataset": pl.String,
+}
+IMAGES_SCHEMA = {
+    "image_id": pl.String,
+    "study_id": pl.String,
+    "patient_id": pl.String,
+    "split": pl.String,
+    "view": pl.String,
+    "path": pl.String,
+    "width": pl.Int32,
+    "height": pl.Int32,
+}
+REJECTS_SCHEMA = {
+    "item": pl.String,
+    "path": pl.String,
+    "stage": pl.String,
+    "reason": pl.String,
+}
+LABELS_SCHEMA = {
+    "study_id": pl.String,
+    **{name: pl.Int8 for name in CHEXPERT_LABELS},
+    "abnormal": pl.Boolean,
+    "source": pl.String,
+}
+
+CONTRACTS: dict[str, dict[str, pl.DataType]] = {
+    "studies": STUDIES_SCHEMA,
+    "images": IMAGES_SCHEMA,
+    "rejects": REJECTS_SCHEMA,
+    "labels": LABELS_SCHEMA,
+}
+UNIQUE_KEYS = {"studies": "study_id", "images": "image_id", "labels": "study_id"}
+NOT_NULL = {
+    "studies": ("study_id", "patient_id", "split", "report", "dataset"),
+    "images": ("image_id", "study_id", "patient_id", "split", "view", "path"),
+    "rejects": ("item", "stage", "reason"),
+    "labels": ("study_id", "abnormal", "source"),
+}
+
+
+class ContractError(ValueError):
+    """A table does not match its contract; the message names the column and the fix."""
+
+
+def empty_table(name: str) -> pl.DataFrame:
+    """Return an empty table with the contract's columns and dtypes."""
+    return pl.DataFrame(schema=CONTRACTS[name])
+
+
+def conform(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Return `df` with exactly the contract's columns, in order, cast to its dtypes."""
+    schema = CONTRACTS[name]
+    missing = [column for column in schema if column not in df.columns]
+    if missing:
+        raise ContractError(
+            f"{name} table lacks column(s) {missing}; it has {df.columns}. "
+            f"The {name} contract (DESIGN §4) needs {list(schema)}."
+        )
+    return df.select([pl.col(column).cast(dtype, strict=True) for column, dtype in schema.items()])
+
+
+def validate_table(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Check `df` against the contract `name`; return it conformed, or raise ContractError."""
+    df = conform(df, name)
+    for column in NOT_NULL[name]:
+        nulls = df[column].null_count()
+        if nulls:
+            raise ContractError(f"{name}.{column} has {nulls} null value(s); it must be set on every row.")
+    key = UNIQUE_KEYS.get(name)
+    if key is not None and df[key].n_unique() != df.height:
+        duplicated = df.filter(pl.col(key).is_duplicated())[key].unique().sort().head(5).to_list()
+        raise ContractError(f"{name}.{key} must be unique; duplicated values include {duplicated}.")
+    if "split" in df.columns:
+        bad = df.filter(~pl.col("split").is_in(SPLITS))["split"].unique().to_list()
+        if bad:
+            raise ContractError(f"{name}.split has values {bad}; allowed: {list(SPLITS)}.")
+    if name == "images":
+        bad = df.filter(~pl.col("view").is_in(VIEWS))["view"].unique().to_list()
+        if bad:
+            raise ContractError(f"images.view has values {bad}; allowed: {list(VIEWS)}.")
+    if name == "labels":
+        for column in CHEXPERT_LABELS:
+            bad = df.filter(~pl.col(column).is_in([-1, 0, 1]) & pl.col(column).is_not_null())[column]
+            if bad.len():
+                raise ContractError(f"labels.{column} has values {bad.unique().to_list()}; allowed: 1, 0, -1, null.")
+        bad = df.filter(~pl.col("source").is_in(LABEL_SOURCES))["source"].unique().to_list()
+        if bad:
+            raise ContractError(f"labels.source has values {bad}; allowed: {list(LABEL_SOURCES)}.")
+    return df
+
+
+def write_table(df: pl.DataFrame, name: str, path: str | Path) -> pl.DataFrame:
+    """Validate `df` against contract `name` and write it as Parquet; return what was written."""
+    df = validate_table(df, name)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(path)
+    return df
+
+
+def read_table(path: str | Path, name: str) -> pl.DataFrame:
+    """Read a Parquet table and check it against contract `name`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {name} table; run the stage that writes it first.")
+    return validate_table(pl.read_parquet(path), name)
+
+
+def abnormal_from_no_finding(no_finding: pl.Expr) -> pl.Expr:
+    """A study is abnormal unless No Finding is positive (CheXpert's definition of normal)."""
+    return no_finding.fill_null(0) != 1
