@@ -1,0 +1,88 @@
+"""Stage `figures`: t-SNE of test image embeddings (zeroshot beside multitask) and Recall@K with CI bars."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: figures are rendered on headless nodes
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+from mtcxr import metrics  # noqa: E402
+from mtcxr.embeddings import read_embeddings  # noqa: E402
+from mtcxr.tables import read_table  # noqa: E402
+
+log = logging.getLogger(__name__)
+COLOURS = {False: "#1b9e77", True: "#d95f02"}
+
+
+def tsne_figure(index_dirs: dict[str, str], labels_path: str, output: str, perplexity: float = 30.0,
+                max_points: int = 3000, seed: int = 0) -> None:
+    """Side-by-side t-SNE of each variant's test image embeddings, coloured normal/abnormal."""
+    labels = read_table(labels_path, "labels").select("study_id", "abnormal")
+    fig, axes = plt.subplots(1, len(index_dirs), figsize=(5.2 * len(index_dirs), 5), squeeze=False)
+    for ax, (variant, folder) in zip(axes[0], index_dirs.items()):
+        _, vectors, meta = read_embeddings(Path(folder) / "images.parquet", "image_id")
+        studies = pl.read_parquet(Path(folder) / "images.parquet", columns=["study_id"]).join(labels, on="study_id", how="left", maintain_order="left")
+        abnormal = studies["abnormal"].fill_null(False).to_numpy()
+        if len(vectors) > max_points:
+            chosen = np.sort(np.random.default_rng(seed).choice(len(vectors), max_points, replace=False))
+            vectors, abnormal = vectors[chosen], abnormal[chosen]
+        silhouette = metrics.cosine_silhouette(vectors, abnormal, seed=seed)
+        points = TSNE(n_components=2, perplexity=min(perplexity, max(2.0, (len(vectors) - 1) / 3)), metric="cosine",
+                      init="pca", random_state=seed).fit_transform(vectors)
+        for is_abnormal in (False, True):
+            chosen = abnormal == is_abnormal
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=7, alpha=0.7, c=COLOURS[is_abnormal],
+                       label=f"{'abnormal' if is_abnormal else 'normal'} (n={chosen.sum()})")
+        ax.set_title(f"{meta.get('backbone', '')} / {variant}\nsilhouette (cosine) = {silhouette:.3f}")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("t-SNE of test image embeddings")
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
+def recall_figure(summary_path: str, output: str) -> None:
+    """Recall@K per variant for i2t and t2i, one panel per task and backbone, with 95% CI bars."""
+    summary = pl.read_parquet(summary_path).filter(pl.col("metric") == "recall")
+    backbones = summary["backbone"].unique().sort().to_list()
+    tasks = ["i2t", "t2i"]
+    fig, axes = plt.subplots(len(backbones), 2, figsize=(11, 4 * len(backbones)), squeeze=False)
+    for row, backbone in enumerate(backbones):
+        for col, task in enumerate(tasks):
+            ax = axes[row][col]
+            table = summary.filter((pl.col("backbone") == backbone) & (pl.col("task") == task))
+            variants = sorted(table["variant"].unique().to_list(), key=lambda v: (v != "zeroshot", v))
+            ks = sorted(table["k"].unique().to_list())
+            width = 0.8 / max(1, len(variants))
+            for i, variant in enumerate(variants):
+                part = table.filter(pl.col("variant") == variant).sort("k")
+                x = np.arange(len(ks)) + (i - (len(variants) - 1) / 2) * width
+                value = part["value"].to_numpy()
+                errors = np.vstack([value - part["ci_low"].to_numpy(), part["ci_high"].to_numpy() - value])
+                ax.bar(x, value, width, yerr=errors, capsize=2, label=variant)
+            ax.set_xticks(np.arange(len(ks)), [f"R@{k}" for k in ks])
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{backbone}: {'image → report' if task == 'i2t' else 'report → image'}")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
+def make_figures(index_dirs: dict[str, dict[str, str]], labels_path: str, summary_path: str, output_tsne: list[str],
+                 output_recall: str, perplexity: float = 30.0, seed: int = 0) -> None:
+    """Write the t-SNE figure of each backbone (in `index_dirs` order) and the Recall@K figure."""
+    for (backbone, variants), output in zip(index_dirs.items(), output_tsne):
+        tsne_figure(variants, labels_path, output, perplexity=perplexity, seed=seed)
+        log.info("t-SNE of %s written to %s", backbone, output)
+    recall_figure(summary_path, output_recall)

@@ -1,0 +1,138 @@
+"""Stage `build_index`: FAISS exact inner-product indexes over the test gallery, and `mtcxr search`.
+
+An index folder holds `images.faiss` + `images.parquet` (image_id, study_id, projected vector),
+`texts.faiss` + `texts.parquet` (one row per distinct normalised report: text_id, the studies
+sharing it, the text, projected vector), `prototypes.npy` (mean projected normal and abnormal
+train reports) and `index.json` (backbone, variant, head files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import faiss
+import numpy as np
+import polars as pl
+
+from mtcxr.embeddings import read_embeddings, write_embeddings
+from mtcxr.heads import load_heads, project
+from mtcxr.pairs import load_split
+
+log = logging.getLogger(__name__)
+
+
+def normalize_report(text: str) -> str:
+    """Lower-case, collapse whitespace and strip punctuation: the key used to deduplicate reports."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def dedupe_reports(reports: list[str]) -> tuple[list[int], np.ndarray]:
+    """Return (first study index of each distinct report, distinct-report index of every study)."""
+    first, of_study, seen = [], np.empty(len(reports), dtype=np.int64), {}
+    for i, report in enumerate(reports):
+        key = normalize_report(report)
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        of_study[i] = seen[key]
+    return first, of_study
+
+
+def flat_ip_index(vectors: np.ndarray) -> faiss.Index:
+    """An exact inner-product index (cosine similarity on L2-normalised vectors)."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def build_index(
+    image_embeddings: list[str],
+    text_embeddings: str,
+    images_path: str,
+    studies_path: str,
+    labels_path: str,
+    head_weights: str,
+    head_config: str,
+    output_dir: str,
+    backbone_name: str,
+    variant: str,
+    demo_dir: str | None = None,
+    frontal_only: bool = True,
+    split: str = "test",
+) -> None:
+    """Project the `split` gallery through the variant's heads and write FAISS indexes + id maps."""
+    heads, head_cfg = load_heads(head_weights, head_config)
+    load = lambda name: load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, name, frontal_only)  # noqa: E731
+    gallery, train = load(split), load("train")
+    images = project(heads.image, gallery.image_vectors)
+    texts = project(heads.text, gallery.text_vectors)
+    first, of_study = dedupe_reports(gallery.reports)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = {"backbone": backbone_name, "variant": variant, "spec": gallery.metadata.get("spec"), "normalized": True}
+    faiss.write_index(flat_ip_index(images), str(out / "images.faiss"))
+    write_embeddings(out / "images.parquet", "image_id", list(gallery.image_ids), images, metadata,
+                     {"study_id": list(gallery.study_ids[gallery.image_study])})
+    faiss.write_index(flat_ip_index(texts[first]), str(out / "texts.faiss"))
+    studies_of_text: list[list[str]] = [[] for _ in first]
+    for study, text_id in zip(gallery.study_ids, of_study):
+        studies_of_text[text_id].append(study)
+    write_embeddings(out / "texts.parquet", "text_id", [f"t{i:07d}" for i in range(len(first))], texts[first], metadata,
+                     {"study_ids": [" ".join(s) for s in studies_of_text], "report": [gallery.reports[i] for i in first]})
+    pl.DataFrame({"study_id": list(gallery.study_ids), "text_row": of_study}).write_parquet(out / "study_texts.parquet")
+
+    train_texts = project(heads.text, train.text_vectors)
+    prototypes = np.stack([_mean_or_zero(train_texts[~train.abnormal]), _mean_or_zero(train_texts[train.abnormal])])
+    np.save(out / "prototypes.npy", prototypes.astype(np.float32))
+    (out / "index.json").write_text(json.dumps({
+        **metadata, "split": split, "frontal_only": frontal_only, "images": len(images), "texts": len(first),
+        "head_weights": str(Path(head_weights).resolve()), "head_config": str(Path(head_config).resolve()),
+        "demo_dir": str(Path(demo_dir).resolve()) if demo_dir else None, "trained": head_cfg.get("trained", False),
+    }, indent=2) + "\n")
+    log.info("%s/%s index: %d images, %d distinct reports (%d studies)", backbone_name, variant, len(images), len(first), len(of_study))
+
+
+def _mean_or_zero(vectors: np.ndarray) -> np.ndarray:
+    if not len(vectors):
+        return np.zeros(vectors.shape[1], dtype=np.float32)
+    mean = vectors.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+def search_cli(index_dir: str, image: str | None, text: str | None, k: int = 5) -> None:
+    """`mtcxr search`: embed a query image (or report) and print the k nearest reports (or images)."""
+    import torch
+
+    from mtcxr.backbone import load_backbone
+    from mtcxr.imaging import load_grayscale
+
+    folder = Path(index_dir)
+    info_path = folder / "index.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} not found; --index must be a folder written by build_index, "
+                                "e.g. results/index/demo/multitask")
+    info = json.loads(info_path.read_text())
+    backbone = load_backbone(info["spec"], demo_dir=info.get("demo_dir"))
+    heads, _ = load_heads(info["head_weights"], info["head_config"])
+    if image is not None:
+        pixels = backbone.preprocess(load_grayscale(image, max(backbone.model.visual.image_size)))
+        query = project(heads.image, backbone.encode_images(pixels[None]))
+        index, table = faiss.read_index(str(folder / "texts.faiss")), folder / "texts.parquet"
+        ids, _, _ = read_embeddings(table, "text_id")
+        rows = pl.read_parquet(table, columns=["text_id", "study_ids", "report"])
+    else:
+        query = project(heads.text, backbone.encode_texts([text]))
+        index, table = faiss.read_index(str(folder / "images.faiss")), folder / "images.parquet"
+        rows = pl.read_parquet(table, columns=["image_id", "study_id"])
+    scores, found = index.search(query.astype(np.float32), min(k, index.ntotal))
+    with torch.no_grad():
+        for rank, (score, row) in enumerate(zip(scores[0], found[0]), start=1):
+            hit = rows.row(int(row), named=True)
+            if image is not None:
+                print(f"{rank}\t{score:.4f}\t{hit['study_ids']}\t{hit['report']}")
+            else:
+                print(f"{rank}\t{score:.4f}\t{hit['image_id']}\t{hit['study_id']}")

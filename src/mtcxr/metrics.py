@@ -1,0 +1,424 @@
+"""Retrieval and clinical-relevance metrics (DESIGN §6): pure functions over NumPy arrays.
+
+Search is exact and blocked over queries, so memory is O(block × keys) and the full query × key
+similarity matrix is never held (DESIGN §9). Rankings break score ties by the lower key index, and
+`topk_search` and `first_hit_ranks` share one scoring routine so they agree on every tie.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score, silhouette_score
+
+log = logging.getLogger(__name__)
+
+# Upper bound on the elements of one block of bootstrap resample indices (int64): 32 MiB, so a
+# Q=50k, n_boot=1000 bootstrap runs in bounded memory instead of a 400 MB index matrix.
+_BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact blocked search
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return queries and keys as contiguous float32 CPU tensors after checking shapes and values."""
+    if queries.ndim != 2 or keys.ndim != 2:
+        raise ValueError(f"queries and keys must be 2-D, got shapes {queries.shape} and {keys.shape}")
+    if queries.shape[1] != keys.shape[1]:
+        raise ValueError(f"queries have dimension {queries.shape[1]} but keys have {keys.shape[1]}")
+    if keys.shape[0] == 0:
+        raise ValueError("keys is empty: there is nothing to retrieve")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    queries32 = np.ascontiguousarray(queries, dtype=np.float32)
+    keys32 = np.ascontiguousarray(keys, dtype=np.float32)
+    # A NaN score compares false with everything and would silently corrupt ranks.
+    for name, array in (("queries", queries32), ("keys", keys32)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contain NaN or infinite values")
+    return torch.from_numpy(queries32), torch.from_numpy(keys32)
+
+
+def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (first query index, float32 inner products of a block of queries with all keys)."""
+    keys_t = keys.T
+    with torch.inference_mode():
+        for start in range(0, queries.shape[0], block_size):
+            yield start, queries[start : start + block_size] @ keys_t
+
+
+def _topk_block(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of one score block, by descending score then ascending key index."""
+    values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+    values_np = values.numpy()
+    indices_np = indices.numpy().astype(np.int64, copy=False)
+    # torch.topk picks arbitrarily among keys tied with the k-th score; where more keys tie at that
+    # boundary than fit, rebuild the row from the strictly higher keys plus the lowest-index ties.
+    threshold = values[:, -1:]
+    boundary_ties = torch.nonzero((scores >= threshold).sum(dim=1) > k).flatten().tolist()
+    if boundary_ties:
+        indices_np = indices_np.copy()
+        values_np = values_np.copy()
+        for row in boundary_ties:
+            row_scores = scores[row]
+            higher = torch.nonzero(row_scores > threshold[row]).flatten()
+            tied = torch.nonzero(row_scores == threshold[row]).flatten()[: k - higher.numel()]
+            chosen = torch.cat([higher, tied])
+            indices_np[row] = chosen.numpy()
+            values_np[row] = row_scores[chosen].numpy()
+    # Order within the top-k is fixed here, independent of torch.topk's order among equal scores.
+    order = np.lexsort((indices_np, -values_np), axis=-1)
+    return np.take_along_axis(values_np, order, axis=1), np.take_along_axis(indices_np, order, axis=1)
+
+
+def topk_search(
+    queries: np.ndarray, keys: np.ndarray, k: int, block_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (scores (Q, k') float32, key indices (Q, k') int64) of each query's top k' = min(k, N) keys.
+
+    Scores are float32 inner products (embeddings are L2-normalised upstream, so these are cosines),
+    sorted by descending score with ties broken by the lower key index. Queries are processed in
+    blocks of `block_size`, so peak memory is O(block_size × N).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    queries_t, keys_t = _check_embeddings(queries, keys, block_size)
+    k = min(k, keys_t.shape[0])
+    n_queries = queries_t.shape[0]
+    top_scores = np.empty((n_queries, k), dtype=np.float32)
+    top_indices = np.empty((n_queries, k), dtype=np.int64)
+    for start, scores in _score_blocks(queries_t, keys_t, block_size):
+        stop = start + scores.shape[0]
+        top_scores[start:stop], top_indices[start:stop] = _topk_block(scores, k)
+    return top_scores, top_indices
+
+
+def _targets_csr(
+    query_targets: Sequence[np.ndarray] | np.ndarray, n_queries: int, n_keys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (offsets (Q+1,), flat target key indices) from per-query target lists.
+
+    Accepts a list of index arrays, a 1-D integer array (one target per query) or a 2-D integer
+    array (the same number of targets per query).
+    """
+    if isinstance(query_targets, np.ndarray) and query_targets.dtype != object:
+        if query_targets.ndim == 1:
+            query_targets = query_targets[:, None]
+        if query_targets.ndim != 2:
+            raise ValueError(f"query_targets array must be 1-D or 2-D, got shape {query_targets.shape}")
+        rows = list(query_targets)
+    else:
+        rows = [np.asarray(targets).reshape(-1) for targets in query_targets]
+    if len(rows) != n_queries:
+        raise ValueError(f"{n_queries} queries but {len(rows)} target lists")
+    lengths = np.fromiter((len(targets) for targets in rows), dtype=np.int64, count=n_queries)
+    if n_queries and lengths.min() == 0:
+        raise ValueError(f"query {int(np.argmin(lengths))} has no target: every query needs at least one hit")
+    offsets = np.zeros(n_queries + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(rows).astype(np.int64) if n_queries else np.empty(0, dtype=np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= n_keys):
+        raise ValueError(f"target key indices must lie in [0, {n_keys}), got range [{flat.min()}, {flat.max()}]")
+    return offsets, flat
+
+
+def first_hit_ranks(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    query_targets: Sequence[np.ndarray] | np.ndarray,
+    block_size: int = 4096,
+) -> np.ndarray:
+    """Return the 1-based rank (Q,) int64 of each query's best-ranked relevant key.
+
+    `query_targets[i]` holds the indices of the keys that count as hits for query i (at least one).
+    The rank is exact and consistent with `topk_search`: 1 + the number of keys scoring strictly
+    higher than the best target + the number of keys tied with it at a lower index. Blocked over
+    queries, memory O(block_size × N).
+    """
+    queries_t, keys_t = _check_embeddings(queries, keys, block_size)
+    n_queries, n_keys = queries_t.shape[0], keys_t.shape[0]
+    offsets, flat_targets = _targets_csr(query_targets, n_queries, n_keys)
+    key_positions = torch.arange(n_keys)
+    ranks = np.empty(n_queries, dtype=np.int64)
+    for start, scores in _score_blocks(queries_t, keys_t, block_size):
+        stop = start + scores.shape[0]
+        block_targets = flat_targets[offsets[start] : offsets[stop]]
+        block_lengths = np.diff(offsets[start : stop + 1])
+        target_rows = np.repeat(np.arange(stop - start), block_lengths)
+        target_scores = scores[torch.from_numpy(target_rows), torch.from_numpy(block_targets)].numpy()
+        # The best-ranked target is the highest-scoring one, the lowest index among equals; after
+        # sorting by (row, -score, index) it is the first entry of each row's segment.
+        order = np.lexsort((block_targets, -target_scores, target_rows))
+        segment_starts = offsets[start:stop] - offsets[start]
+        best_key = torch.from_numpy(block_targets[order][segment_starts])[:, None]
+        best_score = torch.from_numpy(target_scores[order][segment_starts])[:, None]
+        higher = (scores > best_score).sum(dim=1)
+        tied_before = ((scores == best_score) & (key_positions < best_key)).sum(dim=1)
+        ranks[start:stop] = (1 + higher + tied_before).numpy()
+    return ranks
+
+
+# --------------------------------------------------------------------------------------------------
+# Rank-based retrieval metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Return per-query Recall@k (Q,) float64: 1.0 where the first hit ranks within the top k, else 0.0."""
+    return (np.asarray(ranks) <= k).astype(np.float64)
+
+
+def median_rank(ranks: np.ndarray) -> float:
+    """Return the median of the 1-based first-hit ranks."""
+    return float(np.median(ranks))
+
+
+def mean_rank(ranks: np.ndarray) -> float:
+    """Return the mean of the 1-based first-hit ranks."""
+    return float(np.mean(ranks))
+
+
+# --------------------------------------------------------------------------------------------------
+# Clinical relevance over the retrieved lists
+# --------------------------------------------------------------------------------------------------
+
+
+def _top_columns(retrieved: np.ndarray, k: int) -> np.ndarray:
+    """Return the first min(k, K) retrieved columns; fewer than k exist when the gallery is smaller."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if retrieved.ndim < 2 or retrieved.shape[1] == 0:
+        raise ValueError(f"retrieved lists must have shape (Q, K, ...) with K >= 1, got {retrieved.shape}")
+    return retrieved[:, :k]
+
+
+def precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
+    """Return per-query Precision@k (Q,) float64: the fraction of the top k retrieved that are relevant.
+
+    `relevant` (Q, K) bool marks the relevant items in each ranked retrieved list. When fewer than k
+    items were retrieved (K < k, a gallery smaller than k) the fraction is over the K retrieved.
+    """
+    top = _top_columns(np.asarray(relevant, dtype=bool), k)
+    return top.mean(axis=1, dtype=np.float64)
+
+
+def average_precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
+    """Return per-query AP@k (Q,) float64 over ranked relevance flags `relevant` (Q, K) bool.
+
+    AP@k = (1 / R_k) · Σ_{i ≤ k, item i relevant} Precision@i, where R_k is the number of relevant
+    items among the top k; it is 0 when none of the top k is relevant. Normalising by R_k (not by the
+    number of relevant items in the whole gallery) is the usual retrieval mAP@k for large galleries
+    where every class has far more than k members. mAP@k is the mean of this over queries.
+    """
+    top = _top_columns(np.asarray(relevant, dtype=bool), k)
+    hits_so_far = np.cumsum(top, axis=1, dtype=np.float64)
+    precision_at_i = hits_so_far / np.arange(1, top.shape[1] + 1)
+    n_relevant = hits_so_far[:, -1]
+    summed = np.where(top, precision_at_i, 0.0).sum(axis=1)
+    return np.divide(summed, n_relevant, out=np.zeros_like(summed), where=n_relevant > 0)
+
+
+def _group_statistic(
+    values: np.ndarray, groups: np.ndarray, statistic: Callable[..., np.ndarray] = np.mean
+) -> float:
+    """Return the mean over groups of `statistic` within each group."""
+    values = np.asarray(values)
+    groups = np.asarray(groups)
+    if values.shape[0] != groups.shape[0]:
+        raise ValueError(f"{values.shape[0]} values but {groups.shape[0]} group labels")
+    if values.shape[0] == 0:
+        raise ValueError("no values to average")
+    return float(np.mean([statistic(values[groups == group]) for group in np.unique(groups)]))
+
+
+def class_balanced(values: np.ndarray, query_classes: np.ndarray) -> float:
+    """Return the mean over classes of the per-class mean of `values` (e.g. normal vs abnormal queries).
+
+    Each class weighs the same whatever its number of queries.
+    """
+    return _group_statistic(values, query_classes)
+
+
+def _check_label_sets(query_labels: np.ndarray, retrieved_labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (query labels (Q, 1, L), top-k retrieved labels (Q, k', L)) as bool after checking shapes."""
+    query_labels = np.asarray(query_labels, dtype=bool)
+    retrieved_labels = np.asarray(retrieved_labels, dtype=bool)
+    if query_labels.ndim != 2 or retrieved_labels.ndim != 3:
+        raise ValueError(
+            f"expected query_labels (Q, L) and retrieved_labels (Q, K, L), got {query_labels.shape} "
+            f"and {retrieved_labels.shape}"
+        )
+    if query_labels.shape[0] != retrieved_labels.shape[0] or query_labels.shape[1] != retrieved_labels.shape[2]:
+        raise ValueError(f"query_labels {query_labels.shape} do not match retrieved_labels {retrieved_labels.shape}")
+    return query_labels[:, None, :], _top_columns(retrieved_labels, k)
+
+
+def label_set_exact_match(query_labels: np.ndarray, retrieved_labels: np.ndarray, k: int) -> np.ndarray:
+    """Return per-query (Q,) float64 fraction of the top k whose positive label set equals the query's.
+
+    `query_labels` (Q, L) and `retrieved_labels` (Q, K, L) are bool positive-finding indicators;
+    over min(k, K) items when fewer than k were retrieved.
+    """
+    query, top = _check_label_sets(query_labels, retrieved_labels, k)
+    return (top == query).all(axis=2).mean(axis=1, dtype=np.float64)
+
+
+def label_set_jaccard(query_labels: np.ndarray, retrieved_labels: np.ndarray, k: int) -> np.ndarray:
+    """Return per-query (Q,) float64 mean Jaccard index between the query's and each top-k item's positive labels.
+
+    Two empty label sets (e.g. two "No Finding" studies) count as Jaccard 1; over min(k, K) items
+    when fewer than k were retrieved.
+    """
+    query, top = _check_label_sets(query_labels, retrieved_labels, k)
+    intersection = (top & query).sum(axis=2)
+    union = (top | query).sum(axis=2)
+    jaccard = np.divide(intersection, union, out=np.ones(union.shape, dtype=np.float64), where=union > 0)
+    return jaccard.mean(axis=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bootstrap confidence intervals
+# --------------------------------------------------------------------------------------------------
+
+
+def _resampled(
+    values: np.ndarray, n_boot: int, rng: np.random.Generator, statistic: Callable[..., np.ndarray]
+) -> np.ndarray:
+    """Return (n_boot,) values of `statistic` over resamples (with replacement) of `values`."""
+    n = values.shape[0]
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    out = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        out[start : start + size] = statistic(values[rng.integers(0, n, size=(size, n))], axis=1)
+    return out
+
+
+def _bootstrap_distribution(
+    values: np.ndarray,
+    n_boot: int,
+    seed: int,
+    statistic: Callable[..., np.ndarray],
+    groups: np.ndarray | None,
+) -> tuple[float, np.ndarray]:
+    """Return (statistic on the data, (n_boot,) resampled statistics).
+
+    With `groups`, resampling is stratified (each group resampled within itself, so every class
+    stays present) and the statistic is the mean over groups of `statistic` within each group.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.shape[0] == 0:
+        raise ValueError(f"per-query values must be a non-empty 1-D array, got shape {values.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return float(statistic(values)), _resampled(values, n_boot, rng, statistic)
+    groups = np.asarray(groups)
+    observed = _group_statistic(values, groups, statistic)
+    per_group = [_resampled(values[groups == group], n_boot, rng, statistic) for group in np.unique(groups)]
+    return observed, np.mean(per_group, axis=0)
+
+
+def _percentile_interval(distribution: np.ndarray, level: float) -> tuple[float, float]:
+    """Return the (low, high) percentile interval holding `level` of the distribution."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    low, high = np.percentile(distribution, [50.0 * (1.0 - level), 50.0 * (1.0 + level)])
+    return float(low), float(high)
+
+
+def bootstrap_ci(
+    per_query: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    groups: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """Return (value, low, high): the statistic and its seeded percentile-bootstrap interval over queries.
+
+    `statistic` must accept an `axis` keyword (np.mean, np.median, ...). With `groups` (e.g. normal /
+    abnormal per query) the value is the class-balanced statistic — the mean over groups of the
+    within-group statistic — and resampling is stratified by group. Resamples are drawn in chunks of
+    bounded size, so memory stays flat for Q=50k, n_boot=1000.
+    """
+    value, distribution = _bootstrap_distribution(per_query, n_boot, seed, statistic, groups)
+    low, high = _percentile_interval(distribution, level)
+    return value, low, high
+
+
+def paired_bootstrap(
+    per_query_a: np.ndarray,
+    per_query_b: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Return {difference, ci_low, ci_high, p_value} for mean(b) − mean(a) over the same queries.
+
+    Both arrays are resampled with the same query indices (the mean is linear, so this is the
+    bootstrap of the per-query differences b − a); with `groups` the means are class-balanced and
+    resampling is stratified. `p_value` is two-sided: twice the fraction of resamples whose
+    difference is zero or of the opposite sign to the observed one, capped at 1 (1 when the observed
+    difference is 0). Counting zero differences against the effect keeps the test conservative
+    for 0/1 metrics such as Recall@k; the smallest reportable non-zero value is 2 / n_boot.
+    """
+    a = np.asarray(per_query_a, dtype=np.float64)
+    b = np.asarray(per_query_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays must have the same shape, got {a.shape} and {b.shape}")
+    difference, distribution = _bootstrap_distribution(b - a, n_boot, seed, np.mean, groups)
+    low, high = _percentile_interval(distribution, level)
+    if difference > 0:
+        p_value = 2.0 * float(np.mean(distribution <= 0))
+    elif difference < 0:
+        p_value = 2.0 * float(np.mean(distribution >= 0))
+    else:
+        p_value = 1.0
+    return {"difference": difference, "ci_low": low, "ci_high": high, "p_value": min(1.0, p_value)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Normal / abnormal separation
+# --------------------------------------------------------------------------------------------------
+
+
+def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Return the ROC-AUC of `scores` for binary `targets`; NaN (with a warning) when only one class is present."""
+    targets = np.asarray(targets)
+    if np.unique(targets).size < 2:
+        log.warning("ROC-AUC is undefined with only one class among %d targets; reporting NaN", targets.size)
+        return float("nan")
+    return float(roc_auc_score(targets, scores))
+
+
+def cosine_silhouette(
+    embeddings: np.ndarray, classes: np.ndarray, max_samples: int = 5000, seed: int = 0
+) -> float:
+    """Return the cosine silhouette score of `embeddings` grouped by `classes` (e.g. normal vs abnormal).
+
+    Silhouette is O(n²) in time, so above `max_samples` rows a seeded uniform subsample (without
+    replacement) is scored. NaN with a warning when fewer than two classes are present.
+    """
+    embeddings = np.asarray(embeddings)
+    classes = np.asarray(classes)
+    if embeddings.shape[0] != classes.shape[0]:
+        raise ValueError(f"{embeddings.shape[0]} embeddings but {classes.shape[0]} class labels")
+    if embeddings.shape[0] > max_samples:
+        chosen = np.sort(np.random.default_rng(seed).choice(embeddings.shape[0], size=max_samples, replace=False))
+        embeddings, classes = embeddings[chosen], classes[chosen]
+    n_classes = np.unique(classes).size
+    if not 2 <= n_classes <= embeddings.shape[0] - 1:
+        log.warning(
+            "silhouette needs 2 to n-1 classes, got %d among %d samples; reporting NaN", n_classes, classes.size
+        )
+        return float("nan")
+    return float(silhouette_score(embeddings, classes, metric="cosine"))

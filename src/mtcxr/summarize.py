@@ -1,0 +1,115 @@
+"""Stage `summarize`: one long table of every number, a readable Markdown pivot, and paired
+bootstrap tests of each variant against `zeroshot`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mtcxr import metrics
+from mtcxr.evaluate import SUMMARY_SCHEMA
+
+log = logging.getLogger(__name__)
+
+BASELINE = "zeroshot"
+# Columns of the Markdown pivot: (task, metric, k), in reading order.
+HEADLINE = [
+    ("i2t", "recall", 1), ("i2t", "recall", 5), ("i2t", "recall", 10), ("i2t", "precision", 10),
+    ("i2t", "balanced_precision", 10), ("t2i", "recall", 1), ("t2i", "recall", 5), ("t2i", "recall", 10),
+    ("t2i", "precision", 10), ("t2i", "balanced_precision", 10), ("classification", "auc", None),
+    ("classification", "silhouette", None),
+]
+PAIRED = [("i2t", "recall", 10), ("i2t", "precision", 10), ("t2i", "recall", 10), ("t2i", "precision", 10)]
+
+
+def summarize(metric_files: list[str], query_files: list[str], reject_files: list[str], output_parquet: str,
+              output_csv: str, output_md: str, output_paired: str, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
+    """Concatenate per-variant metrics, write summary.{parquet,csv,md} and the paired tests; return the summary."""
+    summary = pl.concat([pl.read_parquet(path) for path in metric_files]).cast(SUMMARY_SCHEMA)
+    summary = summary.sort("backbone", "variant", "task", "metric", "k", nulls_last=False)
+    Path(output_parquet).parent.mkdir(parents=True, exist_ok=True)
+    summary.write_parquet(output_parquet)
+    summary.write_csv(output_csv, float_precision=6)
+    paired = paired_against_baseline(metric_files, query_files, n_boot, seed)
+    paired.write_csv(output_paired, float_precision=6)
+    rejects = pl.concat([pl.read_parquet(path) for path in reject_files]) if reject_files else pl.DataFrame()
+    Path(output_md).write_text(markdown_report(summary, paired, rejects))
+    log.info("summary: %d rows over %d backbone/variant pairs; %d rejected items", summary.height,
+             summary.select("backbone", "variant").n_unique(), rejects.height)
+    return summary
+
+
+def paired_against_baseline(metric_files: list[str], query_files: list[str], n_boot: int, seed: int) -> pl.DataFrame:
+    """Paired bootstrap (same queries) of each variant minus `zeroshot`, per backbone, on the PAIRED metrics."""
+    rows = []
+    by_variant = {}
+    for metric_file, query_file in zip(metric_files, query_files):
+        info = pl.read_parquet(metric_file, columns=["backbone", "variant"]).head(1)
+        if info.height:
+            by_variant[(info["backbone"][0], info["variant"][0])] = pl.read_parquet(query_file)
+    for (backbone, variant), queries in sorted(by_variant.items()):
+        baseline = by_variant.get((backbone, BASELINE))
+        if variant == BASELINE or baseline is None:
+            continue
+        for task, metric, k in PAIRED:
+            pick = lambda table: table.filter((pl.col("task") == task) & (pl.col("metric") == metric) & (pl.col("k") == k)).sort("query")  # noqa: E731
+            a, b = pick(baseline), pick(queries)
+            if not a.height or a.height != b.height:
+                continue
+            test = metrics.paired_bootstrap(a["value"].to_numpy(), b["value"].to_numpy(), n_boot, seed)
+            rows.append({"backbone": backbone, "variant": variant, "baseline": BASELINE, "task": task, "metric": metric,
+                         "k": k, **test, "n_queries": a.height})
+    schema = {"backbone": pl.String, "variant": pl.String, "baseline": pl.String, "task": pl.String, "metric": pl.String,
+              "k": pl.Int64, "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+              "p_value": pl.Float64, "n_queries": pl.Int64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _cell(summary: pl.DataFrame, backbone: str, variant: str, task: str, metric: str, k: int | None) -> str:
+    match = summary.filter((pl.col("backbone") == backbone) & (pl.col("variant") == variant) & (pl.col("task") == task)
+                           & (pl.col("metric") == metric) & (pl.col("k").is_null() if k is None else pl.col("k") == k))
+    if not match.height or match["value"][0] is None or np.isnan(match["value"][0]):
+        return "–"
+    row = match.row(0, named=True)
+    if row["ci_low"] is None:
+        return f"{row['value']:.3f}"
+    return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.DataFrame) -> str:
+    """A pivot per backbone with variants as rows and headline metrics (95% CI) as columns."""
+    lines = ["# mtcxr results", "", "Values with 95% bootstrap confidence intervals over queries. "
+             "`balanced_precision` is the mean of the normal-query and abnormal-query Precision@k; relevance "
+             "is having the query's normal/abnormal status. Every number is in `summary.csv`.", ""]
+    headers = [f"{task} {metric}" + (f"@{k}" if k is not None else "") for task, metric, k in HEADLINE]
+    for backbone in summary["backbone"].unique().sort().to_list():
+        lines += [f"## Backbone `{backbone}`", "", "| variant | " + " | ".join(headers) + " |",
+                  "|---|" + "---|" * len(headers)]
+        variants = summary.filter(pl.col("backbone") == backbone)["variant"].unique().to_list()
+        variants.sort(key=lambda v: (v != BASELINE, v))
+        for variant in variants:
+            cells = [_cell(summary, backbone, variant, *column) for column in HEADLINE]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append("")
+        tests = paired.filter(pl.col("backbone") == backbone)
+        if tests.height:
+            lines += [f"Paired bootstrap against `{BASELINE}` (difference, 95% CI, two-sided p):", "",
+                      "| variant | " + " | ".join(f"{t} {m}@{k}" for t, m, k in PAIRED) + " |", "|---|" + "---|" * len(PAIRED)]
+            for variant in tests["variant"].unique().sort().to_list():
+                cells = []
+                for task, metric, k in PAIRED:
+                    hit = tests.filter((pl.col("variant") == variant) & (pl.col("task") == task) & (pl.col("metric") == metric) & (pl.col("k") == k))
+                    cells.append("–" if not hit.height else
+                                 f"{hit['difference'][0]:+.3f} [{hit['ci_low'][0]:+.3f}, {hit['ci_high'][0]:+.3f}] p={hit['p_value'][0]:.3g}")
+                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+            lines.append("")
+    if rejects.height:
+        counts = rejects.group_by("stage", "reason").len().sort("len", descending=True)
+        lines += [f"## Rejected items: {rejects.height}", "", "| stage | reason | count |", "|---|---|---|"]
+        lines += [f"| {row['stage']} | {row['reason']} | {row['len']} |" for row in counts.head(20).iter_rows(named=True)]
+    else:
+        lines += ["No item was rejected."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""Stage `train_head`: train the projector heads of one variant from cached embeddings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from mtcxr.backbone import choose_device
+from mtcxr.heads import ProjectionHeads, save_heads
+from mtcxr.losses import bce_loss, clip_loss, supcon_loss
+from mtcxr.pairs import SplitEmbeddings, load_split
+
+log = logging.getLogger(__name__)
+LOSS_NAMES = ("clip", "supcon", "bce")
+
+
+def composite_loss(
+    heads: ProjectionHeads,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    abnormal: torch.Tensor,
+    weights: dict[str, float],
+    supcon_temperature: float,
+    pos_weight: float,
+) -> dict[str, torch.Tensor]:
+    """Weighted sum of the variant's losses on one batch; returns each term and `total`."""
+    image_projected, text_projected = heads.image(image), heads.text(text)
+    terms: dict[str, torch.Tensor] = {}
+    if weights.get("clip"):
+        terms["clip"] = clip_loss(image_projected, text_projected, heads.logit_scale)
+    if weights.get("supcon"):
+        # Both modalities are views of the study: a normal image should sit with normal reports too.
+        features = torch.cat([image_projected, text_projected])
+        terms["supcon"] = supcon_loss(features, torch.cat([abnormal, abnormal]).long(), supcon_temperature)
+    if weights.get("bce"):
+        terms["bce"] = bce_loss(heads.abnormal_logit(image_projected), abnormal.float(), pos_weight)
+    terms["total"] = sum(weights[name] * value for name, value in terms.items())
+    return terms
+
+
+def fit_heads(
+    train: SplitEmbeddings,
+    validate: SplitEmbeddings | None,
+    weights: dict[str, float],
+    epochs: int = 40,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-4,
+    hidden_dim: int = 512,
+    supcon_temperature: float = 0.1,
+    logit_scale: float = 100.0,
+    seed: int = 0,
+    device: str = "auto",
+) -> tuple[ProjectionHeads, pl.DataFrame]:
+    """Train heads on `train` with the given loss weights; return them and a per-epoch history."""
+    unknown = set(weights) - set(LOSS_NAMES)
+    if unknown:
+        raise ValueError(f"unknown loss(es) {sorted(unknown)} in the variant's `losses`; choose from {list(LOSS_NAMES)}")
+    torch.manual_seed(seed)
+    torch_device = choose_device(device)
+    heads = ProjectionHeads(train.image_vectors.shape[1], hidden_dim, logit_scale).to(torch_device)
+    abnormal_rate = float(train.image_abnormal.mean()) if len(train.image_ids) else 0.5
+    # pos_weight = negatives / positives: the BCE treats both classes as equally frequent.
+    pos_weight = (1 - abnormal_rate) / max(abnormal_rate, 1e-6)
+
+    def tensors(split: SplitEmbeddings):
+        return (
+            torch.from_numpy(split.image_vectors).to(torch_device),
+            torch.from_numpy(split.text_vectors[split.image_study]).to(torch_device),
+            torch.from_numpy(split.image_abnormal).to(torch_device),
+        )
+
+    image, text, abnormal = tensors(train)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    steps = epochs * max(1, -(-len(image) // batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    for epoch in tqdm(range(epochs), desc="train head", unit="epoch"):
+        heads.train()
+        order = torch.randperm(len(image), generator=generator).to(torch_device)
+        sums: dict[str, float] = {}
+        batches = 0
+        for start in range(0, len(image), batch_size):
+            batch = order[start : start + batch_size]
+            if len(batch) < 2:
+                continue  # contrastive losses need at least one negative
+            terms = composite_loss(heads, image[batch], text[batch], abnormal[batch], weights, supcon_temperature, pos_weight)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            schedule.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            batches += 1
+        row = {"epoch": epoch, **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+        if validate is not None and len(validate.image_ids) > 1:
+            heads.eval()
+            with torch.no_grad():
+                v_image, v_text, v_abnormal = tensors(validate)
+                v_terms = composite_loss(heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight)
+            row.update({f"validate_{k}": v.item() for k, v in v_terms.items()})
+        history.append(row)
+    heads.eval()
+    return heads.cpu(), pl.DataFrame(history)
+
+
+def train_head(
+    image_embeddings: list[str],
+    text_embeddings: str,
+    images_path: str,
+    studies_path: str,
+    labels_path: str,
+    output_weights: str,
+    output_config: str,
+    output_history: str,
+    variant: str,
+    variant_cfg: dict,
+    train_cfg: dict,
+    frontal_only: bool = True,
+    seed: int = 0,
+    threads: int = 1,
+) -> None:
+    """Train (or, for a variant with `train: false`, initialise as the identity) and save the heads."""
+    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    load = lambda split: load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only)  # noqa: E731
+    train = load("train")
+    logit_scale = float(train.metadata.get("logit_scale", 100.0))
+    weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
+    hyper = {k: train_cfg[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "hidden_dim", "supcon_temperature") if k in train_cfg}
+    if variant_cfg.get("train", True) and weights:
+        if len(train.image_ids) < 2:
+            raise ValueError(f"train split has {len(train.image_ids)} usable image(s); at least 2 are needed to train {variant}")
+        log.info("training %s on %d train images, losses %s", variant, len(train.image_ids), weights)
+        heads, history = fit_heads(train, load("validate"), weights, logit_scale=logit_scale, seed=seed,
+                                   device=train_cfg.get("device", "auto"), **hyper)
+    else:
+        log.info("%s: no training; the untrained head is the identity (zero-shot backbone)", variant)
+        heads = ProjectionHeads(train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale)
+        history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64)})
+    Path(output_weights).parent.mkdir(parents=True, exist_ok=True)
+    extra = {"variant": variant, "losses": weights, "trained": bool(variant_cfg.get("train", True) and weights),
+             "train_images": int(len(train.image_ids)), "backbone": train.metadata.get("backbone"),
+             "spec": train.metadata.get("spec"), "seconds": round(time.perf_counter() - started, 2), **hyper}
+    save_heads(heads, output_weights, output_config, extra)
+    history.write_parquet(output_history)
+    log.info("%s heads written to %s", variant, output_weights)

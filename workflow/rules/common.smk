@@ -1,0 +1,62 @@
+# Input functions, wildcard constraints and the pre-flight check shared by every rule.
+from mtcxr.workflow import preflight, demo_backbone_used
+
+preflight(config)
+
+RESULTS = config["results"]
+SHARDS = list(range(config["images"]["shards"]))
+BACKBONES = list(config["backbones"])
+VARIANTS = list(config["variants"])
+DEMO_DIR = f"{RESULTS}/models/demo_backbone"
+ENV = "../envs/mtcxr.yaml"
+
+
+wildcard_constraints:
+    backbone="|".join(BACKBONES) or "none",
+    variant="|".join(VARIANTS) or "none",
+    shard=r"\d+",
+
+
+def backbone_spec(wildcards):
+    return config["backbones"][wildcards.backbone]
+
+
+def demo_dir_param(wildcards):
+    """The demo backbone's folder when this backbone is `demo`, else None."""
+    return DEMO_DIR if backbone_spec(wildcards) == "demo" else None
+
+
+def demo_dir_input(wildcards):
+    """Make the demo backbone an input only of the jobs that load it."""
+    return [DEMO_DIR] if backbone_spec(wildcards) == "demo" else []
+
+
+def image_embeddings(wildcards):
+    return expand(f"{RESULTS}/embeddings/{wildcards.backbone}/images-{{shard}}.parquet", shard=SHARDS)
+
+
+def all_reject_tables(wildcards):
+    return [f"{RESULTS}/data/rejects.parquet"] + expand(f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet", shard=SHARDS)
+
+
+def index_dirs(wildcards):
+    """Variants shown side by side in the t-SNE figure: zeroshot and multitask when configured."""
+    shown = [v for v in ("zeroshot", "multitask") if v in VARIANTS] or VARIANTS[:2]
+    return {b: {v: f"{RESULTS}/index/{b}/{v}" for v in shown} for b in BACKBONES}
+
+
+def index_folders(wildcards):
+    return [folder for variants in index_dirs(wildcards).values() for folder in variants.values()]
+
+
+def final_outputs():
+    return [
+        f"{RESULTS}/metrics/summary.csv",
+        f"{RESULTS}/metrics/summary.md",
+        f"{RESULTS}/labels/agreement.parquet",
+        f"{RESULTS}/figures/recall_at_k.png",
+    ] + expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES)
+
+
+def variant_config(wildcards):
+    return config["variants"][wildcards.variant]

@@ -1,0 +1,71 @@
+rule pretrain_demo_backbone:
+    output:
+        folder=directory(DEMO_DIR),
+    params:
+        seed=config["seed"],
+        options=config["demo_backbone"],
+    log:
+        f"{RESULTS}/logs/pretrain_demo_backbone.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_demo_backbone.tsv"
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/pretrain_demo_backbone.py"
+
+
+rule embed_images:
+    input:
+        pixels=f"{RESULTS}/data/pixels/shard-{{shard}}.parquet",
+        backbone=demo_dir_input,
+    output:
+        embeddings=f"{RESULTS}/embeddings/{{backbone}}/images-{{shard}}.parquet",
+    params:
+        spec=backbone_spec,
+        demo_dir=demo_dir_param,
+        batch_size=config["embed"]["batch_size"],
+        device=config["embed"]["device"],
+    log:
+        f"{RESULTS}/logs/embed_images/{{backbone}}/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed_images/{{backbone}}/shard-{{shard}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/embed_images.py"
+
+
+rule embed_texts:
+    input:
+        studies=f"{RESULTS}/data/studies.parquet",
+        backbone=demo_dir_input,
+    output:
+        embeddings=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+    params:
+        spec=backbone_spec,
+        demo_dir=demo_dir_param,
+        batch_size=config["embed"]["batch_size"],
+        device=config["embed"]["device"],
+    log:
+        f"{RESULTS}/logs/embed_texts/{{backbone}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed_texts/{{backbone}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/embed_texts.py"

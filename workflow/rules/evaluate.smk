@@ -1,0 +1,99 @@
+rule build_index:
+    input:
+        images=image_embeddings,
+        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+    output:
+        folder=directory(f"{RESULTS}/index/{{backbone}}/{{variant}}"),
+    params:
+        demo_dir=demo_dir_param,
+        frontal_only=config["evaluate"]["frontal_only"],
+    log:
+        f"{RESULTS}/logs/build_index/{{backbone}}/{{variant}}.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/build_index.py"
+
+
+rule evaluate:
+    input:
+        index=f"{RESULTS}/index/{{backbone}}/{{variant}}",
+        labels=f"{RESULTS}/labels/labels.parquet",
+    output:
+        metrics=f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet",
+        queries=f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet",
+    params:
+        ks=config["evaluate"]["ks"],
+        precision_k=config["evaluate"]["precision_k"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["seed"],
+    log:
+        f"{RESULTS}/logs/evaluate/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{backbone}}/{{variant}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"
+
+
+rule summarize:
+    input:
+        metrics=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet", backbone=BACKBONES, variant=VARIANTS),
+        queries=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet", backbone=BACKBONES, variant=VARIANTS),
+        rejects=all_reject_tables,
+    output:
+        parquet=f"{RESULTS}/metrics/summary.parquet",
+        csv=report(f"{RESULTS}/metrics/summary.csv", caption="../report/summary.rst", category="Metrics"),
+        md=f"{RESULTS}/metrics/summary.md",
+        paired=report(f"{RESULTS}/metrics/paired_vs_zeroshot.csv", caption="../report/paired.rst", category="Metrics"),
+    params:
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["seed"],
+    log:
+        f"{RESULTS}/logs/summarize.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/summarize.py"
+
+
+rule figures:
+    input:
+        summary=f"{RESULTS}/metrics/summary.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        indexes=index_folders,
+    output:
+        tsne=report(expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES), caption="../report/tsne.rst", category="Figures"),
+        recall=report(f"{RESULTS}/figures/recall_at_k.png", caption="../report/recall.rst", category="Figures"),
+    params:
+        index_dirs=index_dirs,
+        perplexity=config["figures"]["tsne_perplexity"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/figures.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,49 @@
+rule ingest:
+    output:
+        studies=f"{RESULTS}/data/studies.parquet",
+        images=f"{RESULTS}/data/images.parquet",
+        rejects=f"{RESULTS}/data/rejects.parquet",
+        dataset_labels=f"{RESULTS}/data/dataset_labels.parquet",
+    params:
+        dataset=config["dataset"],
+        text_section=config["text"]["section"],
+        seed=config["seed"],
+        work_dir=f"{RESULTS}/data/synthetic_images",
+        on_bad_item=config["on_bad_item"],
+    log:
+        f"{RESULTS}/logs/ingest.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/ingest.py"
+
+
+rule preprocess_images:
+    input:
+        images=f"{RESULTS}/data/images.parquet",
+    output:
+        pixels=f"{RESULTS}/data/pixels/shard-{{shard}}.parquet",
+        rejects=f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet",
+    params:
+        shards=config["images"]["shards"],
+        cache_size=config["images"]["cache_size"],
+        max_pixels=config["images"]["max_pixels"],
+        on_bad_item=config["on_bad_item"],
+    log:
+        f"{RESULTS}/logs/preprocess_images/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/preprocess_images/shard-{{shard}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        ENV
+    script:
+        "../scripts/preprocess_images.py"

@@ -1,0 +1,20 @@
+from mtcxr.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+
+from mtcxr.index import build_index  # noqa: E402
+
+build_index(
+    image_embeddings=list(snakemake.input.images),
+    text_embeddings=snakemake.input.texts,
+    images_path=snakemake.input.image_table,
+    studies_path=snakemake.input.studies,
+    labels_path=snakemake.input.labels,
+    head_weights=snakemake.input.weights,
+    head_config=snakemake.input.config,
+    output_dir=snakemake.output.folder,
+    backbone_name=snakemake.wildcards.backbone,
+    variant=snakemake.wildcards.variant,
+    demo_dir=snakemake.params.demo_dir,
+    frontal_only=snakemake.params.frontal_only,
+)

@@ -1,0 +1,16 @@
+from mtcxr.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+
+from mtcxr.embed import embed_texts  # noqa: E402
+
+embed_texts(
+    studies_path=snakemake.input.studies,
+    output=snakemake.output.embeddings,
+    backbone_name=snakemake.wildcards.backbone,
+    spec=snakemake.params.spec,
+    demo_dir=snakemake.params.demo_dir,
+    batch_size=snakemake.params.batch_size,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,17 @@
+from mtcxr.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+
+from mtcxr.summarize import summarize  # noqa: E402
+
+summarize(
+    metric_files=list(snakemake.input.metrics),
+    query_files=list(snakemake.input.queries),
+    reject_files=list(snakemake.input.rejects),
+    output_parquet=snakemake.output.parquet,
+    output_csv=snakemake.output.csv,
+    output_md=snakemake.output.md,
+    output_paired=snakemake.output.paired,
+    n_boot=snakemake.params.bootstrap,
+    seed=snakemake.params.seed,
+)
