@@ -4,7 +4,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The demo config is the default; a --configfile on the command line replaces it whole, so a
+# preset never inherits demo keys (such as extra variants) it did not ask for.
+if not config:
+
+    configfile: "config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -15,14 +15,20 @@ from mtcxr.evaluate import SUMMARY_SCHEMA
 log = logging.getLogger(__name__)
 
 BASELINE = "zeroshot"
-# Columns of the Markdown pivot: (task, metric, k), in reading order.
+# Columns of the Markdown pivot, in reading order: (task, metric, k); k "P" is the precision k of the run.
 HEADLINE = [
-    ("i2t", "recall", 1), ("i2t", "recall", 5), ("i2t", "recall", 10), ("i2t", "precision", 10),
-    ("i2t", "balanced_precision", 10), ("t2i", "recall", 1), ("t2i", "recall", 5), ("t2i", "recall", 10),
-    ("t2i", "precision", 10), ("t2i", "balanced_precision", 10), ("classification", "auc", None),
+    ("i2t", "recall", 1), ("i2t", "recall", 5), ("i2t", "recall", 10), ("i2t", "precision", "P"),
+    ("i2t", "balanced_precision", "P"), ("t2i", "recall", 1), ("t2i", "recall", 5), ("t2i", "recall", 10),
+    ("t2i", "precision", "P"), ("t2i", "balanced_precision", "P"), ("classification", "auc", None),
     ("classification", "silhouette", None),
 ]
-PAIRED = [("i2t", "recall", 10), ("i2t", "precision", 10), ("t2i", "recall", 10), ("t2i", "precision", 10)]
+PAIRED = [("i2t", "recall", 10), ("i2t", "balanced_precision", "P"), ("t2i", "recall", 10), ("t2i", "balanced_precision", "P")]
+
+
+def _with_precision_k(columns: list[tuple], summary: pl.DataFrame) -> list[tuple]:
+    found = summary.filter(pl.col("metric") == "precision")["k"].drop_nulls().unique().to_list()
+    precision_k = found[0] if found else 10
+    return [(task, metric, precision_k if k == "P" else k) for task, metric, k in columns]
 
 
 def summarize(metric_files: list[str], query_files: list[str], reject_files: list[str], output_parquet: str,
@@ -46,6 +52,7 @@ def paired_against_baseline(metric_files: list[str], query_files: list[str], n_b
     """Paired bootstrap (same queries) of each variant minus `zeroshot`, per backbone, on the PAIRED metrics."""
     rows = []
     by_variant = {}
+    paired_metrics = _with_precision_k(PAIRED, pl.concat([pl.read_parquet(path) for path in metric_files]))
     for metric_file, query_file in zip(metric_files, query_files):
         info = pl.read_parquet(metric_file, columns=["backbone", "variant"]).head(1)
         if info.height:
@@ -54,13 +61,18 @@ def paired_against_baseline(metric_files: list[str], query_files: list[str], n_b
         baseline = by_variant.get((backbone, BASELINE))
         if variant == BASELINE or baseline is None:
             continue
-        for task, metric, k in PAIRED:
+        for task, metric, k in paired_metrics:
+            groups = None
+            if metric.startswith("balanced_"):
+                metric, groups = metric.removeprefix("balanced_"), True
             pick = lambda table: table.filter((pl.col("task") == task) & (pl.col("metric") == metric) & (pl.col("k") == k)).sort("query")  # noqa: E731
             a, b = pick(baseline), pick(queries)
             if not a.height or a.height != b.height:
                 continue
-            test = metrics.paired_bootstrap(a["value"].to_numpy(), b["value"].to_numpy(), n_boot, seed)
-            rows.append({"backbone": backbone, "variant": variant, "baseline": BASELINE, "task": task, "metric": metric,
+            classes = a["abnormal"].to_numpy() if groups else None
+            test = metrics.paired_bootstrap(a["value"].to_numpy(), b["value"].to_numpy(), n_boot, seed, groups=classes)
+            name = f"balanced_{metric}" if groups else metric
+            rows.append({"backbone": backbone, "variant": variant, "baseline": BASELINE, "task": task, "metric": name,
                          "k": k, **test, "n_queries": a.height})
     schema = {"backbone": pl.String, "variant": pl.String, "baseline": pl.String, "task": pl.String, "metric": pl.String,
               "k": pl.Int64, "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
@@ -84,23 +96,25 @@ def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.Dat
     lines = ["# mtcxr results", "", "Values with 95% bootstrap confidence intervals over queries. "
              "`balanced_precision` is the mean of the normal-query and abnormal-query Precision@k; relevance "
              "is having the query's normal/abnormal status. Every number is in `summary.csv`.", ""]
-    headers = [f"{task} {metric}" + (f"@{k}" if k is not None else "") for task, metric, k in HEADLINE]
+    headline, paired_columns = _with_precision_k(HEADLINE, summary), _with_precision_k(PAIRED, summary)
+    headers = [f"{task} {metric}" + (f"@{k}" if k is not None else "") for task, metric, k in headline]
     for backbone in summary["backbone"].unique().sort().to_list():
         lines += [f"## Backbone `{backbone}`", "", "| variant | " + " | ".join(headers) + " |",
                   "|---|" + "---|" * len(headers)]
         variants = summary.filter(pl.col("backbone") == backbone)["variant"].unique().to_list()
         variants.sort(key=lambda v: (v != BASELINE, v))
         for variant in variants:
-            cells = [_cell(summary, backbone, variant, *column) for column in HEADLINE]
+            cells = [_cell(summary, backbone, variant, *column) for column in headline]
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
         lines.append("")
         tests = paired.filter(pl.col("backbone") == backbone)
         if tests.height:
             lines += [f"Paired bootstrap against `{BASELINE}` (difference, 95% CI, two-sided p):", "",
-                      "| variant | " + " | ".join(f"{t} {m}@{k}" for t, m, k in PAIRED) + " |", "|---|" + "---|" * len(PAIRED)]
+                      "| variant | " + " | ".join(f"{t} {m}@{k}" for t, m, k in paired_columns) + " |",
+                      "|---|" + "---|" * len(paired_columns)]
             for variant in tests["variant"].unique().sort().to_list():
                 cells = []
-                for task, metric, k in PAIRED:
+                for task, metric, k in paired_columns:
                     hit = tests.filter((pl.col("variant") == variant) & (pl.col("task") == task) & (pl.col("metric") == metric) & (pl.col("k") == k))
                     cells.append("–" if not hit.height else
                                  f"{hit['difference'][0]:+.3f} [{hit['ci_low'][0]:+.3f}, {hit['ci_high'][0]:+.3f}] p={hit['p_value'][0]:.3g}")

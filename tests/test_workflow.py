@@ -1,0 +1,94 @@
+"""End to end: the whole workflow through Snakemake itself on the tiny config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mtcxr.embeddings import read_embeddings
+from mtcxr.tables import read_table
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SUMMARY_COLUMNS = ["backbone", "variant", "task", "metric", "k", "value", "ci_low", "ci_high", "n_queries"]
+
+
+def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [*SNAKEMAKE, "--cores", "2", "--nolock", "--configfile", "tests/configs/tiny.yaml",
+               "--config", f"results={results}", *extra]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("tiny") / "results"
+    done = run_snakemake(results)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return results
+
+
+@pytest.mark.slow
+def test_every_artifact_is_written(tiny_results):
+    r = tiny_results
+    studies = read_table(r / "data/studies.parquet", "studies")
+    images = read_table(r / "data/images.parquet", "images")
+    labels = read_table(r / "labels/labels.parquet", "labels")
+    assert studies.height == 160 and set(studies["split"]) == {"train", "validate", "test"}
+    assert labels.height == 160 and images.filter(pl.col("view").is_in(["PA", "AP"])).height == 160
+    assert read_table(r / "data/rejects.parquet", "rejects").height == 0
+    pixels = pl.concat([pl.read_parquet(r / f"data/pixels/shard-{i}.parquet") for i in range(2)])
+    assert sorted(pixels["image_id"]) == sorted(images["image_id"])
+    assert pixels["height"].min() == 64 and pixels["width"].min() == 64
+
+    ids, vectors, meta = read_embeddings([r / f"embeddings/demo/images-{i}.parquet" for i in range(2)], "image_id")
+    assert len(ids) == images.height and vectors.shape == (images.height, 32)
+    assert meta["normalized"] and meta["spec"] == "demo" and meta["dim"] == 32
+    assert abs(float((vectors**2).sum(axis=1).mean()) - 1.0) < 1e-4
+    text_ids, _, _ = read_embeddings(r / "embeddings/demo/texts.parquet", "study_id")
+    assert sorted(text_ids) == sorted(studies["study_id"])
+
+    assert (r / "models/demo_backbone/open_clip_config.json").is_file()
+    for variant in ("zeroshot", "multitask"):
+        assert (r / f"models/demo/{variant}/head.safetensors").is_file()
+        assert (r / f"index/demo/{variant}/images.faiss").is_file()
+        assert (r / f"index/demo/{variant}/texts.faiss").is_file()
+    history = pl.read_parquet(r / "models/demo/multitask/history.parquet")
+    assert history.height == 3 and {"train_clip", "train_supcon", "train_bce"} <= set(history.columns)
+
+    summary = pl.read_csv(r / "metrics/summary.csv")
+    assert summary.columns == SUMMARY_COLUMNS
+    assert set(summary["variant"]) == {"zeroshot", "multitask"}
+    recall = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall"))
+    assert sorted(recall["k"].unique()) == [1, 5, 10]
+    assert ((recall["ci_low"] <= recall["value"]) & (recall["value"] <= recall["ci_high"])).all()
+    assert summary.filter(pl.col("metric") == "silhouette")["k"].is_null().all()
+    n_test_frontal = images.filter((pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"])).height
+    assert set(recall["n_queries"]) == {n_test_frontal}
+    assert "| zeroshot |" in (r / "metrics/summary.md").read_text()
+    for figure in ("figures/tsne_demo.png", "figures/recall_at_k.png"):
+        assert (r / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(tiny_results):
+    again = run_snakemake(tiny_results, "--dry-run")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_forcerun_reruns_a_stage_and_what_follows(tiny_results):
+    plan = run_snakemake(tiny_results, "--dry-run", "--forcerun", "train_head")
+    text = plan.stdout + plan.stderr
+    assert plan.returncode == 0
+    for rule in ("train_head", "build_index", "evaluate", "summarize", "figures"):
+        assert rule in text
+    assert "embed_images " not in text.split("Job stats")[-1]
+
+
+def test_lint_finds_nothing():
+    lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Lints for rule" not in lint.stdout + lint.stderr
