@@ -23,13 +23,15 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def demo_model_cfg(embed_dim: int, image_size: int) -> dict:
-    """A 3-layer ViT (8 px patches) and a 2-layer text transformer with CLIP's BPE tokenizer.
+    """A small ModifiedResNet image tower and a 2-layer text transformer with CLIP's BPE tokenizer.
 
-    Sized so that pretraining takes about a minute on two CPU cores.
+    Sized so that pretraining takes about a minute on two CPU cores. A convolutional tower learns
+    the drawn findings from scratch far faster than a ViT of the same cost (which stayed near
+    chance in that budget).
     """
     return {
         "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "layers": 3, "width": 96, "head_width": 32, "patch_size": 8, "mlp_ratio": 2.0},
+        "vision_cfg": {"image_size": image_size, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
         "text_cfg": {"context_length": 80, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2, "mlp_ratio": 2.0},
     }
 

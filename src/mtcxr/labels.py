@@ -335,20 +335,24 @@ _BETWEEN_STATES_RE = re.compile(r"^ ?(?:[\w-]+ ){0,3}?(?:or|to|versus|vs)(?: [\w
 _STATE_NEGATED_RE = re.compile(r"\b(?:not|no|without)(?: \w+)? $")
 
 # Replacements made before reading a sentence, so that compound phrases act as one cue.
-_REWRITES: list[tuple[re.Pattern[str], str]] = [
+# Each entry: substrings one of which must be present (a cheap test that skips the regex), regex,
+# replacement.
+_REWRITES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     # De-identification tokens become one unknown word.
-    (re.compile(r"x{2,}(?:-x{2,})*|_{2,}"), " xxxx "),
+    (("xx", "__"), re.compile(r"x{2,}(?:-x{2,})*|_{2,}"), " xxxx "),
     # "cannot be excluded", "not ruled out", "difficult to exclude": uncertain, not negative.
     (
+        ("exclu", "rule", "elimina"),
         re.compile(
             r"\b(?:can ?not|could not|can't|not|unable to|difficult to|hard to|impossible to)"
             r"(?: be)?(?: \w+ly)? (?:exclude[ds]?|rule[ds]? out|ruled out|excluded|eliminated?)\b"
         ),
         " qqunc ",
     ),
-    (re.compile(r"\bnot (?:well|clearly|definitely) (?:seen|visualized|visualised|evaluated|assessed|excluded)\b"), " qqunc "),
+    (("not ",), re.compile(r"\bnot (?:well|clearly|definitely) (?:seen|visualized|visualised|evaluated|assessed|excluded)\b"), " qqunc "),
     # "no (interval) change", "not significantly changed", "without change": about time, not the finding.
     (
+        ("chang",),
         re.compile(
             r"\b(?:no|not|without)(?: \w+ly)?(?: (?:significant|appreciable|substantial|definite|interval|major|"
             r"acute|other|radiographic|further))* chang(?:e|es|ed)\b"
@@ -357,6 +361,7 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
     ),
     # Partial resolution leaves the finding present.
     (
+        ("resol", "clear"),
         re.compile(
             r"\b(?:partial(?:ly)?|incomplete(?:ly)?|near(?:ly)?|almost|near[- ]complete(?:ly)?|some|slow(?:ly)?|gradual(?:ly)?"
             r"|continued|ongoing|improving|not (?:completely|entirely|fully)) (?:interval )?"
@@ -364,7 +369,7 @@ _REWRITES: list[tuple[re.Pattern[str], str]] = [
         ),
         " qqimp ",
     ),
-    (re.compile(r"\bresolving\b"), " qqimp "),
+    (("resolving",), re.compile(r"\bresolving\b"), " qqimp "),
 ]
 
 _NEG_PRE_RE = re.compile(
@@ -390,9 +395,9 @@ _NEG_POST_RE = re.compile(
     r"within (?:the )?(?:normal )?limits)\b"
 )
 _UNC_POST_RE = re.compile(
-    r" ?" + _FILLER + r"(?:qqunc|\?|(?:(?:is|are|was|were) )?(?:also )?(?:possible|suspected|questioned|likely|"
-    r"probable|favou?red|considered|a consideration|not definite)|(?:may|might|could) be (?:present|seen|noted|"
-    r"developing|forming|a consideration))"
+    r" ?" + _FILLER + r"(?:qqunc|\?|(?:is|are|was|were) (?:also |more |less )?(?:possible|likely|probable|favou?red|"
+    r"considered|a consideration|not definite)|(?:(?:is|are|was|were) )?(?:suspected|questioned)|"
+    r"(?:may|might|could) be (?:present|seen|noted|developing|forming|a consideration))\b"
 )
 # Two findings offered as alternatives: "atelectasis or pneumonia", "effusion versus scarring".
 _ALTERNATIVE_GAP_RE = re.compile(r"^ ?(?:[\w-]+ ){0,3}?(?:or|versus|vs\.?|and/or|/|or possibly|or less likely)(?: [\w-]+){0,3} ?$|^ ?/ ?$")
@@ -408,7 +413,7 @@ _STATEMENT_RE = re.compile(
     r"\b(?:is|are|was|were|has|have|had|be|been|seen|noted|present|identified|demonstrated|mild\w*|moderate\w*|"
     r"severe\w*|small|minimal\w*|trace|tiny|stable|unchanged|persist\w*|new|increas\w*|decreas\w*|improv\w*|"
     r"wors\w*|slight\w*|marked\w*|again|residual|chronic|old|redemonstrat\w*|bilateral\w*|left|right|bibasilar|"
-    r"\w+ly)\b"
+    r"possible|probable|questionable|suspected|may|might|could|\w+ly)\b"
 )
 
 # One alternation over every term: the group index of a match names its term.
@@ -430,18 +435,86 @@ _order = sorted(
     key=lambda i: (_TERMS[i][1] == "organ", -re._parser.parse(_patterns[i]).getwidth()[0], i),
 )
 _TERMS = [_TERMS[i] for i in _order]
-_MENTION_RE = re.compile(r"\b(?:" + "|".join(f"({_patterns[i]})" for i in _order) + r")\b")
+_TERM_PATTERNS = [_patterns[i] for i in _order]
 del _concept, _regexes, _regex, _organ, _patterns, _order
+
+
+def _first_characters(items: Sequence) -> tuple[set[str] | None, bool]:
+    """(characters a parsed regex can start with, None for any; whether it can match empty)."""
+    from re import _constants as sre
+
+    characters: set[str] = set()
+    for op, argument in items:
+        if op is sre.AT:  # \b and friends take no character
+            continue
+        if op is sre.LITERAL:
+            characters.add(chr(argument))
+            return characters, False
+        if op is sre.IN:
+            for kind, value in argument:
+                if kind is sre.LITERAL:
+                    characters.add(chr(value))
+                elif kind is sre.RANGE:
+                    characters.update(map(chr, range(value[0], value[1] + 1)))
+                else:
+                    return None, False
+            return characters, False
+        if op is sre.SUBPATTERN:
+            first, empty = _first_characters(argument[-1])
+        elif op is sre.BRANCH:
+            first, empty = set(), False
+            for branch in argument[1]:
+                branch_first, branch_empty = _first_characters(branch)
+                if branch_first is None:
+                    return None, False
+                first |= branch_first
+                empty = empty or branch_empty
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            first, empty = _first_characters(argument[2])
+            empty = empty or argument[0] == 0
+        else:
+            return None, False
+        if first is None:
+            return None, False
+        characters |= first
+        if not empty:
+            return characters, False
+    return characters, True
+
+
+def _mention_dispatch() -> dict[str, tuple[re.Pattern[str], list[tuple[str, str]]]]:
+    """Per first character: one regex over the terms that can start with it, and those terms.
+
+    Trying only the terms that can start at a word's first character, and ending each alternative
+    with an empty group (so the regex engine can still reject a branch on its first literal while
+    `lastindex` names the term that matched), makes mention search several times faster than one
+    alternation over every term tried at every position.
+    """
+    from re import _parser
+
+    starts = [_first_characters(_parser.parse(pattern)) for pattern in _TERM_PATTERNS]
+    dispatch = {}
+    for character in "abcdefghijklmnopqrstuvwxyz0123456789":
+        chosen = [i for i, (first, _) in enumerate(starts) if first is None or character in first]
+        if chosen:
+            regex = re.compile("(?:" + "|".join(f"(?:{_TERM_PATTERNS[i]})()" for i in chosen) + r")\b")
+            dispatch[character] = (regex, [_TERMS[i] for i in chosen])
+    return dispatch
+
+
+_MENTION_DISPATCH = _mention_dispatch()
+_WORD_RE = re.compile(r"\w+")
 
 # Sentence boundaries on lowercased text: full stops not in a number or after "vs"/"dr",
 # semicolons, heading colons, blank lines (a single newline is a line wrap).
-_SENTENCE_SPLIT_RE = re.compile(r"(?<!\bvs)(?<!\bdr)\.(?!\d)\s*|[;!]\s*|:(?!\d)\s*|\n\s*\n\s*")
+# The pattern starts with a character class so that the regex engine scans for it quickly.
+_SENTENCE_SPLIT_RE = re.compile(r"[.;!:\n](?:(?<=\n)[ \t]*\n|(?<=[;!])|(?<=[.:])(?!\d)(?<!\bvs\.)(?<!\bdr\.))\s*")
 _SENTENCE_CACHE_LIMIT = 1_000_000
 _sentence_cache: dict[str, int] = {}
 
 
 def _reach(
-    start: int, end: int, breaks: list[int], commas: list[int], bare: list[bool], lists: list[int], clause_end: int
+    start: int, end: int, breaks: list[int], commas: list[int], statements: list[int], lists: list[int], clause_end: int
 ) -> bool:
     """Whether a cue ending at `start` reaches a mention starting at `end` in the same clause."""
     if bisect.bisect_left(breaks, start) != bisect.bisect_left(breaks, end):
@@ -454,32 +527,41 @@ def _reach(
         following = bisect.bisect_left(lists, commas[first_comma])
         if following < len(lists) and lists[following] < clause_end:
             return True
-        index = first_comma
-        while index < len(commas) and commas[index] < end:
-            if not bare[index]:
-                return False
-            index += 1
+        # statements[i] counts the commas before commas[i] that open a statement.
+        return statements[bisect.bisect_left(commas, end)] == statements[first_comma]
     return True
 
 
 def _sentence_mask(sentence: str) -> int:
     """Bit mask of the concept values one sentence expresses (see module docstring)."""
     text = " " + sentence + " "
-    for pattern, replacement in _REWRITES:
-        text = pattern.sub(replacement, text)
+    for guards, pattern, replacement in _REWRITES:
+        if any(guard in text for guard in guards):
+            text = pattern.sub(replacement, text)
     # One space between words, so cue patterns can count words by spaces.
     text = " " + " ".join(text.split()) + " "
-    mentions = [(match.start(), match.end(), _TERMS[match.lastindex - 1]) for match in _MENTION_RE.finditer(text)]
+    mentions = []
+    taken = 0  # mentions do not overlap: a word inside the last mention starts none
+    for word in _WORD_RE.finditer(text):
+        start = word.start()
+        if start < taken:
+            continue
+        entry = _MENTION_DISPATCH.get(text[start])
+        if entry is not None:
+            match = entry[0].match(text, start)
+            if match is not None:
+                mentions.append((start, match.end(), entry[1][match.lastindex - 1]))
+                taken = match.end()
     if not mentions:
         return 0
     break_starts = [match.start() for match in _BREAK_RE.finditer(text)]
     commas = [position for position, char in enumerate(text) if char == ","]
-    # Whether the text after each comma (to the next comma) is a bare list item, with no word that
-    # starts a new statement.
-    bare = [
-        not _STATEMENT_RE.search(text, comma, commas[index + 1] if index + 1 < len(commas) else len(text))
-        for index, comma in enumerate(commas)
-    ]
+    # Running count of commas after which the text (to the next comma) is a statement of its own
+    # rather than a bare list item; the difference of two counts says whether a cue crosses.
+    statements = [0]
+    for index, comma in enumerate(commas):
+        following = commas[index + 1] if index + 1 < len(commas) else len(text)
+        statements.append(statements[-1] + (_STATEMENT_RE.search(text, comma, following) is not None))
     lists = [match.start() for match in _LIST_RE.finditer(text)]
     negations = [match.end() for match in _NEG_PRE_RE.finditer(text)]
     hedges = [match.end() for match in _UNC_PRE_RE.finditer(text)]
@@ -493,11 +575,12 @@ def _sentence_mask(sentence: str) -> int:
         # The nearest cue before the mention decides; earlier ones are further from it.
         index = bisect.bisect_right(cues, position) - 1
         return index >= 0 and _reach(
-            cues[index], position, break_starts, commas, bare, lists, clause_end_after(position)
+            cues[index], position, break_starts, commas, statements, lists, clause_end_after(position)
         )
 
     def right_context(position: int) -> str:
-        stop = clause_end_after(position)
+        # Cues after a mention sit within a few words of it; the cap keeps long texts linear.
+        stop = min(clause_end_after(position), position + 160)
         comma = bisect.bisect_left(commas, position)
         if comma < len(commas):
             stop = min(stop, commas[comma])
@@ -568,7 +651,8 @@ def _report_mask(text: str, cache: dict[str, int]) -> int:
         value = cache.get(sentence)
         if value is None:
             value = _sentence_mask(sentence) if sentence else 0
-            cache[sentence] = value
+            if len(sentence) < 1000:  # long run-on "sentences" rarely repeat
+                cache[sentence] = value
         mask |= value
     return mask
 
@@ -813,11 +897,11 @@ def extract_labels(
     if source == "dataset":
         if not dataset.height:
             log.warning("labels.source is 'dataset' but %s has no labels; using extracted labels", dataset_labels_path)
-        kept = dataset.with_columns(source=pl.lit("dataset"))
+        kept = dataset.with_columns(source=pl.lit("dataset")).select(extracted.columns)
         rest = extracted.filter(~pl.col("study_id").is_in(kept["study_id"].implode()))
-        labels = pl.concat([kept.select(extracted.columns), rest]).sort("study_id", maintain_order=True)
+        # Rows in the studies table's order, whichever source they come from.
         order = studies.select("study_id").with_row_index("row")
-        labels = labels.join(order, on="study_id").sort("row").drop("row")
+        labels = pl.concat([kept, rest]).join(order, on="study_id").sort("row").drop("row")
     else:
         labels = extracted
     written = write_table(labels, "labels", output_labels)

@@ -1,0 +1,443 @@
+"""Dataset kind `manifest`: the user's own CSV or Parquet list of images and reports.
+
+This module also holds the assembly step that every real-dataset reader ends with
+(`assemble`): a reader turns its layout into one row per study and one row per
+image, and `assemble` applies the shared rules, so MIMIC-CXR, IU X-ray and
+manifests reject, filter and split in exactly the same way.
+
+Manifest rules (DESIGN §7):
+
+- One row per image. Required: `image_path` (absolute, or relative to the
+  manifest's folder) and the text, either `report` (taken verbatim as the
+  embedded text) or `findings` / `impression` (combined as `text.section` says).
+- Optional: `image_id` (default: `image_path` as written), `study_id` (default:
+  the image id, i.e. one image per study), `patient_id` (default: the study id,
+  i.e. one study per patient), `split` (train / validate / test on every row;
+  default: a seeded patient-level split with `dataset.split_fractions`), `view`
+  (PA, AP, LATERAL, LL, UNKNOWN, any case; blank or absent means UNKNOWN), and
+  any of the 14 CheXpert label columns by display name ("Pleural Effusion") or
+  snake_case (`pleural_effusion`) with values 1, 0, -1 or blank.
+- Column names match case-insensitively.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+
+from mtcxr.datasets import IngestResult
+from mtcxr.datasets.errors import DatasetError
+from mtcxr.datasets.splits import DEFAULT_FRACTIONS, SplitLeakError, assign_patient_splits, check_split_hygiene
+from mtcxr.imaging import image_size
+from mtcxr.tables import (
+    CHEXPERT_DISPLAY,
+    CHEXPERT_LABELS,
+    SPLITS,
+    VIEWS,
+    abnormal_from_no_finding,
+    conform,
+    empty_table,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+SECTIONS = ("findings", "impression", "both")
+IMAGES_PER_STUDY = ("all", "first")
+DEFAULT_VIEWS = ("PA", "AP")
+HEADER_THREADS = 8  # header reads are I/O-bound: a few threads hide file-system latency
+
+# ---------------------------------------------------------------------------------------------
+# Shared by the readers
+
+
+def dataset_options(cfg: dict) -> tuple[list[str], str]:
+    """Return the validated (`dataset.views`, `dataset.images_per_study`) of a dataset config."""
+    views = cfg.get("views") or list(DEFAULT_VIEWS)
+    if isinstance(views, str):
+        views = [views]
+    bad = [view for view in views if view not in VIEWS]
+    if bad:
+        raise DatasetError(f"dataset.views has {bad}; allowed: {list(VIEWS)}. Fix dataset.views in the config.")
+    policy = cfg.get("images_per_study", "all")
+    if policy not in IMAGES_PER_STUDY:
+        raise DatasetError(f"dataset.images_per_study is {policy!r}; choose one of {list(IMAGES_PER_STUDY)}.")
+    return list(views), policy
+
+
+def check_section(text_section: str) -> None:
+    """Raise DatasetError unless `text.section` is findings, impression or both."""
+    if text_section not in SECTIONS:
+        raise DatasetError(f"text.section is {text_section!r}; choose one of {list(SECTIONS)}.")
+
+
+def dataset_root(cfg: dict, kind: str) -> Path:
+    """Return `dataset.root` as an existing folder, or raise DatasetError saying what to set."""
+    if not cfg.get("root"):
+        raise DatasetError(f"dataset.kind {kind} needs dataset.root: the folder that holds the {kind} files.")
+    root = Path(cfg["root"]).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset.root {root} is not a folder; point dataset.root at the {kind} download.")
+    return root
+
+
+def require_columns(columns: Sequence[str], required: Sequence[str], path: Path | str, fix: str) -> None:
+    """Raise DatasetError naming the file and the first missing column."""
+    missing = [column for column in required if column not in columns]
+    if missing:
+        raise DatasetError(f"{path} lacks column(s) {missing} (it has {list(columns)}); {fix}")
+
+
+def clean_text(column: str | pl.Expr) -> pl.Expr:
+    """Collapse runs of whitespace (report line wraps) to one space; blank text becomes null."""
+    expr = pl.col(column) if isinstance(column, str) else column
+    expr = expr.str.replace_all(r"\s+", " ").str.strip_chars()
+    return pl.when(expr.str.len_chars() > 0).then(expr).otherwise(None)
+
+
+def report_expr(text_section: str) -> pl.Expr:
+    """The embedded text from cleaned `findings` and `impression` columns, as `text.section` says.
+
+    Same rule as the synthetic dataset's `compose_report`; with `both`, a text that
+    appears as findings and as impression (a combined heading) is used once.
+    """
+    findings, impression = pl.col("findings"), pl.col("impression")
+    if text_section == "findings":
+        return findings
+    if text_section == "impression":
+        return impression
+    joined = pl.concat_str([findings, impression], separator=" ", ignore_nulls=True)
+    joined = pl.when(findings == impression).then(findings).otherwise(joined)
+    return pl.when(joined.str.len_chars() > 0).then(joined).otherwise(None)
+
+
+def patient_splits(patient_ids: pl.Series, fractions: dict | None, seed: int) -> pl.Expr:
+    """An expression mapping `patient_id` to its seeded split (splits.assign_patient_splits)."""
+    mapping = assign_patient_splits(patient_ids.unique().to_list(), fractions or DEFAULT_FRACTIONS, seed)
+    return pl.col("patient_id").replace_strict(mapping, return_dtype=pl.String)
+
+
+def check_splits(table: pl.DataFrame, source: Path | str) -> None:
+    """Raise DatasetError naming the patients of `source` that appear in more than one split."""
+    try:
+        check_split_hygiene(table, str(source))
+    except SplitLeakError as error:
+        raise DatasetError(str(error)) from error
+
+
+def header_sizes(paths: Sequence[str]) -> tuple[list[int | None], list[int | None]]:
+    """Return (widths, heights) read from image headers; None where the file is missing or unreadable."""
+    with ThreadPoolExecutor(HEADER_THREADS) as pool:
+        sizes = list(pool.map(image_size, paths))
+    return [size[0] if size else None for size in sizes], [size[1] if size else None for size in sizes]
+
+
+def labels_from_columns(table: pl.DataFrame, source: Path | str) -> pl.DataFrame | None:
+    """Return the labels contract (source "dataset") from `study_id` + CheXpert columns, or None if there are none.
+
+    Columns may be named by display name ("Pleural Effusion") or snake_case, in any
+    case; values 1, 0, -1 or blank (1.0 / 0.0 / -1.0 in MIMIC's CSVs). Observations
+    the table lacks are null (not mentioned).
+    """
+    by_key = {name.lower(): name for name in CHEXPERT_LABELS}
+    by_key.update({display.lower(): name for name, display in CHEXPERT_DISPLAY.items()})
+    found = {by_key[column.strip().lower()]: column for column in table.columns if column.strip().lower() in by_key}
+    if not found:
+        return None
+    values = {}
+    for name, column in found.items():
+        text = table[column].cast(pl.String).str.strip_chars()
+        text = pl.Series(column, text).replace("", None)
+        numbers = text.cast(pl.Float64, strict=False)
+        bad = text.filter((numbers.is_null() & text.is_not_null()) | (numbers.is_not_null() & ~numbers.is_in([-1.0, 0.0, 1.0])))
+        if bad.len():
+            raise DatasetError(
+                f"{source}: label column {column!r} has values {bad.unique().sort().head(5).to_list()}; "
+                "CheXpert labels are 1 (positive), 0 (negative), -1 (uncertain) or blank (not mentioned)."
+            )
+        values[name] = numbers.cast(pl.Int8)
+    labels = table.select("study_id").with_columns(
+        [values[name].alias(name) if name in values else pl.lit(None, dtype=pl.Int8).alias(name) for name in CHEXPERT_LABELS]
+    )
+    labels = labels.with_columns(abnormal=abnormal_from_no_finding(pl.col("no_finding")), source=pl.lit("dataset"))
+    return conform(labels, "labels")
+
+
+def rejects_frame(item: pl.Expr | str, path: pl.Expr | str | None, reason: pl.Expr | str) -> list[pl.Expr]:
+    """Select expressions producing rejects-contract rows (stage "ingest")."""
+    as_expr = lambda value: pl.lit(value, dtype=pl.String) if isinstance(value, str) or value is None else value  # noqa: E731
+    return [
+        as_expr(item).cast(pl.String).alias("item"),
+        as_expr(path).cast(pl.String).alias("path"),
+        pl.lit(STAGE).alias("stage"),
+        as_expr(reason).cast(pl.String).alias("reason"),
+    ]
+
+
+def _empty_text_reason(text_section: str) -> pl.Expr:
+    has_findings, has_impression = pl.col("findings").is_not_null(), pl.col("impression").is_not_null()
+    if text_section == "findings":
+        hint = pl.when(has_impression).then(pl.lit("; it has an impression: set text.section to impression or both to use it")).otherwise(pl.lit(""))
+        return pl.concat_str([pl.lit("empty report: no findings text (text.section: findings)"), hint])
+    if text_section == "impression":
+        hint = pl.when(has_findings).then(pl.lit("; it has findings: set text.section to findings or both to use them")).otherwise(pl.lit(""))
+        return pl.concat_str([pl.lit("empty report: no impression text (text.section: impression)"), hint])
+    return pl.lit("empty report: no findings or impression text")
+
+
+def assemble(
+    studies: pl.DataFrame,
+    images: pl.DataFrame,
+    *,
+    text_section: str,
+    views: Sequence[str],
+    images_per_study: str,
+    dataset: str,
+    source: Path | str,
+    labels: pl.DataFrame | None = None,
+    rejects: pl.DataFrame | None = None,
+) -> IngestResult:
+    """Apply the shared ingest rules to one row per study and one row per image; return the four tables.
+
+    `studies`: study_id, patient_id, split, findings, impression, optional `report`
+    (used verbatim; otherwise composed from the sections by `text.section`),
+    optional `report_path` (shown in rejects) and optional `fault` (a reason the
+    reader found: the study is rejected with it). `images`: image_id, study_id,
+    view, path, width, height. The rules, in order:
+
+    1. A repeated study or image id keeps its first row; the others are rejected.
+    2. A study with a fault, or whose embedded text is empty, is rejected; its images are left out
+       with it (the reason counts them).
+    3. An image whose study has no row is rejected.
+    4. Images of views outside `dataset.views` are left out (a config choice, logged); a study left
+       with no image is rejected, naming the views it has.
+    5. `images_per_study: first` keeps one image per study: the first view in `dataset.views`
+       order, ties broken by image id.
+    6. Splits must be patient-level (DatasetError naming the patients otherwise).
+    """
+    rejects_parts = [rejects] if rejects is not None and rejects.height else []
+    studies = studies.with_columns(
+        findings=clean_text("findings"),
+        impression=clean_text("impression"),
+    )
+    if "fault" not in studies.columns:
+        studies = studies.with_columns(fault=pl.lit(None, dtype=pl.String))
+    if "report_path" not in studies.columns:
+        studies = studies.with_columns(report_path=pl.lit(str(source)))
+    studies = studies.with_columns(
+        report=clean_text("report") if "report" in studies.columns else report_expr(text_section)
+    )
+
+    # 1. Repeated ids.
+    repeated = studies.filter(~pl.col("study_id").is_first_distinct())
+    rejects_parts.append(repeated.select(rejects_frame(pl.col("study_id"), pl.col("report_path"), f"duplicate study_id in {source}: only its first row is used")))
+    studies = studies.filter(pl.col("study_id").is_first_distinct())
+    repeated = images.filter(~pl.col("image_id").is_first_distinct())
+    rejects_parts.append(repeated.select(rejects_frame(pl.col("image_id"), pl.col("path"), f"duplicate image_id in {source}: only its first row is used")))
+    images = images.filter(pl.col("image_id").is_first_distinct())
+
+    # 2. Faulty or empty studies, with their images.
+    studies = studies.with_columns(
+        fault=pl.when(pl.col("fault").is_not_null()).then(pl.col("fault"))
+        .when(pl.col("report").is_null()).then(_empty_text_reason(text_section))
+        .otherwise(None)
+    )
+    image_counts = images.group_by("study_id").agg(n_images=pl.len(), views_found=pl.col("view").unique().sort().str.join(", "))
+    studies = studies.join(image_counts, on="study_id", how="left").with_columns(pl.col("n_images").fill_null(0))
+    faulty = studies.filter(pl.col("fault").is_not_null())
+    left_out = pl.when(pl.col("n_images") > 0).then(pl.format("; its {} image(s) are left out", pl.col("n_images"))).otherwise(pl.lit(""))
+    rejects_parts.append(faulty.select(rejects_frame(pl.col("study_id"), pl.col("report_path"), pl.concat_str([pl.col("fault"), left_out]))))
+    studies = studies.filter(pl.col("fault").is_null())
+    images = images.filter(~pl.col("study_id").is_in(faulty["study_id"].implode()))
+
+    # 3. Images without a study row.
+    orphans = images.filter(~pl.col("study_id").is_in(studies["study_id"].implode()))
+    rejects_parts.append(orphans.select(rejects_frame(pl.col("image_id"), pl.col("path"), pl.format("no report for its study {} in {}", pl.col("study_id"), pl.lit(str(source))))))
+    images = images.filter(pl.col("study_id").is_in(studies["study_id"].implode()))
+
+    # 4. Views.
+    outside = images.filter(~pl.col("view").is_in(list(views)))
+    if outside.height:
+        counts = ", ".join(f"{view} {n}" for view, n in outside.group_by("view").len().sort("view").rows())
+        log.info("left out %d image(s) of views outside dataset.views %s: %s", outside.height, list(views), counts)
+    images = images.filter(pl.col("view").is_in(list(views)))
+    kept_studies = images["study_id"].unique().implode()
+    viewless = studies.filter(~pl.col("study_id").is_in(kept_studies))
+    allowed = "/".join(views)
+    viewless_reason = (
+        pl.when(pl.col("n_images") == 0)
+        .then(pl.lit("no image listed for this study"))
+        .otherwise(pl.format("no image of a view in dataset.views ({}); its images are {}", pl.lit(allowed), pl.col("views_found")))
+    )
+    rejects_parts.append(viewless.select(rejects_frame(pl.col("study_id"), pl.col("report_path"), viewless_reason)))
+    studies = studies.filter(pl.col("study_id").is_in(kept_studies))
+
+    # 5. Image choice.
+    if images_per_study == "first":
+        rank = {view: position for position, view in enumerate(views)}
+        images = (
+            images.with_columns(_rank=pl.col("view").replace_strict(rank, return_dtype=pl.Int32))
+            .sort("study_id", "_rank", "image_id")
+            .filter(pl.col("study_id").is_first_distinct())
+            .drop("_rank")
+        )
+
+    # 6. Tables.
+    if studies.height == 0:
+        found = pl.concat([empty_table("rejects")] + [conform(part, "rejects") for part in rejects_parts])
+        common = found.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(3).rows()
+        raise DatasetError(
+            f"no study of {source} survived ingest; most common reasons: {common or 'none (the input has no rows)'}. "
+            "Check dataset.views, text.section and the input files."
+        )
+    studies = studies.with_columns(dataset=pl.lit(dataset)).sort("study_id")
+    check_splits(studies, source)
+    images = images.join(studies.select("study_id", "patient_id", "split"), on="study_id", how="inner")
+    images = images.with_columns(pl.col("path").cast(pl.String)).sort("study_id", "image_id")
+    if labels is None:
+        labels = empty_table("labels")
+    labels = labels.filter(pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(studies["study_id"].implode()))
+    all_rejects = pl.concat([empty_table("rejects")] + [conform(part, "rejects") for part in rejects_parts])
+    result = IngestResult(
+        studies=conform(studies, "studies"),
+        images=conform(images, "images"),
+        rejects=all_rejects.sort("item", "reason"),
+        labels=conform(labels.sort("study_id"), "labels"),
+    )
+    log.info(
+        "%s: %d studies, %d images, %d rejected at ingest, %d dataset labels",
+        dataset, result.studies.height, result.images.height, result.rejects.height, result.labels.height,
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest reader
+
+MANIFEST_COLUMNS = ("image_path", "image_id", "study_id", "patient_id", "split", "view", "report", "findings", "impression")
+
+
+def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
+    """Read the manifest named by `dataset.manifest` into the contract tables (rules in the module docstring)."""
+    check_section(text_section)
+    views, policy = dataset_options(cfg)
+    path = _manifest_path(cfg)
+    table = _read_manifest_file(path)
+    rename = {column: column.strip().lower() for column in table.columns if column.strip().lower() in MANIFEST_COLUMNS}
+    table = table.rename(rename)
+    require_columns(table.columns, ["image_path"], path, "add an image_path column with each image's file, absolute or relative to the manifest's folder.")
+    text_columns = [column for column in ("report", "findings", "impression") if column in table.columns]
+    if not text_columns:
+        raise DatasetError(
+            f"{path} has no report column (it has {table.columns}); add `report` (the text to embed) "
+            "or `findings` and/or `impression`."
+        )
+    if "report" not in table.columns and text_section != "both" and text_section not in table.columns:
+        other = text_columns[0]
+        raise DatasetError(
+            f"text.section is {text_section} but {path} has no {text_section} column (it has {other}); "
+            f"set text.section: {other} or both, or add a {text_section} column."
+        )
+    present = [column for column in MANIFEST_COLUMNS if column in table.columns]
+    table = table.with_columns([pl.col(column).cast(pl.String).str.strip_chars().replace("", None) for column in present])
+    table = table.with_row_index("row", offset=1)
+
+    blank = table.filter(pl.col("image_path").is_null())
+    blank_item = pl.coalesce(pl.col("image_id") if "image_id" in table.columns else pl.lit(None, dtype=pl.String), pl.format("row {}", pl.col("row")))
+    rejects = blank.select(rejects_frame(blank_item, None, pl.format("blank image_path on row {} of {}", pl.col("row"), pl.lit(str(path)))))
+    table = table.filter(pl.col("image_path").is_not_null())
+
+    # Absent or blank ids fall back: image -> its path as written, study -> its image, patient -> its study.
+    for column, fallback in (("image_id", "image_path"), ("study_id", "image_id"), ("patient_id", "study_id")):
+        given = pl.col(column) if column in table.columns else pl.lit(None, dtype=pl.String)
+        table = table.with_columns(pl.coalesce(given, pl.col(fallback)).alias(column))
+    base = str(path.parent.resolve())
+    table = table.with_columns(
+        path=pl.when(pl.col("image_path").str.starts_with("/")).then(pl.col("image_path"))
+        .otherwise(pl.concat_str([pl.lit(base), pl.col("image_path")], separator="/")),
+        view=_views(table, path),
+        split=_splits(table, path, cfg.get("split_fractions"), seed),
+    )
+    check_splits(table.select("patient_id", "split"), path)
+    widths, heights = header_sizes(table["path"].to_list())
+    table = table.with_columns(width=pl.Series(widths, dtype=pl.Int32), height=pl.Series(heights, dtype=pl.Int32))
+
+    sections = [column for column in ("findings", "impression", "report") if column in table.columns]
+    table = table.with_columns([clean_text(column).alias(column) for column in sections])
+    per_study = [pl.col(column).first() for column in ("patient_id", "split", *sections)]
+    disagree = [pl.col(column).drop_nulls().n_unique().alias(f"_{column}") for column in ("patient_id", *sections)]
+    studies = table.group_by("study_id", maintain_order=True).agg(per_study + disagree)
+    conflicts = [pl.when(pl.col(f"_{column}") > 1).then(pl.lit(column)) for column in ("patient_id", *sections)]
+    studies = studies.with_columns(
+        fault=pl.when(pl.concat_str(conflicts, separator=", ", ignore_nulls=True).str.len_chars() > 0)
+        .then(pl.format("rows of this study disagree on {}; give each study one text and one patient", pl.concat_str(conflicts, separator=", ", ignore_nulls=True)))
+        .otherwise(None),
+        report_path=pl.lit(str(path)),
+    )
+    for column in ("findings", "impression"):
+        if column not in studies.columns:
+            studies = studies.with_columns(pl.lit(None, dtype=pl.String).alias(column))
+
+    label_rows = table.group_by("study_id", maintain_order=True).first()
+    labels = labels_from_columns(label_rows, path)
+    return assemble(
+        studies,
+        table.select("image_id", "study_id", "view", "path", "width", "height"),
+        text_section=text_section,
+        views=views,
+        images_per_study=policy,
+        dataset="manifest",
+        source=path,
+        labels=labels,
+        rejects=rejects,
+    )
+
+
+def _manifest_path(cfg: dict) -> Path:
+    if not cfg.get("manifest"):
+        raise DatasetError("dataset.kind manifest needs dataset.manifest: the path of your CSV or Parquet manifest.")
+    path = Path(cfg["manifest"]).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"dataset.manifest {path} does not exist; point it at your CSV or Parquet manifest.")
+    return path
+
+
+def _read_manifest_file(path: Path) -> pl.DataFrame:
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+        if path.suffix.lower() in (".csv", ".tsv") or suffixes in (".csv.gz", ".tsv.gz"):
+            separator = "\t" if ".tsv" in suffixes else ","
+            # All strings: ids like 00123 must not become integers.
+            return pl.read_csv(path, infer_schema=False, separator=separator)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise DatasetError(f"{path} cannot be read as a manifest ({error}); check that it is a valid CSV or Parquet file.") from error
+    raise DatasetError(f"dataset.manifest {path} is neither CSV (.csv, .csv.gz, .tsv) nor Parquet (.parquet); convert it to one.")
+
+
+def _views(table: pl.DataFrame, path: Path) -> pl.Expr:
+    if "view" not in table.columns:
+        return pl.lit("UNKNOWN")
+    views = table["view"].str.to_uppercase().fill_null("UNKNOWN")
+    bad = views.filter(~views.is_in(list(VIEWS))).unique().sort().head(5).to_list()
+    if bad:
+        raise DatasetError(f"{path}: column 'view' has values {bad}; allowed: {list(VIEWS)} (any case; blank means UNKNOWN).")
+    return pl.col("view").str.to_uppercase().fill_null("UNKNOWN")
+
+
+def _splits(table: pl.DataFrame, path: Path, fractions: dict | None, seed: int) -> pl.Expr:
+    if "split" not in table.columns:
+        return patient_splits(table["patient_id"], fractions, seed)
+    splits = table["split"].str.to_lowercase()
+    if splits.null_count():
+        rows = table.filter(pl.col("split").is_null())["row"].head(5).to_list()
+        raise DatasetError(f"{path}: column 'split' is blank on {splits.null_count()} row(s) (rows {rows}); fill it on every row or drop the column to get a seeded patient-level split.")
+    bad = splits.filter(~splits.is_in(list(SPLITS))).unique().sort().head(5).to_list()
+    if bad:
+        raise DatasetError(f"{path}: column 'split' has values {bad}; allowed: {list(SPLITS)}.")
+    return pl.col("split").str.to_lowercase()
