@@ -201,7 +201,9 @@ _FINDINGS: dict[str, list[str]] = {
     NEUTRAL: [
         r"soft tissue (?:edema|swelling|emphysema)",
         r"nipple (?:shadows?|markers?|densit(?:y|ies))",
-        r"(?:soft tissue|bone|bony|osseous|breast|calcified|metallic) densit(?:y|ies)",
+        r"(?:soft tissue|bone|bony|osseous|breast|breast tissue|metallic) densit(?:y|ies)",
+        r"(?:pleural|thoracic|chest|abdominal|peritoneal|oral|nasal) cavit(?:y|ies)",
+        r"(?:joint|knee|elbow|ankle|shoulder|hip) effusions?",
         r"(?:breast|soft tissue) shadows?",
         r"lung (?:volumes?|markings) (?:are |is )?(?:normal|within normal limits)",
     ],
@@ -215,6 +217,7 @@ _FINDINGS: dict[str, list[str]] = {
         r"bull(?:a|ae|ous)",
         r"blebs?",
         r"granulom\w*",
+        r"calcified (?:densit(?:y|ies)|foc(?:us|i))",
         r"calcifi\w*",
         r"atheroscler\w*",
         r"tortu\w*",
@@ -372,17 +375,32 @@ _REWRITES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     (("resolving",), re.compile(r"\bresolving\b"), " qqimp "),
 ]
 
-_NEG_PRE_RE = re.compile(
-    r"\b(?:no|not|without|negative(?: for)?|free of|clear of|absence of|absent|resolution of|resolved|"
-    r"cleared|clearing of|removal of|removed|rather than|instead of|nor|neither|never|unlikely|"
-    r"no longer|ruled out|excluded|exclusion of)\b"
+_REWRITE_GUARD_RE = re.compile("|".join(re.escape(guard) for guards, _, _ in _REWRITES for guard in guards))
+_COMMA_RE = re.compile(",")
+
+# Cues before a mention: negation, uncertainty (hedges), and clause breaks, where a cue's reach
+# ends. "or"/"nor" close a list that carries a cue across commas.
+_NEGATION_CUES = (
+    r"no|not|without|negative(?: for)?|free of|clear of|absence of|absent|resolution of|resolved|"
+    r"cleared|clearing of|removal of|removed|rather than|instead of|neither|never|unlikely|"
+    r"no longer|ruled out|excluded|exclusion of"
 )
-_UNC_PRE_RE = re.compile(
-    r"(?:\?|\b(?:possible|possibly|possibility|probable|probably|likely|may|might|could|questionabl[ey]|"
+_HEDGE_CUES = (
+    r"possible|possibly|possibility|probable|probably|likely|may|might|could|questionabl[ey]|"
     r"question(?:ed)?|suspect\w*|suspicious|suspicion|concern\w*|suggest\w*|worrisome|worrying|presum\w*|"
     r"perhaps|equivocal|indeterminate|borderline|differential|consider\w*|favou?r\w*|versus|vs|qqunc|"
     r"rule out|r/o|to exclude|evaluate for|evaluation for|assess for|correlat\w* for|uncertain|unclear|"
-    r"cannot exclude)\b)"
+    r"cannot exclude"
+)
+_BREAK_CUES = (
+    r"but|however|although|though|except|aside from|apart from|other than|besides|whereas|while|which|yet|"
+    r"otherwise|and (?:the|there)|there (?:is|are|was|were|has|have)|with the exception of|"
+    r"qqchg|in addition|additionally"
+)
+# All cues in one scan (one pass over the sentence instead of four); the group names the role.
+_CUE_RE = re.compile(
+    rf"(?P<hedge_mark>\?)|\b(?:(?P<negation>{_NEGATION_CUES})|(?P<hedge>{_HEDGE_CUES})|(?P<clause_break>{_BREAK_CUES})"
+    r"|(?P<list_end>or)|(?P<negated_list_end>nor))\b"
 )
 _FILLER = r"(?:[\w/-]+ ){0,5}?"
 _NEG_POST_RE = re.compile(
@@ -401,13 +419,6 @@ _UNC_POST_RE = re.compile(
 )
 # Two findings offered as alternatives: "atelectasis or pneumonia", "effusion versus scarring".
 _ALTERNATIVE_GAP_RE = re.compile(r"^ ?(?:[\w-]+ ){0,3}?(?:or|versus|vs\.?|and/or|/|or possibly|or less likely)(?: [\w-]+){0,3} ?$|^ ?/ ?$")
-# Where a cue's reach ends: a new clause.
-_BREAK_RE = re.compile(
-    r"\b(?:but|however|although|though|except|aside from|apart from|other than|besides|whereas|while|which|yet|"
-    r"otherwise|and (?:the|there)|there (?:is|are|was|were|has|have)|with the exception of|"
-    r"qqchg|in addition|additionally)\b"
-)
-_LIST_RE = re.compile(r"\b(?:or|nor)\b")
 # Words that make the text after a comma a statement of its own rather than one more list item.
 _STATEMENT_RE = re.compile(
     r"\b(?:is|are|was|were|has|have|had|be|been|seen|noted|present|identified|demonstrated|mild\w*|moderate\w*|"
@@ -509,6 +520,7 @@ _WORD_RE = re.compile(r"\w+")
 # semicolons, heading colons, blank lines (a single newline is a line wrap).
 # The pattern starts with a character class so that the regex engine scans for it quickly.
 _SENTENCE_SPLIT_RE = re.compile(r"[.;!:\n](?:(?<=\n)[ \t]*\n|(?<=[;!])|(?<=[.:])(?!\d)(?<!\bvs\.)(?<!\bdr\.))\s*")
+_DIGIT_BLIND = str.maketrans("123456789", "000000000")
 _SENTENCE_CACHE_LIMIT = 1_000_000
 _sentence_cache: dict[str, int] = {}
 
@@ -535,9 +547,10 @@ def _reach(
 def _sentence_mask(sentence: str) -> int:
     """Bit mask of the concept values one sentence expresses (see module docstring)."""
     text = " " + sentence + " "
-    for guards, pattern, replacement in _REWRITES:
-        if any(guard in text for guard in guards):
-            text = pattern.sub(replacement, text)
+    if _REWRITE_GUARD_RE.search(text):  # most sentences need no rewrite
+        for guards, pattern, replacement in _REWRITES:
+            if any(guard in text for guard in guards):
+                text = pattern.sub(replacement, text)
     # One space between words, so cue patterns can count words by spaces.
     text = " " + " ".join(text.split()) + " "
     mentions = []
@@ -554,17 +567,29 @@ def _sentence_mask(sentence: str) -> int:
                 taken = match.end()
     if not mentions:
         return 0
-    break_starts = [match.start() for match in _BREAK_RE.finditer(text)]
-    commas = [position for position, char in enumerate(text) if char == ","]
+    break_starts: list[int] = []
+    lists: list[int] = []
+    negations: list[int] = []
+    hedges: list[int] = []
+    for match in _CUE_RE.finditer(text):
+        role = match.lastgroup
+        if role == "negation":
+            negations.append(match.end())
+        elif role == "hedge" or role == "hedge_mark":
+            hedges.append(match.end())
+        elif role == "clause_break":
+            break_starts.append(match.start())
+        else:
+            lists.append(match.start())
+            if role == "negated_list_end":
+                negations.append(match.end())
+    commas = [match.start() for match in _COMMA_RE.finditer(text)]
     # Running count of commas after which the text (to the next comma) is a statement of its own
     # rather than a bare list item; the difference of two counts says whether a cue crosses.
     statements = [0]
     for index, comma in enumerate(commas):
         following = commas[index + 1] if index + 1 < len(commas) else len(text)
         statements.append(statements[-1] + (_STATEMENT_RE.search(text, comma, following) is not None))
-    lists = [match.start() for match in _LIST_RE.finditer(text)]
-    negations = [match.end() for match in _NEG_PRE_RE.finditer(text)]
-    hedges = [match.end() for match in _UNC_PRE_RE.finditer(text)]
     length = len(text)
 
     def clause_end_after(position: int) -> int:
@@ -650,9 +675,14 @@ def _report_mask(text: str, cache: dict[str, int]) -> int:
     for sentence in _SENTENCE_SPLIT_RE.split(text.lower()):
         value = cache.get(sentence)
         if value is None:
-            value = _sentence_mask(sentence) if sentence else 0
+            # Numbers never change a label, so sentences that differ only in them ("a 1.2 cm
+            # nodule", "a 3.4 cm nodule") share one entry under their digit-blind form.
+            blind = sentence.translate(_DIGIT_BLIND)
+            value = cache.get(blind)
+            if value is None:
+                value = _sentence_mask(blind) if blind else 0
             if len(sentence) < 1000:  # long run-on "sentences" rarely repeat
-                cache[sentence] = value
+                cache[sentence] = cache[blind] = value
         mask |= value
     return mask
 
