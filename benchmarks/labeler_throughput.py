@@ -1,15 +1,17 @@
 """Throughput of `mtcxr label` (the real CLI function, file in to file out) on one CPU core.
 
 Builds a synthetic set of realistic reports (default 200,000) by resampling the sentences of the
-real IU X-ray reports in ../shared/data/iu_xray and perturbing a share of them (side, size and
-degree words swapped, sentences shuffled, dropped, repeated), so that the sentence cache sees a
-realistic mix of repeated and new sentences; without the real reports it falls back to sentences
-written from templates. The set is written as CSV, then `mtcxr.cli.main(["label", ...])` runs in
-a child process pinned to one core (`taskset -c 0` where available, and POLARS_MAX_THREADS=1 etc.)
-and reports/s is printed, timed inside the process (CSV read to Parquet written) and for the
-whole process (interpreter start and imports included).
+real IU X-ray reports in ../shared/data/iu_xray (sentences mixed in from other reports, shuffled,
+dropped) and perturbing a share of the sentences (a side, size or degree word swapped, or a
+measurement added), so that the sentence cache sees a realistic mix of repeated and new
+sentences; without the real reports it falls back to sentences written from templates. The set
+is written as CSV, then `mtcxr.cli.main(["label", ...])` runs in a child process pinned to one
+core (`taskset -c 0` where available, and POLARS_MAX_THREADS=1 etc.) and reports/s is printed,
+timed inside the process (CSV read to Parquet written) and for the whole process (interpreter
+start and imports included). Last, the distinct sentences are labelled cold, which gives the cost
+of a sentence the labeler has not seen before.
 
-Usage: .venv/bin/python benchmarks/labeler_throughput.py [--reports N] [--repeats R] [--seed S]
+Usage: .venv/bin/python benchmarks/labeler_throughput.py [--reports N] [--perturb F] [--repeats R]
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ code = main(["label", sys.argv[1], "--id-column", "uid", "--text-column", "repor
 print(time.perf_counter() - start)
 sys.exit(code)
 """
+# Cost of a sentence the labeler has not seen (the cache's miss path), from distinct sentences.
+COLD = """
+import sys, time
+import polars as pl
+from mtcxr.labels import label_reports
+sentences = pl.read_parquet(sys.argv[1])["sentence"].to_list()
+start = time.perf_counter()
+label_reports(sentences)
+print(time.perf_counter() - start)
+"""
 
 
 def real_reports(data: Path) -> list[list[str]]:
@@ -66,16 +78,16 @@ def real_reports(data: Path) -> list[list[str]]:
 
 
 def perturb(sentence: str, rng: np.random.Generator) -> str:
-    """Swap a side/size/degree word or insert a measurement, so the sentence is new to the cache
-    but still reads like a report."""
+    """Swap a side/size/degree word or add a measurement, so the sentence is new to the cache but
+    still reads like a report."""
     words = sentence.split(" ")
     candidates = [index for index, word in enumerate(words) if word.lower() in SWAPS]
     if candidates and rng.random() < 0.5:
         index = candidates[rng.integers(len(candidates))]
         words[index] = SWAPS[words[index].lower()]
-    else:
-        words.insert(rng.integers(len(words) + 1), f"({rng.integers(2, 90) / 10:.1f} cm)")
-    return " ".join(words)
+        return " ".join(words)
+    measurement = f" measuring {rng.integers(2, 90) / 10:.1f} cm"
+    return sentence[:-1] + measurement + "." if sentence.endswith(".") else sentence + measurement
 
 
 def synthetic_reports(count: int, seed: int, data: Path, perturb_rate: float = 0.3) -> list[str]:
@@ -98,10 +110,10 @@ def synthetic_reports(count: int, seed: int, data: Path, perturb_rate: float = 0
     return reports
 
 
-def run_once(csv: Path, output: Path) -> tuple[float, float]:
-    """(seconds inside main(), seconds for the whole child process) of one `mtcxr label` run."""
+def run_pinned(code: str, *arguments: str) -> tuple[float, float]:
+    """(seconds the child prints, seconds for the whole child process), the child on one core."""
     env = dict(os.environ, POLARS_MAX_THREADS="1", OMP_NUM_THREADS="1", RAYON_NUM_THREADS="1")
-    command = [sys.executable, "-c", CHILD, str(csv), str(output)]
+    command = [sys.executable, "-c", code, *arguments]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
     start = time.perf_counter()
@@ -129,13 +141,21 @@ def main(argv: list[str] | None = None) -> int:
               f"({len(blind):,} ignoring case and digits)")
         print(f"machine: {platform.machine()}, {platform.platform()}, Python {platform.python_version()}, "
               f"{os.cpu_count()} logical CPUs; child pinned to 1 core: {bool(shutil.which('taskset'))}")
-        timings = [run_once(csv, output) for _ in range(args.repeats)]
+        timings = [run_pinned(CHILD, str(csv), str(output)) for _ in range(args.repeats)]
         labelled = pl.read_parquet(output)
         assert labelled.height == len(reports)
+        distinct = Path(folder) / "sentences.parquet"
+        pl.DataFrame({"sentence": sorted(blind)}).write_parquet(distinct)
+        cold = min(run_pinned(COLD, str(distinct))[0] for _ in range(args.repeats))
     inside = min(t for t, _ in timings)
     whole = min(t for _, t in timings)
     print(f"mtcxr label, best of {args.repeats}: {inside:.2f} s in main() = {len(reports) / inside:,.0f} reports/s; "
           f"{whole:.2f} s whole process = {len(reports) / whole:,.0f} reports/s")
+    per_new = cold / len(blind)  # seconds per sentence never seen before
+    per_report = (whole - per_new * len(blind)) / len(reports)  # the rest: I/O, splitting, cache hits
+    print(f"a sentence never seen before costs {per_new * 1e6:.0f} µs ({len(blind):,} distinct sentences labelled "
+          f"cold in {cold:.2f} s); the rest costs {per_report * 1e6:.0f} µs per report, so a set with S new "
+          f"sentences per report runs at about 1 / ({per_report * 1e6:.0f} µs + S × {per_new * 1e6:.0f} µs)")
     return 0
 
 

@@ -180,6 +180,13 @@ def test_long_report_does_not_crash() -> None:
     assert mentioned(run_on) == {"pneumothorax": 0, "pleural_effusion": 0, "edema": -1}
 
 
+def test_progress_bar_goes_to_stderr(capsys) -> None:
+    texts = ["No pneumothorax.", "Small effusion."] * 50
+    assert label_reports(texts, progress=True).equals(label_reports(texts))
+    captured = capsys.readouterr()
+    assert "labelling" in captured.err and "100/100" in captured.err and captured.out == ""
+
+
 @pytest.fixture()
 def reports_frame() -> pl.DataFrame:
     return pl.DataFrame(

@@ -9,8 +9,8 @@ How a report is read
 1. The text is lowercased once and split into sentences (full stops not inside a number such
    as "1.5 cm" or after "vs", semicolons, colons of headings, blank lines; a single newline is
    a line wrap, as in MIMIC's reports).
-2. In each sentence, one compiled alternation regex finds every mention of every concept at
-   once: the 13 observations, plus "other" abnormalities that are not CheXpert classes
+2. Each sentence is read word by word: a word may be a cue (below) and may start a mention of
+   a concept: the 13 observations, plus "other" abnormalities that are not CheXpert classes
    (emphysema, granuloma, hiatal hernia, degenerative spine, …), which only matter for
    No Finding. A mention is either a *finding* ("pneumothorax", "airspace disease") or an
    *organ* ("heart size", "cardiac silhouette", "mediastinum") whose value comes from a state
@@ -36,9 +36,11 @@ Empty or null text gives null for all 14 observations; `abnormal` is then True, 
 `abnormal_from_no_finding` (the contract's definition) calls a study normal only when No Finding
 is positive, and an empty report does not show a normal study.
 
-Speed: results are cached per distinct sentence (reports repeat sentences heavily), each cached
-value is a bit mask (three bits per concept: negative, uncertain, positive) so a report is the OR
-of its sentences' masks, and the masks are decoded to columns in polars, vectorised.
+Speed: results are cached per distinct sentence, digits ignored (reports repeat sentences
+heavily); each cached value is a bit mask (three bits per concept: negative, uncertain, positive)
+so a report is the OR of its sentences' masks, and the masks are decoded to columns in polars,
+vectorised. A new sentence costs one pass over its words: cues are dictionary look-ups, and only
+the few term regexes that can start with a word's first three characters are tried there.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ from mtcxr.tables import (
     CHEXPERT_LABELS,
     LABEL_SOURCES,
     abnormal_from_no_finding,
-    empty_table,
     read_table,
     write_table,
 )
@@ -373,35 +374,54 @@ _REWRITES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
         " qqimp ",
     ),
     (("resolving",), re.compile(r"\bresolving\b"), " qqimp "),
+    (("r/o",), re.compile(r"\br/o\b"), " qqunc "),
 ]
 
 _REWRITE_GUARD_RE = re.compile("|".join(re.escape(guard) for guards, _, _ in _REWRITES for guard in guards))
-_COMMA_RE = re.compile(",")
 
-# Cues before a mention: negation, uncertainty (hedges), and clause breaks, where a cue's reach
-# ends. "or"/"nor" close a list that carries a cue across commas.
-_NEGATION_CUES = (
-    r"no|not|without|negative(?: for)?|free of|clear of|absence of|absent|resolution of|resolved|"
-    r"cleared|clearing of|removal of|removed|rather than|instead of|neither|never|unlikely|"
-    r"no longer|ruled out|excluded|exclusion of"
-)
-_HEDGE_CUES = (
-    r"possible|possibly|possibility|probable|probably|likely|may|might|could|questionabl[ey]|"
-    r"question(?:ed)?|suspect\w*|suspicious|suspicion|concern\w*|suggest\w*|worrisome|worrying|presum\w*|"
-    r"perhaps|equivocal|indeterminate|borderline|differential|consider\w*|favou?r\w*|versus|vs|qqunc|"
-    r"rule out|r/o|to exclude|evaluate for|evaluation for|assess for|correlat\w* for|uncertain|unclear|"
-    r"cannot exclude"
-)
-_BREAK_CUES = (
-    r"but|however|although|though|except|aside from|apart from|other than|besides|whereas|while|which|yet|"
-    r"otherwise|and (?:the|there)|there (?:is|are|was|were|has|have)|with the exception of|"
-    r"qqchg|in addition|additionally"
-)
-# All cues in one scan (one pass over the sentence instead of four); the group names the role.
-_CUE_RE = re.compile(
-    rf"(?P<hedge_mark>\?)|\b(?:(?P<negation>{_NEGATION_CUES})|(?P<hedge>{_HEDGE_CUES})|(?P<clause_break>{_BREAK_CUES})"
-    r"|(?P<list_end>or)|(?P<negated_list_end>nor))\b"
-)
+# Cues before a mention, looked up per word: negation, hedge (uncertainty), clause break (where a
+# cue's reach ends), and list ends ("or"/"nor" carry a cue across commas). A tuple value needs one
+# of the given next words ("free of", "rule out", "there is").
+_NEGATION, _HEDGE, _BREAK, _LIST_END, _NEGATED_LIST_END, _COMMA = range(6)
+_CUE_WORDS: dict[str, int | tuple[int, frozenset[str]]] = {
+    **dict.fromkeys(
+        ("no", "not", "without", "negative", "absent", "resolved", "cleared", "removed", "instead", "neither",
+         "never", "unlikely", "excluded", "exclusion"),
+        _NEGATION,
+    ),
+    **dict.fromkeys(("absence", "resolution", "clearing", "removal"), (_NEGATION, frozenset({"of"}))),
+    "free": (_NEGATION, frozenset({"of"})),
+    "clear": (_NEGATION, frozenset({"of"})),
+    "rather": (_NEGATION, frozenset({"than"})),
+    "ruled": (_NEGATION, frozenset({"out"})),
+    **dict.fromkeys(
+        ("possible", "possibly", "possibility", "probable", "probably", "likely", "may", "might", "could",
+         "questionable", "questionably", "question", "questioned", "suspicious", "suspicion", "worrisome", "worrying",
+         "perhaps", "equivocal", "indeterminate", "borderline", "differential", "versus", "vs", "vs.", "qqunc",
+         "uncertain", "unclear", "exclude", "?"),
+        _HEDGE,
+    ),
+    "rule": (_HEDGE, frozenset({"out"})),
+    "evaluate": (_HEDGE, frozenset({"for"})),
+    "evaluation": (_HEDGE, frozenset({"for"})),
+    "assess": (_HEDGE, frozenset({"for"})),
+    **dict.fromkeys(
+        ("but", "however", "although", "though", "except", "aside", "apart", "besides", "whereas", "while", "which",
+         "yet", "otherwise", "exception", "qqchg", "addition", "additionally"),
+        _BREAK,
+    ),
+    "other": (_BREAK, frozenset({"than"})),
+    "and": (_BREAK, frozenset({"the", "there"})),
+    "there": (_BREAK, frozenset({"is", "are", "was", "were", "has", "have"})),
+    "or": _LIST_END,
+    "nor": _NEGATED_LIST_END,
+    ",": _COMMA,
+}
+_HEDGE_STEMS = ("suspect", "concern", "suggest", "presum", "consider", "favor", "favour")
+_CORRELATE_STEM = "correlat"  # "correlate for pneumonia": a hedge when followed by "for"
+# Marks that become tokens of their own, so that a word after them starts a token.
+_SPACED_MARKS = (",", "/", "(", ")", "?")
+_PIECE_RE = re.compile(r"[a-z0-9_]+")
 _FILLER = r"(?:[\w/-]+ ){0,5}?"
 _NEG_POST_RE = re.compile(
     r" ?" + _FILLER + r"(?:(?:is|are|was|were|has been|have been|has|have) )?(?:(?:\w+ly) )?"
@@ -450,71 +470,101 @@ _TERM_PATTERNS = [_patterns[i] for i in _order]
 del _concept, _regexes, _regex, _organ, _patterns, _order
 
 
-def _first_characters(items: Sequence) -> tuple[set[str] | None, bool]:
-    """(characters a parsed regex can start with, None for any; whether it can match empty)."""
+_WINDOW = 3  # mentions are looked up by the first three characters at a word's start
+_WORD_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_ANY_CHARACTERS = _WORD_CHARACTERS + " .,-/()'\"?!:;+&%#*=<>[]"
+
+
+def _character_set(items: Sequence) -> str:
+    """The characters a parsed regex character class can match (a superset for categories)."""
     from re import _constants as sre
 
-    characters: set[str] = set()
+    characters = ""
+    for kind, value in items:
+        if kind is sre.LITERAL:
+            characters += chr(value)
+        elif kind is sre.RANGE:
+            characters += "".join(map(chr, range(value[0], value[1] + 1)))
+        elif kind is sre.CATEGORY and value is sre.CATEGORY_WORD:
+            characters += _WORD_CHARACTERS
+        elif kind is sre.CATEGORY and value is sre.CATEGORY_DIGIT:
+            characters += "0123456789"
+        else:
+            return _ANY_CHARACTERS
+    return characters
+
+
+def _windows(items: Sequence, prefixes: set[str]) -> set[str]:
+    """Extend each prefix shorter than _WINDOW by what the parsed regex `items` can match next.
+
+    A superset is fine (it only costs a regex attempt); a miss is not, so anything this does not
+    model exactly (a category, a negated class) extends by every character.
+    """
+    from re import _constants as sre
+
     for op, argument in items:
-        if op is sre.AT:  # \b and friends take no character
+        growing = {prefix for prefix in prefixes if len(prefix) < _WINDOW}
+        if not growing:
+            break
+        if op is sre.AT:
             continue
         if op is sre.LITERAL:
-            characters.add(chr(argument))
-            return characters, False
-        if op is sre.IN:
-            for kind, value in argument:
-                if kind is sre.LITERAL:
-                    characters.add(chr(value))
-                elif kind is sre.RANGE:
-                    characters.update(map(chr, range(value[0], value[1] + 1)))
-                else:
-                    return None, False
-            return characters, False
-        if op is sre.SUBPATTERN:
-            first, empty = _first_characters(argument[-1])
+            grown = {prefix + chr(argument) for prefix in growing}
+        elif op is sre.IN:
+            grown = {prefix + character for prefix in growing for character in _character_set(argument)}
+        elif op is sre.SUBPATTERN:
+            grown = _windows(argument[-1], growing)
         elif op is sre.BRANCH:
-            first, empty = set(), False
-            for branch in argument[1]:
-                branch_first, branch_empty = _first_characters(branch)
-                if branch_first is None:
-                    return None, False
-                first |= branch_first
-                empty = empty or branch_empty
+            grown = set().union(*(_windows(branch, growing) for branch in argument[1]))
         elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
-            first, empty = _first_characters(argument[2])
-            empty = empty or argument[0] == 0
+            low, high, repeated = argument
+            grown, current = set(), growing
+            for count in range(min(high, _WINDOW) + 1):
+                if count >= low:
+                    grown |= current
+                current = _windows(repeated, current)
+            grown |= {prefix for prefix in current if len(prefix) == _WINDOW}
         else:
-            return None, False
-        if first is None:
-            return None, False
-        characters |= first
-        if not empty:
-            return characters, False
-    return characters, True
+            grown = {prefix + character for prefix in growing for character in _ANY_CHARACTERS}
+        prefixes = (prefixes - growing) | grown
+    return prefixes
 
 
 def _mention_dispatch() -> dict[str, tuple[re.Pattern[str], list[tuple[str, str]]]]:
-    """Per first character: one regex over the terms that can start with it, and those terms.
+    """Per three-character window: one regex over the terms that can start with it, and those terms.
 
-    Trying only the terms that can start at a word's first character, and ending each alternative
-    with an empty group (so the regex engine can still reject a branch on its first literal while
-    `lastindex` names the term that matched), makes mention search several times faster than one
-    alternation over every term tried at every position.
+    Trying only the few terms that can start with a word's first three characters (most words
+    start none) makes mention search several times faster than one alternation over every term
+    tried at every position. Each alternative ends with an empty group, so that `lastindex` names
+    the term that matched while the engine can still reject a branch on its first character.
     """
     from re import _parser
 
-    starts = [_first_characters(_parser.parse(pattern)) for pattern in _TERM_PATTERNS]
+    by_window: dict[str, list[int]] = {}
+    for index, pattern in enumerate(_TERM_PATTERNS):
+        for window in _windows(_parser.parse(pattern), {""}):
+            # A term shorter than the window ends at a word boundary: any character may follow.
+            for padded in {window + "".join(rest) for rest in _padding(_WINDOW - len(window))}:
+                by_window.setdefault(padded, []).append(index)
+    compiled: dict[tuple[int, ...], tuple[re.Pattern[str], list[tuple[str, str]]]] = {}
     dispatch = {}
-    for character in "abcdefghijklmnopqrstuvwxyz0123456789":
-        chosen = [i for i, (first, _) in enumerate(starts) if first is None or character in first]
-        if chosen:
-            regex = re.compile("(?:" + "|".join(f"(?:{_TERM_PATTERNS[i]})()" for i in chosen) + r")\b")
-            dispatch[character] = (regex, [_TERMS[i] for i in chosen])
+    for window, chosen in by_window.items():
+        key = tuple(chosen)
+        if key not in compiled:
+            regex = re.compile("(?:" + "|".join(f"(?:{_TERM_PATTERNS[i]})()" for i in key) + r")\b")
+            compiled[key] = (regex, [_TERMS[i] for i in key])
+        dispatch[window] = compiled[key]
     return dispatch
 
 
+def _padding(length: int) -> list[tuple[str, ...]]:
+    """Every way to fill `length` characters (0 to 2 in practice)."""
+    import itertools
+
+    return list(itertools.product(_ANY_CHARACTERS, repeat=length))
+
+
 _MENTION_DISPATCH = _mention_dispatch()
-_WORD_RE = re.compile(r"\w+")
 
 # Sentence boundaries on lowercased text: full stops not in a number or after "vs"/"dr",
 # semicolons, heading colons, blank lines (a single newline is a line wrap).
@@ -551,39 +601,78 @@ def _sentence_mask(sentence: str) -> int:
         for guards, pattern, replacement in _REWRITES:
             if any(guard in text for guard in guards):
                 text = pattern.sub(replacement, text)
-    # One space between words, so cue patterns can count words by spaces.
-    text = " " + " ".join(text.split()) + " "
+    for mark in _SPACED_MARKS:
+        if mark in text:
+            text = text.replace(mark, f" {mark} ")
+    tokens = text.split()
+    # One space between tokens, so positions follow from token lengths and cue patterns can count
+    # words by spaces.
+    text = " " + " ".join(tokens) + " "
     mentions = []
-    taken = 0  # mentions do not overlap: a word inside the last mention starts none
-    for word in _WORD_RE.finditer(text):
-        start = word.start()
-        if start < taken:
-            continue
-        entry = _MENTION_DISPATCH.get(text[start])
-        if entry is not None:
-            match = entry[0].match(text, start)
-            if match is not None:
-                mentions.append((start, match.end(), entry[1][match.lastindex - 1]))
-                taken = match.end()
-    if not mentions:
-        return 0
+    negations: list[int] = []  # cue ends
+    hedges: list[int] = []
     break_starts: list[int] = []
     lists: list[int] = []
-    negations: list[int] = []
-    hedges: list[int] = []
-    for match in _CUE_RE.finditer(text):
-        role = match.lastgroup
-        if role == "negation":
-            negations.append(match.end())
-        elif role == "hedge" or role == "hedge_mark":
-            hedges.append(match.end())
-        elif role == "clause_break":
-            break_starts.append(match.start())
+    commas: list[int] = []
+    taken = 0  # mentions do not overlap: a word inside the last mention starts none
+    position = 1
+    last = len(tokens) - 1
+    for index, token in enumerate(tokens):
+        start = position
+        position += len(token) + 1
+        role = _CUE_WORDS.get(token)
+        if role is None and not token.isalnum():
+            # "age-indeterminate", "[heart", "x-xxxx": read the word pieces of the token too.
+            pieces = [(start + match.start(), match.group()) for match in _PIECE_RE.finditer(token)]
         else:
-            lists.append(match.start())
-            if role == "negated_list_end":
-                negations.append(match.end())
-    commas = [match.start() for match in _COMMA_RE.finditer(text)]
+            pieces = None
+        if role is not None:
+            if type(role) is tuple:
+                role = role[0] if index < last and tokens[index + 1] in role[1] else None
+            if role == _NEGATION:
+                negations.append(position - 1)
+            elif role == _HEDGE:
+                hedges.append(position - 1)
+            elif role == _BREAK:
+                break_starts.append(start)
+            elif role == _COMMA:
+                commas.append(start)
+            elif role is not None:
+                lists.append(start)
+                if role == _NEGATED_LIST_END:
+                    negations.append(position - 1)
+        elif token.startswith(_HEDGE_STEMS) or (
+            token.startswith(_CORRELATE_STEM) and index < last and tokens[index + 1] == "for"
+        ):
+            hedges.append(position - 1)
+        elif pieces:
+            for _, piece in pieces:
+                if _CUE_WORDS.get(piece) in (_NEGATION, _HEDGE) or piece.startswith(_HEDGE_STEMS):
+                    (negations if _CUE_WORDS.get(piece) == _NEGATION else hedges).append(position - 1)
+        if pieces is None:
+            if start >= taken:
+                entry = _MENTION_DISPATCH.get(text[start : start + _WINDOW])
+                if entry is not None:
+                    match = entry[0].match(text, start)
+                    if match is not None:
+                        mentions.append((start, match.end(), entry[1][match.lastindex - 1]))
+                        taken = match.end()
+            continue
+        negated_piece = False
+        for piece_start, piece in pieces:
+            # "non-calcified": the prefix negates its own word only, so that word is no mention.
+            if negated_piece or piece_start < taken:
+                negated_piece = False
+                continue
+            negated_piece = piece == "non"
+            entry = _MENTION_DISPATCH.get(text[piece_start : piece_start + _WINDOW])
+            if entry is not None:
+                match = entry[0].match(text, piece_start)
+                if match is not None:
+                    mentions.append((piece_start, match.end(), entry[1][match.lastindex - 1]))
+                    taken = match.end()
+    if not mentions:
+        return 0
     # Running count of commas after which the text (to the next comma) is a statement of its own
     # rather than a bare list item; the difference of two counts says whether a cue crosses.
     statements = [0]
@@ -615,7 +704,7 @@ def _sentence_mask(sentence: str) -> int:
     for start, end, (concept, kind) in mentions:
         anchor = start  # where cues before the mention are measured from
         if kind == "organ":
-            state, anchor = _organ_state(text, start, end, right_context(end), clause_end_after(end))
+            state, anchor = _organ_state(text, start, end, right_context(end))
             if state is None:
                 continue
             if state != POSITIVE:
@@ -627,10 +716,11 @@ def _sentence_mask(sentence: str) -> int:
             values.append((concept, UNCERTAIN, start, end))
         else:
             values.append((concept, POSITIVE, start, end))
-    # Alternatives ("a or b", "a versus b", "a/b") leave both uncertain.
+    # Alternatives ("a or b", "a versus b", "a/b") leave both uncertain; devices are not
+    # alternatives to each other ("ICD/pacemaker" names both).
     for index in range(len(values) - 1):
         first, second = values[index], values[index + 1]
-        if first[1] == POSITIVE or second[1] == POSITIVE:
+        if (first[1] == POSITIVE or second[1] == POSITIVE) and "support_devices" not in (first[0], second[0]):
             if _ALTERNATIVE_GAP_RE.match(text[first[3] : second[2]]):
                 if first[1] == POSITIVE:
                     values[index] = (first[0], UNCERTAIN, first[2], first[3])
@@ -643,7 +733,7 @@ def _sentence_mask(sentence: str) -> int:
     return mask
 
 
-def _organ_state(text: str, start: int, end: int, after: str, clause_end: int) -> tuple[int | None, int]:
+def _organ_state(text: str, start: int, end: int, after: str) -> tuple[int | None, int]:
     """(value, position of the state word) for an organ mention; value None when no state is given."""
     match = _STATE_RE.search(after)
     position = end + match.start() if match else -1
@@ -689,9 +779,6 @@ def _report_mask(text: str, cache: dict[str, int]) -> int:
 
 def report_masks(texts: Sequence[str | None], progress: bool = False) -> list[int | None]:
     """Bit mask per report (None for empty or null text); the raw form `label_reports` decodes."""
-    global _sentence_cache
-    if len(_sentence_cache) > _SENTENCE_CACHE_LIMIT:
-        _sentence_cache = {}
     cache = _sentence_cache
     seen: dict[str, int] = {}  # whole reports repeat too ("No acute cardiopulmonary abnormality.")
     masks: list[int | None] = []
@@ -703,6 +790,8 @@ def report_masks(texts: Sequence[str | None], progress: bool = False) -> list[in
         bar = tqdm(total=len(texts), unit="report", desc="labelling", mininterval=0.5)
     chunk = 20_000
     for offset in range(0, len(texts), chunk):
+        if len(cache) > _SENTENCE_CACHE_LIMIT:  # bounds memory on huge, varied report sets
+            cache.clear()
         for text in texts[offset : offset + chunk]:
             if not text or text.isspace():
                 append(None)
