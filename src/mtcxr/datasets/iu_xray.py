@@ -41,6 +41,7 @@ from mtcxr.datasets.errors import DatasetError
 from mtcxr.datasets.manifest import (
     assemble,
     check_section,
+    clean_text,
     dataset_options,
     dataset_root,
     header_sizes,
@@ -61,7 +62,8 @@ PLACEHOLDER = "___"
 def deidentified_text(column: str) -> pl.Expr:
     """The column's text with IU's `XXXX` de-identification tokens handled (see the module docstring)."""
     text = pl.col(column).str.replace_all(r"\b([xX])-XXXX\b", "${1}-ray")
-    return text.str.replace_all(r"\bXXXX\b(?:[\s,/-]*\bXXXX\b)*", PLACEHOLDER)
+    # No word boundaries: the token is sometimes glued to text ("4XXXX", "XXXXPM").
+    return clean_text(text.str.replace_all(r"X{4,}(?:[\s,/-]*X{4,})*", PLACEHOLDER))
 
 
 def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
@@ -121,6 +123,7 @@ def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
         images_per_study=policy,
         dataset="iu_xray",
         source=reports_path,
+        image_source=projections_path,
         rejects=rejects,
     )
 

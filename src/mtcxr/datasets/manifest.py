@@ -150,9 +150,9 @@ def labels_from_columns(table: pl.DataFrame, source: Path | str) -> pl.DataFrame
         return None
     values = {}
     for name, column in found.items():
-        text = table[column].cast(pl.String).str.strip_chars()
-        text = pl.Series(column, text).replace("", None)
-        numbers = text.cast(pl.Float64, strict=False)
+        text = table[column].cast(pl.String).str.strip_chars().replace("", None)
+        numbers = table[column].cast(pl.Float64) if table[column].dtype.is_numeric() else text.cast(pl.Float64, strict=False)
+        numbers = numbers.fill_nan(None)  # pandas-written files mark "not mentioned" as NaN
         bad = text.filter((numbers.is_null() & text.is_not_null()) | (numbers.is_not_null() & ~numbers.is_in([-1.0, 0.0, 1.0])))
         if bad.len():
             raise DatasetError(
@@ -200,112 +200,105 @@ def assemble(
     source: Path | str,
     labels: pl.DataFrame | None = None,
     rejects: pl.DataFrame | None = None,
+    image_source: Path | str | None = None,
 ) -> IngestResult:
     """Apply the shared ingest rules to one row per study and one row per image; return the four tables.
 
-    `studies`: study_id, patient_id, split, findings, impression, optional `report`
-    (used verbatim; otherwise composed from the sections by `text.section`),
-    optional `report_path` (shown in rejects) and optional `fault` (a reason the
-    reader found: the study is rejected with it). `images`: image_id, study_id,
-    view, path, width, height. The rules, in order:
+    `studies`: study_id, patient_id, split, findings, impression (whitespace-normalised,
+    null when absent), optional `report` (used verbatim; otherwise composed from the
+    sections by `text.section`), optional `report_path` (shown in rejects) and optional
+    `fault` (a reason the reader found: the study is rejected with it). `images`:
+    image_id, study_id, view, path, width, height. `rejects`: what the reader rejected
+    itself. `source` and `image_source` (default: `source`) name the files that list
+    studies and images, for the reasons. The rules:
 
     1. A repeated study or image id keeps its first row; the others are rejected.
-    2. A study with a fault, or whose embedded text is empty, is rejected; its images are left out
-       with it (the reason counts them).
+    2. A study with a fault, or whose embedded text is empty, is rejected; its images are
+       left out with it (the reason counts them).
     3. An image whose study has no row is rejected.
-    4. Images of views outside `dataset.views` are left out (a config choice, logged); a study left
-       with no image is rejected, naming the views it has.
-    5. `images_per_study: first` keeps one image per study: the first view in `dataset.views`
-       order, ties broken by image id.
+    4. Images of views outside `dataset.views` are left out (a config choice, logged); a
+       study left with no image is rejected, naming the views it has.
+    5. `images_per_study: first` keeps one image per study: the first view in
+       `dataset.views` order, ties broken by image id.
     6. Splits must be patient-level (DatasetError naming the patients otherwise).
+
+    Every rule only adds a reason column; each table is filtered once, so a
+    MIMIC-sized input is copied as few times as possible.
     """
-    rejects_parts = [rejects] if rejects is not None and rejects.height else []
-    studies = studies.with_columns(
-        findings=clean_text("findings"),
-        impression=clean_text("impression"),
+    views = list(views)
+    images = images.with_columns(
+        _duplicate=~pl.col("image_id").is_first_distinct(),
+        _orphan=~pl.col("study_id").is_in(studies["study_id"].implode()),
     )
-    if "fault" not in studies.columns:
-        studies = studies.with_columns(fault=pl.lit(None, dtype=pl.String))
-    if "report_path" not in studies.columns:
-        studies = studies.with_columns(report_path=pl.lit(str(source)))
-    studies = studies.with_columns(
-        report=clean_text("report") if "report" in studies.columns else report_expr(text_section)
-    )
-
-    # 1. Repeated ids.
-    repeated = studies.filter(~pl.col("study_id").is_first_distinct())
-    rejects_parts.append(repeated.select(rejects_frame(pl.col("study_id"), pl.col("report_path"), f"duplicate study_id in {source}: only its first row is used")))
-    studies = studies.filter(pl.col("study_id").is_first_distinct())
-    repeated = images.filter(~pl.col("image_id").is_first_distinct())
-    rejects_parts.append(repeated.select(rejects_frame(pl.col("image_id"), pl.col("path"), f"duplicate image_id in {source}: only its first row is used")))
-    images = images.filter(pl.col("image_id").is_first_distinct())
-
-    # 2. Faulty or empty studies, with their images.
-    studies = studies.with_columns(
-        fault=pl.when(pl.col("fault").is_not_null()).then(pl.col("fault"))
-        .when(pl.col("report").is_null()).then(_empty_text_reason(text_section))
-        .otherwise(None)
-    )
-    image_counts = images.group_by("study_id").agg(n_images=pl.len(), views_found=pl.col("view").unique().sort().str.join(", "))
-    studies = studies.join(image_counts, on="study_id", how="left").with_columns(pl.col("n_images").fill_null(0))
-    faulty = studies.filter(pl.col("fault").is_not_null())
-    left_out = pl.when(pl.col("n_images") > 0).then(pl.format("; its {} image(s) are left out", pl.col("n_images"))).otherwise(pl.lit(""))
-    rejects_parts.append(faulty.select(rejects_frame(pl.col("study_id"), pl.col("report_path"), pl.concat_str([pl.col("fault"), left_out]))))
-    studies = studies.filter(pl.col("fault").is_null())
-    images = images.filter(~pl.col("study_id").is_in(faulty["study_id"].implode()))
-
-    # 3. Images without a study row.
-    orphans = images.filter(~pl.col("study_id").is_in(studies["study_id"].implode()))
-    rejects_parts.append(orphans.select(rejects_frame(pl.col("image_id"), pl.col("path"), pl.format("no report for its study {} in {}", pl.col("study_id"), pl.lit(str(source))))))
-    images = images.filter(pl.col("study_id").is_in(studies["study_id"].implode()))
-
-    # 4. Views.
-    outside = images.filter(~pl.col("view").is_in(list(views)))
+    listed = images.filter(~pl.col("_duplicate") & ~pl.col("_orphan"))
+    outside = listed.filter(~pl.col("view").is_in(views))
     if outside.height:
         counts = ", ".join(f"{view} {n}" for view, n in outside.group_by("view").len().sort("view").rows())
-        log.info("left out %d image(s) of views outside dataset.views %s: %s", outside.height, list(views), counts)
-    images = images.filter(pl.col("view").is_in(list(views)))
-    kept_studies = images["study_id"].unique().implode()
-    viewless = studies.filter(~pl.col("study_id").is_in(kept_studies))
-    allowed = "/".join(views)
-    viewless_reason = (
-        pl.when(pl.col("n_images") == 0)
-        .then(pl.lit("no image listed for this study"))
-        .otherwise(pl.format("no image of a view in dataset.views ({}); its images are {}", pl.lit(allowed), pl.col("views_found")))
+        log.info("left out %d image(s) of views outside dataset.views %s: %s", outside.height, views, counts)
+    per_study = listed.group_by("study_id").agg(
+        _images=pl.len(),
+        _allowed=pl.col("view").is_in(views).sum(),
+        _views=pl.col("view").unique().sort().str.join(", "),
     )
-    rejects_parts.append(viewless.select(rejects_frame(pl.col("study_id"), pl.col("report_path"), viewless_reason)))
-    studies = studies.filter(pl.col("study_id").is_in(kept_studies))
 
-    # 5. Image choice.
-    if images_per_study == "first":
-        rank = {view: position for position, view in enumerate(views)}
-        images = (
-            images.with_columns(_rank=pl.col("view").replace_strict(rank, return_dtype=pl.Int32))
-            .sort("study_id", "_rank", "image_id")
-            .filter(pl.col("study_id").is_first_distinct())
-            .drop("_rank")
-        )
+    empty_reason = _empty_text_reason(text_section)
+    if "report" in studies.columns:
+        empty_reason = pl.lit("empty report: the report text is blank")
+    else:
+        studies = studies.with_columns(report=report_expr(text_section))
+    if "report_path" not in studies.columns:
+        studies = studies.with_columns(report_path=pl.lit(str(source)))
+    if "fault" not in studies.columns:
+        studies = studies.with_columns(fault=pl.lit(None, dtype=pl.String))
+    studies = studies.join(per_study, on="study_id", how="left").with_columns(pl.col("_images", "_allowed").fill_null(0))
+    left_out = pl.when(pl.col("_images") > 0).then(pl.format("; its {} image(s) are left out", pl.col("_images"))).otherwise(pl.lit(""))
+    studies = studies.with_columns(
+        _reason=pl.when(~pl.col("study_id").is_first_distinct())
+        .then(pl.lit(f"duplicate study_id in {source}: only its first row is used"))
+        .when(pl.col("fault").is_not_null())
+        .then(pl.concat_str([pl.col("fault"), left_out]))
+        .when(pl.col("report").is_null())
+        .then(pl.concat_str([empty_reason, left_out]))
+        .when(pl.col("_images") == 0)
+        .then(pl.lit("no image listed for this study"))
+        .when(pl.col("_allowed") == 0)
+        .then(pl.format("no image of a view in dataset.views ({}); its images are {}", pl.lit("/".join(views)), pl.col("_views")))
+    )
+    images = images.with_columns(
+        _reason=pl.when(pl.col("_duplicate"))
+        .then(pl.lit(f"duplicate image_id in {image_source or source}: only its first row is used"))
+        .when(pl.col("_orphan"))
+        .then(pl.format("no report for its study {} in {}", pl.col("study_id"), pl.lit(str(source))))
+    )
+    rejects_parts = [
+        empty_table("rejects"),
+        *([conform(rejects, "rejects")] if rejects is not None else []),
+        studies.filter(pl.col("_reason").is_not_null()).select(rejects_frame(pl.col("study_id"), pl.col("report_path"), pl.col("_reason"))),
+        images.filter(pl.col("_reason").is_not_null()).select(rejects_frame(pl.col("image_id"), pl.col("path"), pl.col("_reason"))),
+    ]
+    all_rejects = pl.concat([conform(part, "rejects") for part in rejects_parts]).sort("item", "reason")
 
-    # 6. Tables.
+    studies = studies.filter(pl.col("_reason").is_null()).with_columns(dataset=pl.lit(dataset)).sort("study_id")
     if studies.height == 0:
-        found = pl.concat([empty_table("rejects")] + [conform(part, "rejects") for part in rejects_parts])
-        common = found.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(3).rows()
+        common = all_rejects.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(3).rows()
         raise DatasetError(
             f"no study of {source} survived ingest; most common reasons: {common or 'none (the input has no rows)'}. "
             "Check dataset.views, text.section and the input files."
         )
-    studies = studies.with_columns(dataset=pl.lit(dataset)).sort("study_id")
     check_splits(studies, source)
-    images = images.join(studies.select("study_id", "patient_id", "split"), on="study_id", how="inner")
-    images = images.with_columns(pl.col("path").cast(pl.String)).sort("study_id", "image_id")
-    if labels is None:
-        labels = empty_table("labels")
+    images = images.filter(pl.col("_reason").is_null() & pl.col("view").is_in(views)).join(
+        studies.select("study_id", "patient_id", "split"), on="study_id", how="inner"
+    )
+    if images_per_study == "first":
+        rank = {view: position for position, view in enumerate(views)}
+        images = images.sort(pl.col("view").replace_strict(rank, return_dtype=pl.Int32), "image_id").unique("study_id", keep="first")
+    images = images.sort("study_id", "image_id")
+    labels = empty_table("labels") if labels is None else labels
     labels = labels.filter(pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(studies["study_id"].implode()))
-    all_rejects = pl.concat([empty_table("rejects")] + [conform(part, "rejects") for part in rejects_parts])
     result = IngestResult(
         studies=conform(studies, "studies"),
         images=conform(images, "images"),
-        rejects=all_rejects.sort("item", "reason"),
+        rejects=all_rejects,
         labels=conform(labels.sort("study_id"), "labels"),
     )
     log.info(
