@@ -33,15 +33,32 @@ import polars as pl
 IMAGES, STUDIES, PATIENTS = 377_110, 227_835, 65_379
 VIEW_MIX = {"PA": 0.26, "AP": 0.39, "LATERAL": 0.22, "LL": 0.09, "": 0.03, "AP AXIAL": 0.01}
 OBSERVATIONS = [
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion",
-    "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia", "Pneumothorax", "Support Devices",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
 ]
 SENTENCES = [
-    "The lungs are clear without focal consolidation.", "No pleural effusion or pneumothorax is seen.",
-    "The cardiomediastinal silhouette is within normal limits.", "There is mild pulmonary vascular congestion.",
-    "Small bilateral pleural effusions are noted with adjacent atelectasis.", "A right internal jugular line ends in the SVC.",
-    "Moderate cardiomegaly is unchanged from ___.", "Retrocardiac opacity may reflect atelectasis or pneumonia.",
-    "Osseous structures are intact.", "Endotracheal tube terminates 4 cm above the carina.",
+    "The lungs are clear without focal consolidation.",
+    "No pleural effusion or pneumothorax is seen.",
+    "The cardiomediastinal silhouette is within normal limits.",
+    "There is mild pulmonary vascular congestion.",
+    "Small bilateral pleural effusions are noted with adjacent atelectasis.",
+    "A right internal jugular line ends in the SVC.",
+    "Moderate cardiomegaly is unchanged from ___.",
+    "Retrocardiac opacity may reflect atelectasis or pneumonia.",
+    "Osseous structures are intact.",
+    "Endotracheal tube terminates 4 cm above the carina.",
 ]
 
 
@@ -78,25 +95,31 @@ def build(root: Path, scale: float, seed: int = 0) -> dict:
     image_study = np.sort(np.concatenate([np.arange(n_studies), rng.integers(0, n_studies, size=n_images - n_studies)]))
     views = rng.choice(list(VIEW_MIX), size=n_images, p=np.array(list(VIEW_MIX.values())) / sum(VIEW_MIX.values()))
     dicom_ids = [f"{value:08x}-{i:08x}" for i, value in enumerate(rng.integers(0, 2**32, size=n_images))]
-    patient_split = dict(zip(subjects, rng.choice(["train", "validate", "test"], size=n_patients, p=[0.978, 0.008, 0.014])))
-    metadata = pl.DataFrame({
-        "dicom_id": dicom_ids,
-        "subject_id": study_subject[image_study],
-        "study_id": study_numbers[image_study],
-        "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
-        "ViewPosition": views,
-        "Rows": rng.integers(2000, 3100, size=n_images),
-        "Columns": rng.integers(2000, 3100, size=n_images),
-        "StudyDate": 21800506,
-        "StudyTime": 213014.531,
-        "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
-        "ViewCodeSequence_CodeMeaning": "postero-anterior",
-        "PatientOrientationCodeSequence_CodeMeaning": "Erect",
-    })
+    patient_split = dict(
+        zip(subjects, rng.choice(["train", "validate", "test"], size=n_patients, p=[0.978, 0.008, 0.014]))
+    )
+    metadata = pl.DataFrame(
+        {
+            "dicom_id": dicom_ids,
+            "subject_id": study_subject[image_study],
+            "study_id": study_numbers[image_study],
+            "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
+            "ViewPosition": views,
+            "Rows": rng.integers(2000, 3100, size=n_images),
+            "Columns": rng.integers(2000, 3100, size=n_images),
+            "StudyDate": 21800506,
+            "StudyTime": 213014.531,
+            "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
+            "ViewCodeSequence_CodeMeaning": "postero-anterior",
+            "PatientOrientationCodeSequence_CodeMeaning": "Erect",
+        }
+    )
     with gzip.open(root / "mimic-cxr-2.0.0-metadata.csv.gz", "wb", compresslevel=6) as handle:
         metadata.write_csv(handle)
     with gzip.open(root / "mimic-cxr-2.0.0-split.csv.gz", "wb", compresslevel=6) as handle:
-        metadata.select("dicom_id", "study_id", "subject_id", split=pl.col("subject_id").replace_strict(patient_split)).write_csv(handle)
+        metadata.select(
+            "dicom_id", "study_id", "subject_id", split=pl.col("subject_id").replace_strict(patient_split)
+        ).write_csv(handle)
     labels = rng.choice([1.0, 0.0, -1.0, np.nan], size=(n_studies, len(OBSERVATIONS)), p=[0.1, 0.1, 0.05, 0.75])
     chexpert = pl.DataFrame({"subject_id": study_subject, "study_id": study_numbers}).with_columns(
         [pl.Series(name, labels[:, i], nan_to_null=True) for i, name in enumerate(OBSERVATIONS)]
@@ -120,10 +143,25 @@ def measure(root: Path) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tables = sum(table.estimated_size("mb") for table in (result.studies, result.images, result.rejects, result.labels))
     return {
-        "seconds": seconds, "baseline_mib": baseline, "peak_mib": peak, "tables_mib": tables,
-        "studies": result.studies.height, "images": result.images.height, "rejects": result.rejects.height,
+        "seconds": seconds,
+        "baseline_mib": baseline,
+        "peak_mib": peak,
+        "tables_mib": tables,
+        "studies": result.studies.height,
+        "images": result.images.height,
+        "rejects": result.rejects.height,
         "labels": result.labels.height,
     }
+
+
+def child(*flags: str) -> dict:
+    """Run this script with `flags` in a fresh process; return the JSON it prints last.
+
+    Building and measuring each run in a child of their own: Linux carries a process's peak RSS
+    across exec, so a measuring child of a process that had built the set would inherit its peak.
+    """
+    run = subprocess.run([sys.executable, __file__, *flags], check=True, capture_output=True, text=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -139,11 +177,6 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return
-    # Building and measuring each run in a child of their own: Linux carries a process's peak RSS
-    # across exec, so a measuring child of a process that built the set would inherit its peak.
-    child = lambda *flags: json.loads(  # noqa: E731
-        subprocess.run([sys.executable, __file__, *flags], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    )
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)

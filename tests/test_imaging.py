@@ -124,7 +124,10 @@ def test_bad_files_say_why(tmp_path: Path, make, reason):
 @pytest.mark.parametrize("name", ["cut.jpg", "cut.png"])
 def test_truncated_files_are_rejected(tmp_path: Path, name):
     rng = np.random.default_rng(1)
-    whole = write(tmp_path / f"whole{Path(name).suffix}", Image.fromarray(rng.integers(0, 255, (300, 300), dtype=np.uint8), mode="L"))
+    whole = write(
+        tmp_path / f"whole{Path(name).suffix}",
+        Image.fromarray(rng.integers(0, 255, (300, 300), dtype=np.uint8), mode="L"),
+    )
     path = tmp_path / name
     path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(BadImage, match="truncated or corrupt image"):

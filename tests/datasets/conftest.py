@@ -15,6 +15,7 @@ REAL_IU = Path(__file__).resolve().parents[3] / "shared/data/iu_xray"
 
 def write_csv(path: Path, header: list[str], rows: list[list], gz: bool = False) -> Path:
     """Write a CSV (gzipped when `gz`), quoting every field so commas and newlines survive."""
+
     def quote(value) -> str:
         return "" if value is None else '"' + str(value).replace('"', '""') + '"'
 
@@ -101,9 +102,22 @@ MIMIC_REPORTS = {
     "50000007": MIMIC_ONE_IMAGE_REPORT,
 }
 CHEXPERT_HEADER = [
-    "subject_id", "study_id", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
-    "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
+    "subject_id",
+    "study_id",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
 ]
 
 
@@ -121,19 +135,46 @@ def write_mimic_tree(root: Path, reports: str = "zip", gz: bool = True, images: 
     end-to-end runs.
     """
     root.mkdir(parents=True, exist_ok=True)
-    metadata_header = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-                       "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
-                       "PatientOrientationCodeSequence_CodeMeaning"]
-    write_csv(root / "mimic-cxr-2.0.0-metadata.csv", metadata_header,
-              [[d, s, st, "CHEST (PA AND LAT)", v, r, c, "21800506", "213014.531", "", "", ""] for d, s, st, v, r, c in MIMIC_METADATA], gz=gz)
-    write_csv(root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"],
-              [[d, st, s, MIMIC_SPLIT[s]] for d, s, st, *_ in dict.fromkeys(MIMIC_METADATA) if d != "d11"], gz=not gz)
-    write_csv(root / "mimic-cxr-2.0.0-chexpert.csv", CHEXPERT_HEADER, [
-        chexpert_row("10000032", "50000001", No_Finding=1.0),
-        chexpert_row("10000032", "50000002", Pleural_Effusion=1.0, Edema=-1.0, Cardiomegaly=0.0),
-        chexpert_row("10000033", "50000003"),
-        chexpert_row("11000001", "50000004", Pneumonia=1.0),
-    ], gz=gz)
+    metadata_header = [
+        "dicom_id",
+        "subject_id",
+        "study_id",
+        "PerformedProcedureStepDescription",
+        "ViewPosition",
+        "Rows",
+        "Columns",
+        "StudyDate",
+        "StudyTime",
+        "ProcedureCodeSequence_CodeMeaning",
+        "ViewCodeSequence_CodeMeaning",
+        "PatientOrientationCodeSequence_CodeMeaning",
+    ]
+    write_csv(
+        root / "mimic-cxr-2.0.0-metadata.csv",
+        metadata_header,
+        [
+            [d, s, st, "CHEST (PA AND LAT)", v, r, c, "21800506", "213014.531", "", "", ""]
+            for d, s, st, v, r, c in MIMIC_METADATA
+        ],
+        gz=gz,
+    )
+    write_csv(
+        root / "mimic-cxr-2.0.0-split.csv",
+        ["dicom_id", "study_id", "subject_id", "split"],
+        [[d, st, s, MIMIC_SPLIT[s]] for d, s, st, *_ in dict.fromkeys(MIMIC_METADATA) if d != "d11"],
+        gz=not gz,
+    )
+    write_csv(
+        root / "mimic-cxr-2.0.0-chexpert.csv",
+        CHEXPERT_HEADER,
+        [
+            chexpert_row("10000032", "50000001", No_Finding=1.0),
+            chexpert_row("10000032", "50000002", Pleural_Effusion=1.0, Edema=-1.0, Cardiomegaly=0.0),
+            chexpert_row("10000033", "50000003"),
+            chexpert_row("11000001", "50000004", Pneumonia=1.0),
+        ],
+        gz=gz,
+    )
     if images:
         for dicom, subject, study, *_ in MIMIC_METADATA:
             path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
@@ -142,7 +183,9 @@ def write_mimic_tree(root: Path, reports: str = "zip", gz: bool = True, images: 
             if dicom == "d03":
                 path.write_bytes(path.read_bytes()[:200])
     subjects = {study: subject for _, subject, study, *_ in MIMIC_METADATA}
-    members = {f"files/p{subjects[study][:2]}/p{subjects[study]}/s{study}.txt": text for study, text in MIMIC_REPORTS.items()}
+    members = {
+        f"files/p{subjects[study][:2]}/p{subjects[study]}/s{study}.txt": text for study, text in MIMIC_REPORTS.items()
+    }
     if reports == "zip":
         with zipfile.ZipFile(root / "mimic-cxr-reports.zip", "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("files/", "")
@@ -166,7 +209,12 @@ def mimic_root(tmp_path: Path) -> Path:
 
 IU_REPORTS = [
     # uid, image (examination), findings, impression
-    ["1", "Xray Chest PA and Lateral", "The heart is normal. There are no XXXX of a pleural effusion.", "Normal chest x-XXXX."],
+    [
+        "1",
+        "Xray Chest PA and Lateral",
+        "The heart is normal. There are no XXXX of a pleural effusion.",
+        "Normal chest x-XXXX.",
+    ],
     ["2", "AP portable chest", "", "No acute disease, dated XXXX, XXXX at XXXX."],
     ["3", "CHEST 2V FRONTAL/LATERAL", "", " "],  # empty report
     ["4", "PA and lateral chest", "Clear lungs.", "Normal."],  # lateral image only
@@ -188,8 +236,14 @@ IU_PROJECTIONS = [
 def write_iu_tree(root: Path) -> Path:
     """Write a miniature IU X-ray Kaggle tree; only some listed images exist."""
     root.mkdir(parents=True, exist_ok=True)
-    write_csv(root / "indiana_reports.csv", ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"],
-              [[uid, "normal", "normal", image, "Cough.", "None.", findings, impression] for uid, image, findings, impression in IU_REPORTS])
+    write_csv(
+        root / "indiana_reports.csv",
+        ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"],
+        [
+            [uid, "normal", "normal", image, "Cough.", "None.", findings, impression]
+            for uid, image, findings, impression in IU_REPORTS
+        ],
+    )
     write_csv(root / "indiana_projections.csv", ["uid", "filename", "projection"], IU_PROJECTIONS)
     images = root / "images" / "images_normalized"
     write_image(images / "1_IM-0001-4001.dcm.png", (40, 48))
@@ -206,14 +260,27 @@ def iu_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def real_iu() -> Path:
     if not (REAL_IU / "indiana_reports.csv").is_file():
-        pytest.skip(f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)")
+        pytest.skip(
+            f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
+        )
     return REAL_IU
 
 
 # ---------------------------------------------------------------------------------------------
 # Manifest
 
-MANIFEST_HEADER = ["image_path", "study_id", "patient_id", "split", "view", "findings", "impression", "Pleural Effusion", "cardiomegaly", "No Finding"]
+MANIFEST_HEADER = [
+    "image_path",
+    "study_id",
+    "patient_id",
+    "split",
+    "view",
+    "findings",
+    "impression",
+    "Pleural Effusion",
+    "cardiomegaly",
+    "No Finding",
+]
 
 
 def manifest_rows(root: Path) -> list[list]:
@@ -225,7 +292,18 @@ def manifest_rows(root: Path) -> list[list]:
         ["", "S3", "P3", "test", "PA", "x", "y", "", "", ""],  # blank image path
         ["images/d.png", "S4", "P3", "test", "", "  ", "", "", "", ""],  # empty report
         ["images/e.png", "S5", "P4", "Validate", "PA", "Cardiomegaly.", "Enlarged heart.", "", "1.0", ""],
-        ["images/e.png", "S5", "P4", "validate", "PA", "Cardiomegaly.", "Enlarged heart.", "", "1.0", ""],  # duplicate image
+        [
+            "images/e.png",
+            "S5",
+            "P4",
+            "validate",
+            "PA",
+            "Cardiomegaly.",
+            "Enlarged heart.",
+            "",
+            "1.0",
+            "",
+        ],  # duplicate image
         ["images/f.png", "S7", "P5", "train", "PA", "Lungs clear.", "Normal.", "", "", ""],  # missing file
         ["images/g.png", "S8", "P6", "train", "PA", "Text A.", "Same.", "", "", ""],  # rows disagree on findings
         ["images/h.png", "S8", "P6", "train", "AP", "Text B.", "Same.", "", "", ""],

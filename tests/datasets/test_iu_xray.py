@@ -26,10 +26,33 @@ def test_tables_with_planted_faults(iu_root: Path):
         validate_table(getattr(result, name), name)
     split = assign_patient_splits(["1", "2", "3", "4", "5", "6"], DEFAULT_FRACTIONS, 0)
     assert rows(result.studies, "study_id", "patient_id", "split", "findings", "impression", "report", "dataset") == [
-        ("1", "1", split["1"], "The heart is normal. There are no ___ of a pleural effusion.", "Normal chest x-ray.",
-         "The heart is normal. There are no ___ of a pleural effusion. Normal chest x-ray.", "iu_xray"),
-        ("2", "2", split["2"], None, "No acute disease, dated ___ at ___.", "No acute disease, dated ___ at ___.", "iu_xray"),
-        ("6", "6", split["6"], "Stable cardiomegaly since 4___.", "Cardiomegaly.", "Stable cardiomegaly since 4___. Cardiomegaly.", "iu_xray"),
+        (
+            "1",
+            "1",
+            split["1"],
+            "The heart is normal. There are no ___ of a pleural effusion.",
+            "Normal chest x-ray.",
+            "The heart is normal. There are no ___ of a pleural effusion. Normal chest x-ray.",
+            "iu_xray",
+        ),
+        (
+            "2",
+            "2",
+            split["2"],
+            None,
+            "No acute disease, dated ___ at ___.",
+            "No acute disease, dated ___ at ___.",
+            "iu_xray",
+        ),
+        (
+            "6",
+            "6",
+            split["6"],
+            "Stable cardiomegaly since 4___.",
+            "Cardiomegaly.",
+            "Stable cardiomegaly since 4___. Cardiomegaly.",
+            "iu_xray",
+        ),
     ]
     images = f"{iu_root}/images/images_normalized"
     assert rows(result.images, "image_id", "study_id", "patient_id", "split", "view", "path", "width", "height") == [
@@ -43,9 +66,18 @@ def test_tables_with_planted_faults(iu_root: Path):
         ("3", reports, "ingest", "empty report: no findings or impression text; its 1 image(s) are left out"),
         ("4", reports, "ingest", "no image of a view in dataset.views (PA/AP); its images are LATERAL"),
         ("5", reports, "ingest", "no image listed for this study"),
-        ("6_IM-2192-1001.dcm.png", f"{images}/6_IM-2192-1001.dcm.png", "ingest",
-         f"duplicate image_id in {projections}: only its first row is used"),
-        ("99_IM-9999-1001.dcm.png", f"{images}/99_IM-9999-1001.dcm.png", "ingest", f"no report for its study 99 in {reports}"),
+        (
+            "6_IM-2192-1001.dcm.png",
+            f"{images}/6_IM-2192-1001.dcm.png",
+            "ingest",
+            f"duplicate image_id in {projections}: only its first row is used",
+        ),
+        (
+            "99_IM-9999-1001.dcm.png",
+            f"{images}/99_IM-9999-1001.dcm.png",
+            "ingest",
+            f"no report for its study 99 in {reports}",
+        ),
     ]
     assert result.labels.height == 0
     assert result.labels.columns == validate_table(result.labels, "labels").columns
@@ -60,15 +92,22 @@ def test_lateral_views_when_asked(iu_root: Path):
         ("4_IM-2050-2001.dcm.png", "LATERAL", None, None),
         ("6_IM-2192-1001.dcm.png", "PA", None, None),
     ]
-    first = read_iu_xray({"root": str(iu_root), "views": ["LATERAL", "PA", "AP"], "images_per_study": "first"}, "both", 0)
+    first = read_iu_xray(
+        {"root": str(iu_root), "views": ["LATERAL", "PA", "AP"], "images_per_study": "first"}, "both", 0
+    )
     assert rows(first.images, "study_id", "view") == [("1", "LATERAL"), ("2", "AP"), ("4", "LATERAL"), ("6", "PA")]
 
 
 def test_sections_and_seeded_split(iu_root: Path):
     findings = read_iu_xray({"root": str(iu_root)}, "findings", 0)
     assert findings.studies["study_id"].to_list() == ["1", "6"]
-    assert findings.studies["report"].to_list() == ["The heart is normal. There are no ___ of a pleural effusion.", "Stable cardiomegaly since 4___."]
-    everything_test = read_iu_xray({"root": str(iu_root), "split_fractions": {"train": 0, "validate": 0, "test": 1}}, "both", 0)
+    assert findings.studies["report"].to_list() == [
+        "The heart is normal. There are no ___ of a pleural effusion.",
+        "Stable cardiomegaly since 4___.",
+    ]
+    everything_test = read_iu_xray(
+        {"root": str(iu_root), "split_fractions": {"train": 0, "validate": 0, "test": 1}}, "both", 0
+    )
     assert set(everything_test.studies["split"]) == {"test"}
     again = read_iu_xray({"root": str(iu_root)}, "both", 0)
     assert again.studies.equals(read_iu_xray({"root": str(iu_root)}, "both", 0).studies)

@@ -36,14 +36,30 @@ def test_tables_with_planted_faults(manifest_csv: Path):
         ("images/f.png", "S7", "P5", "train", "PA", f"{folder}/images/f.png", None, None),
     ]
     assert rows(result.rejects, "item", "path", "stage", "reason") == [
-        ("S4", str(manifest_csv), "ingest", "empty report: no findings or impression text; its 1 image(s) are left out"),
-        ("S8", str(manifest_csv), "ingest",
-         "rows of this study disagree on findings; give each study one text and one patient; its 2 image(s) are left out"),
+        (
+            "S4",
+            str(manifest_csv),
+            "ingest",
+            "empty report: no findings or impression text; its 1 image(s) are left out",
+        ),
+        (
+            "S8",
+            str(manifest_csv),
+            "ingest",
+            "rows of this study disagree on findings; give each study one text and one patient; its 2 image(s) are left out",
+        ),
         ("S9", str(manifest_csv), "ingest", "no image of a view in dataset.views (PA/AP); its images are UNKNOWN"),
-        ("images/e.png", f"{folder}/images/e.png", "ingest", f"duplicate image_id in {manifest_csv}: only its first row is used"),
+        (
+            "images/e.png",
+            f"{folder}/images/e.png",
+            "ingest",
+            f"duplicate image_id in {manifest_csv}: only its first row is used",
+        ),
         ("row 4", None, "ingest", f"blank image_path on row 4 of {manifest_csv}"),
     ]
-    assert rows(result.labels, "study_id", "no_finding", "pleural_effusion", "cardiomegaly", "edema", "abnormal", "source") == [
+    assert rows(
+        result.labels, "study_id", "no_finding", "pleural_effusion", "cardiomegaly", "edema", "abnormal", "source"
+    ) == [
         ("S1", 1, 0, 0, None, False, "dataset"),
         ("S2", None, 1, None, None, True, "dataset"),
         ("S5", None, None, 1, None, True, "dataset"),
@@ -53,9 +69,11 @@ def test_tables_with_planted_faults(manifest_csv: Path):
 
 def test_parquet_reads_like_csv(manifest_csv: Path):
     parquet = manifest_csv.with_suffix(".parquet")
-    table = pl.read_csv(manifest_csv, infer_schema=False).with_columns(
-        pl.col("Pleural Effusion", "cardiomegaly", "No Finding").replace("", None).cast(pl.Float64)
-    )
+    table = (
+        pl.read_csv(manifest_csv, infer_schema=False)
+        .with_columns(pl.col("Pleural Effusion", "cardiomegaly", "No Finding").replace("", None).cast(pl.Float64))
+        .with_columns(pl.col("cardiomegaly").fill_null(float("nan")))
+    )  # as pandas writes "not mentioned"
     table.write_parquet(parquet)
     from_csv = read_manifest({"manifest": str(manifest_csv)}, "both", 0)
     from_parquet = read_manifest({"manifest": str(parquet)}, "both", 0)
@@ -67,11 +85,15 @@ def test_parquet_reads_like_csv(manifest_csv: Path):
 
 def test_report_column_and_defaults(tmp_path: Path):
     # Only image_path and report: each image is a study and each study a patient, split seeded.
-    manifest = write_csv(tmp_path / "m.csv", ["Image_Path", "REPORT"], [
-        ["scans/one.jpg", "FINDINGS: clear.\n  IMPRESSION: normal."],
-        ["scans/two.jpg", "Cardiomegaly."],
-        ["/data/three.png", " "],
-    ])
+    manifest = write_csv(
+        tmp_path / "m.csv",
+        ["Image_Path", "REPORT"],
+        [
+            ["scans/one.jpg", "FINDINGS: clear.\n  IMPRESSION: normal."],
+            ["scans/two.jpg", "Cardiomegaly."],
+            ["/data/three.png", " "],
+        ],
+    )
     result = read_manifest({"manifest": str(manifest), "views": ["UNKNOWN"]}, "impression", 7)
     split = assign_patient_splits(["scans/one.jpg", "scans/two.jpg"], DEFAULT_FRACTIONS, 7)
     assert rows(result.studies, "study_id", "patient_id", "split", "findings", "impression", "report") == [
@@ -82,17 +104,25 @@ def test_report_column_and_defaults(tmp_path: Path):
         ("scans/one.jpg", "UNKNOWN", f"{tmp_path}/scans/one.jpg"),
         ("scans/two.jpg", "UNKNOWN", f"{tmp_path}/scans/two.jpg"),
     ]
-    assert rows(result.rejects, "item", "reason") == [("/data/three.png", "empty report: the report text is blank; its 1 image(s) are left out")]
+    assert rows(result.rejects, "item", "reason") == [
+        ("/data/three.png", "empty report: the report text is blank; its 1 image(s) are left out")
+    ]
     assert result.labels.height == 0
 
 
 def test_seeded_split_keeps_patients_together(tmp_path: Path):
     body = [[f"{i}.png", f"study{i}", f"patient{i // 3}", "PA", f"Report {i}."] for i in range(30)]
     manifest = write_csv(tmp_path / "m.csv", ["image_path", "study_id", "patient_id", "view", "report"], body)
-    result = read_manifest({"manifest": str(manifest), "split_fractions": {"train": 0.5, "validate": 0.2, "test": 0.3}}, "both", 3)
+    result = read_manifest(
+        {"manifest": str(manifest), "split_fractions": {"train": 0.5, "validate": 0.2, "test": 0.3}}, "both", 3
+    )
     per_patient = result.studies.group_by("patient_id").agg(pl.col("split").n_unique())
     assert per_patient["split"].max() == 1
-    assert result.studies.equals(read_manifest({"manifest": str(manifest), "split_fractions": {"train": 0.5, "validate": 0.2, "test": 0.3}}, "both", 3).studies)
+    assert result.studies.equals(
+        read_manifest(
+            {"manifest": str(manifest), "split_fractions": {"train": 0.5, "validate": 0.2, "test": 0.3}}, "both", 3
+        ).studies
+    )
 
 
 # ---------------------------------------------------------------------------------------------

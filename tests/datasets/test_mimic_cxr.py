@@ -65,10 +65,15 @@ def test_combined_heading_gives_both():
 
 
 def test_times_in_text_are_not_headings():
-    assert parse_report_sections("IMPRESSION: Called at 10:30 AT 11:45 today.") == (None, "Called at 10:30 AT 11:45 today.")
+    assert parse_report_sections("IMPRESSION: Called at 10:30 AT 11:45 today.") == (
+        None,
+        "Called at 10:30 AT 11:45 today.",
+    )
 
 
-@pytest.mark.parametrize("text", ["", "   \n\n  ", "                                 FINAL REPORT\n", "FINDINGS:\n\nIMPRESSION:\n"])
+@pytest.mark.parametrize(
+    "text", ["", "   \n\n  ", "                                 FINAL REPORT\n", "FINDINGS:\n\nIMPRESSION:\n"]
+)
 def test_empty_reports(text):
     assert parse_report_sections(text) == (None, None)
 
@@ -86,8 +91,24 @@ def test_tables_with_planted_faults(mimic_root: Path):
     for name in ("studies", "images", "rejects", "labels"):
         validate_table(getattr(result, name), name)
     assert rows(result.studies, "study_id", "patient_id", "split", "findings", "impression", "report", "dataset") == [
-        ("s50000001", "10000032", "train", FULL_FINDINGS, FULL_IMPRESSION, f"{FULL_FINDINGS} {FULL_IMPRESSION}", "mimic_cxr"),
-        ("s50000002", "10000032", "train", None, "Small left pleural effusion.", "Small left pleural effusion.", "mimic_cxr"),
+        (
+            "s50000001",
+            "10000032",
+            "train",
+            FULL_FINDINGS,
+            FULL_IMPRESSION,
+            f"{FULL_FINDINGS} {FULL_IMPRESSION}",
+            "mimic_cxr",
+        ),
+        (
+            "s50000002",
+            "10000032",
+            "train",
+            None,
+            "Small left pleural effusion.",
+            "Small left pleural effusion.",
+            "mimic_cxr",
+        ),
         ("s50000003", "10000033", "validate", None, "No focal consolidation.", "No focal consolidation.", "mimic_cxr"),
         ("s50000007", "11000002", "test", "Mild pulmonary edema.", None, "Mild pulmonary edema.", "mimic_cxr"),
     ]
@@ -100,17 +121,43 @@ def test_tables_with_planted_faults(mimic_root: Path):
     ]
     archive = f"{mimic_root}/mimic-cxr-reports.zip"
     assert rows(result.rejects, "item", "path", "stage", "reason") == [
-        ("d09", f"{files}/p11/p11000002/s50000007/d09.jpg", "ingest",
-         f"duplicate image_id in {mimic_root}/mimic-cxr-2.0.0-metadata.csv.gz: only its first row is used"),
+        (
+            "d09",
+            f"{files}/p11/p11000002/s50000007/d09.jpg",
+            "ingest",
+            f"duplicate image_id in {mimic_root}/mimic-cxr-2.0.0-metadata.csv.gz: only its first row is used",
+        ),
         ("d11", f"{files}/p11/p11000002/s50000007/d11.jpg", "ingest", "no row in mimic-cxr-2.0.0-split.csv"),
-        ("s50000004", f"{archive}:files/p11/p11000001/s50000004.txt", "ingest",
-         "report missing from mimic-cxr-reports.zip; its 1 image(s) are left out"),
-        ("s50000005", f"{archive}:files/p11/p11000001/s50000005.txt", "ingest",
-         "empty report: no findings or impression text; its 1 image(s) are left out"),
-        ("s50000006", f"{archive}:files/p11/p11000002/s50000006.txt", "ingest",
-         "no image of a view in dataset.views (PA/AP); its images are LATERAL, LL"),
+        (
+            "s50000004",
+            f"{archive}:files/p11/p11000001/s50000004.txt",
+            "ingest",
+            "report missing from mimic-cxr-reports.zip; its 1 image(s) are left out",
+        ),
+        (
+            "s50000005",
+            f"{archive}:files/p11/p11000001/s50000005.txt",
+            "ingest",
+            "empty report: no findings or impression text; its 1 image(s) are left out",
+        ),
+        (
+            "s50000006",
+            f"{archive}:files/p11/p11000002/s50000006.txt",
+            "ingest",
+            "no image of a view in dataset.views (PA/AP); its images are LATERAL, LL",
+        ),
     ]
-    assert rows(result.labels, "study_id", "no_finding", "pleural_effusion", "edema", "cardiomegaly", "pneumonia", "abnormal", "source") == [
+    assert rows(
+        result.labels,
+        "study_id",
+        "no_finding",
+        "pleural_effusion",
+        "edema",
+        "cardiomegaly",
+        "pneumonia",
+        "abnormal",
+        "source",
+    ) == [
         ("s50000001", 1, None, None, None, None, False, "dataset"),
         ("s50000002", None, 1, -1, 0, None, True, "dataset"),
         ("s50000003", None, None, None, None, None, True, "dataset"),
@@ -144,10 +191,16 @@ def test_reports_option_and_a_prefixed_zip(tmp_path: Path, mimic_root: Path):
 @pytest.mark.parametrize(
     ("section", "kept", "rejected_reason"),
     [
-        ("findings", ["s50000001", "s50000007"],
-         "empty report: no findings text (text.section: findings); it has an impression: set text.section to impression or both to use it"),
-        ("impression", ["s50000001", "s50000002", "s50000003"],
-         "empty report: no impression text (text.section: impression); it has findings: set text.section to findings or both to use them"),
+        (
+            "findings",
+            ["s50000001", "s50000007"],
+            "empty report: no findings text (text.section: findings); it has an impression: set text.section to impression or both to use it",
+        ),
+        (
+            "impression",
+            ["s50000001", "s50000002", "s50000003"],
+            "empty report: no impression text (text.section: impression); it has findings: set text.section to findings or both to use them",
+        ),
     ],
 )
 def test_text_section_chooses_the_report(mimic_root: Path, section, kept, rejected_reason):
@@ -158,13 +211,36 @@ def test_text_section_chooses_the_report(mimic_root: Path, section, kept, reject
 
 
 def test_views_and_one_image_per_study(mimic_root: Path):
-    result = read_mimic_cxr({"root": str(mimic_root), "views": ["PA", "AP", "LATERAL", "LL", "UNKNOWN"], "images_per_study": "first"}, "both", 0)
+    result = read_mimic_cxr(
+        {"root": str(mimic_root), "views": ["PA", "AP", "LATERAL", "LL", "UNKNOWN"], "images_per_study": "first"},
+        "both",
+        0,
+    )
     assert rows(result.images, "study_id", "image_id", "view") == [
-        ("s50000001", "d01", "PA"), ("s50000002", "d03", "AP"), ("s50000003", "d04", "PA"),
-        ("s50000006", "d07", "LATERAL"), ("s50000007", "d10", "PA"),
+        ("s50000001", "d01", "PA"),
+        ("s50000002", "d03", "AP"),
+        ("s50000003", "d04", "PA"),
+        ("s50000006", "d07", "LATERAL"),
+        ("s50000007", "d10", "PA"),
     ]
     every = read_mimic_cxr({"root": str(mimic_root), "views": ["LATERAL", "LL", "UNKNOWN"]}, "both", 0)
-    assert rows(every.images, "image_id", "view") == [("d02", "LATERAL"), ("d07", "LATERAL"), ("d08", "LL"), ("d09", "UNKNOWN")]
+    assert rows(every.images, "image_id", "view") == [
+        ("d02", "LATERAL"),
+        ("d07", "LATERAL"),
+        ("d08", "LL"),
+        ("d09", "UNKNOWN"),
+    ]
+
+
+def test_rows_with_blank_ids_are_rejected(tmp_path: Path):
+    root = write_mimic_tree(tmp_path / "m", gz=False)
+    path = root / "mimic-cxr-2.0.0-metadata.csv"
+    path.write_text(path.read_text() + '"d12","","50000001","","PA","10","10","","","","",""\n')
+    result = read_mimic_cxr({"root": str(root)}, "both", 0)
+    assert rows(result.rejects.filter(pl.col("item") == "d12"), "path", "reason") == [
+        (None, "blank dicom_id, subject_id or study_id in mimic-cxr-2.0.0-metadata.csv")
+    ]
+    assert "d12" not in result.images["image_id"].to_list()
 
 
 def test_corrupt_zip_member_is_rejected(mimic_root: Path):
@@ -173,7 +249,7 @@ def test_corrupt_zip_member_is_rejected(mimic_root: Path):
         info = source.getinfo("files/p10/p10000033/s50000003.txt")
     data = bytearray(archive.read_bytes())
     start = info.header_offset + 30 + len(info.filename) + len(info.extra)
-    data[start:start + 8] = bytes(8)
+    data[start : start + 8] = bytes(8)
     archive.write_bytes(bytes(data))
     result = read_mimic_cxr({"root": str(mimic_root)}, "both", 0)
     assert "s50000003" not in result.studies["study_id"].to_list()
@@ -243,7 +319,9 @@ def test_bad_label_values_name_the_column(tmp_path: Path):
 
 def test_a_patient_in_two_splits_is_named(mimic_root: Path):
     path = mimic_root / "mimic-cxr-2.0.0-split.csv"
-    path.write_text(path.read_text().replace('"d03","50000002","10000032","train"', '"d03","50000002","10000032","test"'))
+    path.write_text(
+        path.read_text().replace('"d03","50000002","10000032","train"', '"d03","50000002","10000032","test"')
+    )
     with pytest.raises(DatasetError, match=r"10000032 \(test/train\)"):
         read_mimic_cxr({"root": str(mimic_root)}, "both", 0)
 

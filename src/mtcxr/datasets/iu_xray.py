@@ -74,15 +74,24 @@ def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
     reports_path, projections_path = root / REPORTS, root / PROJECTIONS
     for path in (reports_path, projections_path):
         if not path.is_file():
-            raise DatasetError(f"{path} does not exist; dataset.root must hold {REPORTS} and {PROJECTIONS} (Kaggle layout).")
+            raise DatasetError(
+                f"{path} does not exist; dataset.root must hold {REPORTS} and {PROJECTIONS} (Kaggle layout)."
+            )
     image_dir = next((root / folder for folder in IMAGE_FOLDERS if (root / folder).is_dir()), None)
     if image_dir is None:
         raise DatasetError(f"{root} has no images/images_normalized/ or images/ folder; put the IU X-ray PNGs there.")
 
     reports = _read_csv(reports_path)
-    require_columns(reports.columns, ["uid", "findings", "impression"], reports_path, "use the Kaggle layout's indiana_reports.csv.")
+    require_columns(
+        reports.columns, ["uid", "findings", "impression"], reports_path, "use the Kaggle layout's indiana_reports.csv."
+    )
     projections = _read_csv(projections_path)
-    require_columns(projections.columns, ["uid", "filename", "projection"], projections_path, "use the Kaggle layout's indiana_projections.csv.")
+    require_columns(
+        projections.columns,
+        ["uid", "filename", "projection"],
+        projections_path,
+        "use the Kaggle layout's indiana_projections.csv.",
+    )
 
     exam = pl.col("image") if "image" in reports.columns else pl.lit("", dtype=pl.String)
     studies = reports.filter(pl.col("uid").is_not_null()).select(
@@ -90,7 +99,9 @@ def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
         patient_id=pl.col("uid"),
         findings=deidentified_text("findings"),
         impression=deidentified_text("impression"),
-        frontal=pl.when(exam.str.contains(AP_EXAM) & ~exam.str.contains(PA_EXAM)).then(pl.lit("AP")).otherwise(pl.lit("PA")),
+        frontal=pl.when(exam.str.contains(AP_EXAM) & ~exam.str.contains(PA_EXAM))
+        .then(pl.lit("AP"))
+        .otherwise(pl.lit("PA")),
         report_path=pl.lit(str(reports_path)),
     )
     studies = studies.with_columns(split=patient_splits(studies["patient_id"], cfg.get("split_fractions"), seed))
@@ -111,7 +122,9 @@ def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
     )
     frontal = studies.select("study_id", "frontal")
     images = images.join(frontal, on="study_id", how="left").with_columns(
-        view=pl.when(pl.col("projection") == "FRONTAL").then(pl.col("frontal").fill_null("PA")).otherwise(pl.col("projection"))
+        view=pl.when(pl.col("projection") == "FRONTAL")
+        .then(pl.col("frontal").fill_null("PA"))
+        .otherwise(pl.col("projection"))
     )
     widths, heights = header_sizes(images["path"].to_list())
     images = images.with_columns(width=pl.Series(widths, dtype=pl.Int32), height=pl.Series(heights, dtype=pl.Int32))
@@ -133,4 +146,6 @@ def _read_csv(path: Path) -> pl.DataFrame:
         table = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise DatasetError(f"{path} cannot be read as CSV ({error}); re-download the Kaggle files.") from error
-    return table.with_columns(pl.col(column).str.strip_chars().replace("", None) for column in ("uid", "filename") if column in table.columns)
+    return table.with_columns(
+        pl.col(column).str.strip_chars().replace("", None) for column in ("uid", "filename") if column in table.columns
+    )

@@ -150,10 +150,17 @@ def labels_from_columns(table: pl.DataFrame, source: Path | str) -> pl.DataFrame
         return None
     values = {}
     for name, column in found.items():
-        text = table[column].cast(pl.String).str.strip_chars().replace("", None)
-        numbers = table[column].cast(pl.Float64) if table[column].dtype.is_numeric() else text.cast(pl.Float64, strict=False)
-        numbers = numbers.fill_nan(None)  # pandas-written files mark "not mentioned" as NaN
-        bad = text.filter((numbers.is_null() & text.is_not_null()) | (numbers.is_not_null() & ~numbers.is_in([-1.0, 0.0, 1.0])))
+        raw = table[column]
+        if raw.dtype.is_numeric():
+            numbers = raw.cast(pl.Float64).fill_nan(None)  # pandas-written files mark "not mentioned" as NaN
+            unreadable = numbers.is_not_null() & ~numbers.is_in([-1.0, 0.0, 1.0])
+        else:
+            text = raw.cast(pl.String).str.strip_chars().replace("", None)
+            numbers = text.cast(pl.Float64, strict=False)
+            unreadable = (numbers.is_null() & text.is_not_null()) | (
+                numbers.is_not_null() & ~numbers.is_in([-1.0, 0.0, 1.0])
+            )
+        bad = raw.filter(unreadable).cast(pl.String)
         if bad.len():
             raise DatasetError(
                 f"{source}: label column {column!r} has values {bad.unique().sort().head(5).to_list()}; "
@@ -161,30 +168,45 @@ def labels_from_columns(table: pl.DataFrame, source: Path | str) -> pl.DataFrame
             )
         values[name] = numbers.cast(pl.Int8)
     labels = table.select("study_id").with_columns(
-        [values[name].alias(name) if name in values else pl.lit(None, dtype=pl.Int8).alias(name) for name in CHEXPERT_LABELS]
+        [
+            values[name].alias(name) if name in values else pl.lit(None, dtype=pl.Int8).alias(name)
+            for name in CHEXPERT_LABELS
+        ]
     )
     labels = labels.with_columns(abnormal=abnormal_from_no_finding(pl.col("no_finding")), source=pl.lit("dataset"))
     return conform(labels, "labels")
 
 
 def rejects_frame(item: pl.Expr | str, path: pl.Expr | str | None, reason: pl.Expr | str) -> list[pl.Expr]:
-    """Select expressions producing rejects-contract rows (stage "ingest")."""
-    as_expr = lambda value: pl.lit(value, dtype=pl.String) if isinstance(value, str) or value is None else value  # noqa: E731
+    """Select expressions producing rejects-contract rows (stage "ingest"); strings are literals."""
     return [
-        as_expr(item).cast(pl.String).alias("item"),
-        as_expr(path).cast(pl.String).alias("path"),
+        _as_expr(item).alias("item"),
+        _as_expr(path).alias("path"),
         pl.lit(STAGE).alias("stage"),
-        as_expr(reason).cast(pl.String).alias("reason"),
+        _as_expr(reason).alias("reason"),
     ]
+
+
+def _as_expr(value: pl.Expr | str | None) -> pl.Expr:
+    expr = pl.lit(value, dtype=pl.String) if value is None or isinstance(value, str) else value
+    return expr.cast(pl.String)
 
 
 def _empty_text_reason(text_section: str) -> pl.Expr:
     has_findings, has_impression = pl.col("findings").is_not_null(), pl.col("impression").is_not_null()
     if text_section == "findings":
-        hint = pl.when(has_impression).then(pl.lit("; it has an impression: set text.section to impression or both to use it")).otherwise(pl.lit(""))
+        hint = (
+            pl.when(has_impression)
+            .then(pl.lit("; it has an impression: set text.section to impression or both to use it"))
+            .otherwise(pl.lit(""))
+        )
         return pl.concat_str([pl.lit("empty report: no findings text (text.section: findings)"), hint])
     if text_section == "impression":
-        hint = pl.when(has_findings).then(pl.lit("; it has findings: set text.section to findings or both to use them")).otherwise(pl.lit(""))
+        hint = (
+            pl.when(has_findings)
+            .then(pl.lit("; it has findings: set text.section to findings or both to use them"))
+            .otherwise(pl.lit(""))
+        )
         return pl.concat_str([pl.lit("empty report: no impression text (text.section: impression)"), hint])
     return pl.lit("empty report: no findings or impression text")
 
@@ -250,8 +272,14 @@ def assemble(
         studies = studies.with_columns(report_path=pl.lit(str(source)))
     if "fault" not in studies.columns:
         studies = studies.with_columns(fault=pl.lit(None, dtype=pl.String))
-    studies = studies.join(per_study, on="study_id", how="left").with_columns(pl.col("_images", "_allowed").fill_null(0))
-    left_out = pl.when(pl.col("_images") > 0).then(pl.format("; its {} image(s) are left out", pl.col("_images"))).otherwise(pl.lit(""))
+    studies = studies.join(per_study, on="study_id", how="left").with_columns(
+        pl.col("_images", "_allowed").fill_null(0)
+    )
+    left_out = (
+        pl.when(pl.col("_images") > 0)
+        .then(pl.format("; its {} image(s) are left out", pl.col("_images")))
+        .otherwise(pl.lit(""))
+    )
     studies = studies.with_columns(
         _reason=pl.when(~pl.col("study_id").is_first_distinct())
         .then(pl.lit(f"duplicate study_id in {source}: only its first row is used"))
@@ -262,7 +290,11 @@ def assemble(
         .when(pl.col("_images") == 0)
         .then(pl.lit("no image listed for this study"))
         .when(pl.col("_allowed") == 0)
-        .then(pl.format("no image of a view in dataset.views ({}); its images are {}", pl.lit("/".join(views)), pl.col("_views")))
+        .then(
+            pl.format(
+                "no image of a view in dataset.views ({}); its images are {}", pl.lit("/".join(views)), pl.col("_views")
+            )
+        )
     )
     images = images.with_columns(
         _reason=pl.when(pl.col("_duplicate"))
@@ -273,8 +305,12 @@ def assemble(
     rejects_parts = [
         empty_table("rejects"),
         *([conform(rejects, "rejects")] if rejects is not None else []),
-        studies.filter(pl.col("_reason").is_not_null()).select(rejects_frame(pl.col("study_id"), pl.col("report_path"), pl.col("_reason"))),
-        images.filter(pl.col("_reason").is_not_null()).select(rejects_frame(pl.col("image_id"), pl.col("path"), pl.col("_reason"))),
+        studies.filter(pl.col("_reason").is_not_null()).select(
+            rejects_frame(pl.col("study_id"), pl.col("report_path"), pl.col("_reason"))
+        ),
+        images.filter(pl.col("_reason").is_not_null()).select(
+            rejects_frame(pl.col("image_id"), pl.col("path"), pl.col("_reason"))
+        ),
     ]
     all_rejects = pl.concat([conform(part, "rejects") for part in rejects_parts]).sort("item", "reason")
 
@@ -291,10 +327,14 @@ def assemble(
     )
     if images_per_study == "first":
         rank = {view: position for position, view in enumerate(views)}
-        images = images.sort(pl.col("view").replace_strict(rank, return_dtype=pl.Int32), "image_id").unique("study_id", keep="first")
+        images = images.sort(pl.col("view").replace_strict(rank, return_dtype=pl.Int32), "image_id").unique(
+            "study_id", keep="first"
+        )
     images = images.sort("study_id", "image_id")
     labels = empty_table("labels") if labels is None else labels
-    labels = labels.filter(pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(studies["study_id"].implode()))
+    labels = labels.filter(
+        pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(studies["study_id"].implode())
+    )
     result = IngestResult(
         studies=conform(studies, "studies"),
         images=conform(images, "images"),
@@ -303,7 +343,11 @@ def assemble(
     )
     log.info(
         "%s: %d studies, %d images, %d rejected at ingest, %d dataset labels",
-        dataset, result.studies.height, result.images.height, result.rejects.height, result.labels.height,
+        dataset,
+        result.studies.height,
+        result.images.height,
+        result.rejects.height,
+        result.labels.height,
     )
     return result
 
@@ -311,7 +355,17 @@ def assemble(
 # ---------------------------------------------------------------------------------------------
 # The manifest reader
 
-MANIFEST_COLUMNS = ("image_path", "image_id", "study_id", "patient_id", "split", "view", "report", "findings", "impression")
+MANIFEST_COLUMNS = (
+    "image_path",
+    "image_id",
+    "study_id",
+    "patient_id",
+    "split",
+    "view",
+    "report",
+    "findings",
+    "impression",
+)
 
 
 def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
@@ -322,7 +376,12 @@ def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
     table = _read_manifest_file(path)
     rename = {column: column.strip().lower() for column in table.columns if column.strip().lower() in MANIFEST_COLUMNS}
     table = table.rename(rename)
-    require_columns(table.columns, ["image_path"], path, "add an image_path column with each image's file, absolute or relative to the manifest's folder.")
+    require_columns(
+        table.columns,
+        ["image_path"],
+        path,
+        "add an image_path column with each image's file, absolute or relative to the manifest's folder.",
+    )
     text_columns = [column for column in ("report", "findings", "impression") if column in table.columns]
     if not text_columns:
         raise DatasetError(
@@ -336,12 +395,19 @@ def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
             f"set text.section: {other} or both, or add a {text_section} column."
         )
     present = [column for column in MANIFEST_COLUMNS if column in table.columns]
-    table = table.with_columns([pl.col(column).cast(pl.String).str.strip_chars().replace("", None) for column in present])
+    table = table.with_columns(
+        [pl.col(column).cast(pl.String).str.strip_chars().replace("", None) for column in present]
+    )
     table = table.with_row_index("row", offset=1)
 
     blank = table.filter(pl.col("image_path").is_null())
-    blank_item = pl.coalesce(pl.col("image_id") if "image_id" in table.columns else pl.lit(None, dtype=pl.String), pl.format("row {}", pl.col("row")))
-    rejects = blank.select(rejects_frame(blank_item, None, pl.format("blank image_path on row {} of {}", pl.col("row"), pl.lit(str(path)))))
+    blank_item = pl.coalesce(
+        pl.col("image_id") if "image_id" in table.columns else pl.lit(None, dtype=pl.String),
+        pl.format("row {}", pl.col("row")),
+    )
+    rejects = blank.select(
+        rejects_frame(blank_item, None, pl.format("blank image_path on row {} of {}", pl.col("row"), pl.lit(str(path))))
+    )
     table = table.filter(pl.col("image_path").is_not_null())
 
     # Absent or blank ids fall back: image -> its path as written, study -> its image, patient -> its study.
@@ -350,7 +416,8 @@ def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
         table = table.with_columns(pl.coalesce(given, pl.col(fallback)).alias(column))
     base = str(path.parent.resolve())
     table = table.with_columns(
-        path=pl.when(pl.col("image_path").str.starts_with("/")).then(pl.col("image_path"))
+        path=pl.when(pl.col("image_path").str.starts_with("/"))
+        .then(pl.col("image_path"))
         .otherwise(pl.concat_str([pl.lit(base), pl.col("image_path")], separator="/")),
         view=_views(table, path),
         split=_splits(table, path, cfg.get("split_fractions"), seed),
@@ -367,7 +434,12 @@ def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
     conflicts = [pl.when(pl.col(f"_{column}") > 1).then(pl.lit(column)) for column in ("patient_id", *sections)]
     studies = studies.with_columns(
         fault=pl.when(pl.concat_str(conflicts, separator=", ", ignore_nulls=True).str.len_chars() > 0)
-        .then(pl.format("rows of this study disagree on {}; give each study one text and one patient", pl.concat_str(conflicts, separator=", ", ignore_nulls=True)))
+        .then(
+            pl.format(
+                "rows of this study disagree on {}; give each study one text and one patient",
+                pl.concat_str(conflicts, separator=", ", ignore_nulls=True),
+            )
+        )
         .otherwise(None),
         report_path=pl.lit(str(path)),
     )
@@ -409,8 +481,12 @@ def _read_manifest_file(path: Path) -> pl.DataFrame:
             # All strings: ids like 00123 must not become integers.
             return pl.read_csv(path, infer_schema=False, separator=separator)
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise DatasetError(f"{path} cannot be read as a manifest ({error}); check that it is a valid CSV or Parquet file.") from error
-    raise DatasetError(f"dataset.manifest {path} is neither CSV (.csv, .csv.gz, .tsv) nor Parquet (.parquet); convert it to one.")
+        raise DatasetError(
+            f"{path} cannot be read as a manifest ({error}); check that it is a valid CSV or Parquet file."
+        ) from error
+    raise DatasetError(
+        f"dataset.manifest {path} is neither CSV (.csv, .csv.gz, .tsv) nor Parquet (.parquet); convert it to one."
+    )
 
 
 def _views(table: pl.DataFrame, path: Path) -> pl.Expr:
@@ -419,7 +495,9 @@ def _views(table: pl.DataFrame, path: Path) -> pl.Expr:
     views = table["view"].str.to_uppercase().fill_null("UNKNOWN")
     bad = views.filter(~views.is_in(list(VIEWS))).unique().sort().head(5).to_list()
     if bad:
-        raise DatasetError(f"{path}: column 'view' has values {bad}; allowed: {list(VIEWS)} (any case; blank means UNKNOWN).")
+        raise DatasetError(
+            f"{path}: column 'view' has values {bad}; allowed: {list(VIEWS)} (any case; blank means UNKNOWN)."
+        )
     return pl.col("view").str.to_uppercase().fill_null("UNKNOWN")
 
 
@@ -429,7 +507,10 @@ def _splits(table: pl.DataFrame, path: Path, fractions: dict | None, seed: int) 
     splits = table["split"].str.to_lowercase()
     if splits.null_count():
         rows = table.filter(pl.col("split").is_null())["row"].head(5).to_list()
-        raise DatasetError(f"{path}: column 'split' is blank on {splits.null_count()} row(s) (rows {rows}); fill it on every row or drop the column to get a seeded patient-level split.")
+        raise DatasetError(
+            f"{path}: column 'split' is blank on {splits.null_count()} row(s) (rows {rows}); "
+            "fill it on every row, or drop the column to get a seeded patient-level split."
+        )
     bad = splits.filter(~splits.is_in(list(SPLITS))).unique().sort().head(5).to_list()
     if bad:
         raise DatasetError(f"{path}: column 'split' has values {bad}; allowed: {list(SPLITS)}.")

@@ -73,12 +73,36 @@ CHUNK = 20_000  # reports parsed per Arrow chunk
 
 FINDINGS_HEADINGS = {"FINDINGS", "FINDING"}
 IMPRESSION_HEADINGS = {"IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS"}
-COMBINED_HEADINGS = {"FINDINGS AND IMPRESSION", "FINDINGS/IMPRESSION", "IMPRESSION AND FINDINGS", "FINDINGS AND IMPRESSIONS"}
+COMBINED_HEADINGS = {
+    "FINDINGS AND IMPRESSION",
+    "FINDINGS/IMPRESSION",
+    "IMPRESSION AND FINDINGS",
+    "FINDINGS AND IMPRESSIONS",
+}
 ADMIN_HEADINGS = {
-    "EXAMINATION", "EXAM", "TYPE OF EXAMINATION", "INDICATION", "INDICATIONS", "HISTORY", "CLINICAL HISTORY",
-    "CLINICAL INFORMATION", "CLINICAL INDICATION", "REASON FOR EXAM", "REASON FOR EXAMINATION", "TECHNIQUE",
-    "COMPARISON", "COMPARISONS", "PROCEDURE", "NOTIFICATION", "RECOMMENDATION", "RECOMMENDATIONS",
-    "RECOMMENDATION(S)", "WET READ", "PROVISIONAL FINDINGS IMPRESSION (PFI)", "FINAL REPORT", "REFERENCE EXAM",
+    "EXAMINATION",
+    "EXAM",
+    "TYPE OF EXAMINATION",
+    "INDICATION",
+    "INDICATIONS",
+    "HISTORY",
+    "CLINICAL HISTORY",
+    "CLINICAL INFORMATION",
+    "CLINICAL INDICATION",
+    "REASON FOR EXAM",
+    "REASON FOR EXAMINATION",
+    "TECHNIQUE",
+    "COMPARISON",
+    "COMPARISONS",
+    "PROCEDURE",
+    "NOTIFICATION",
+    "RECOMMENDATION",
+    "RECOMMENDATIONS",
+    "RECOMMENDATION(S)",
+    "WET READ",
+    "PROVISIONAL FINDINGS IMPRESSION (PFI)",
+    "FINAL REPORT",
+    "REFERENCE EXAM",
 }
 KNOWN_HEADINGS = FINDINGS_HEADINGS | IMPRESSION_HEADINGS | COMBINED_HEADINGS | ADMIN_HEADINGS
 # A heading candidate opens a line and ends at a colon; `_is_heading` then keeps known names in any
@@ -115,7 +139,7 @@ def parse_report_sections(text: str) -> tuple[str | None, str | None]:
     for number, heading in enumerate(headings):
         name = _heading_name(heading.group(1))
         end = headings[number + 1].start() if number + 1 < len(headings) else len(text)
-        body = text[heading.end():end]
+        body = text[heading.end() : end]
         if "FINDING" in name and "IMPRESSION" in name:
             combined.append(body)
         elif name in FINDINGS_HEADINGS:
@@ -151,7 +175,7 @@ def _last_paragraph(text: str) -> str | None:
             heading = None
         if heading and _heading_name(heading.group(1)) in ADMIN_HEADINGS:
             continue
-        body = paragraph[heading.end():] if heading else paragraph
+        body = paragraph[heading.end() :] if heading else paragraph
         body = _squeeze(body)
         if body:
             return body
@@ -177,7 +201,9 @@ def read_mimic_cxr(cfg: dict, text_section: str, seed: int) -> IngestResult:
 
     images, rejects = _images(root, metadata_path, split_path)
     studies = images.group_by("study_id").agg(
-        patient_id=pl.col("patient_id").first(), split=pl.col("split").first(), study_number=pl.col("study_number").first()
+        patient_id=pl.col("patient_id").first(),
+        split=pl.col("split").first(),
+        study_number=pl.col("study_number").first(),
     )
     studies = _read_reports(reports, studies)
     labels = _labels(chexpert_path) if chexpert_path else None
@@ -218,6 +244,11 @@ def _scan(path: Path, columns: list[str], fix: str) -> pl.LazyFrame:
     return frame.select(columns)
 
 
+def _stripped(column: str) -> pl.Expr:
+    text = pl.col(column).str.strip_chars()
+    return pl.when(text.str.len_chars() > 0).then(text)
+
+
 def _images(root: Path, metadata_path: Path, split_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One row per image with its study, patient, split, view, path and size; and the images rejected."""
     fix = "use the file as PhysioNet ships it."
@@ -227,19 +258,32 @@ def _images(root: Path, metadata_path: Path, split_path: Path) -> tuple[pl.DataF
     table = (
         metadata.join(splits, on="dicom_id", how="left")
         .with_columns(
-            image_id=pl.col("dicom_id").str.strip_chars(),
-            patient_id=pl.col("subject_id").str.strip_chars(),
-            study_number=pl.col("study_id").str.strip_chars(),
-            view=pl.col("ViewPosition").str.strip_chars().str.to_uppercase().replace_strict(VIEW_POSITIONS, default="UNKNOWN"),
+            image_id=_stripped("dicom_id"),
+            patient_id=_stripped("subject_id"),
+            study_number=_stripped("study_id"),
+            view=pl.col("ViewPosition")
+            .str.strip_chars()
+            .str.to_uppercase()
+            .replace_strict(VIEW_POSITIONS, default="UNKNOWN"),
             width=pl.col("Columns").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
             height=pl.col("Rows").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
-            split=pl.col("split").str.strip_chars(),
+            split=_stripped("split"),
         )
         .with_columns(
             study_id=pl.concat_str([pl.lit("s"), pl.col("study_number")]),
             path=pl.concat_str(
-                [pl.lit(files), pl.lit("/p"), pl.col("patient_id").str.slice(0, 2), pl.lit("/p"), pl.col("patient_id"),
-                 pl.lit("/s"), pl.col("study_number"), pl.lit("/"), pl.col("image_id"), pl.lit(".jpg")]
+                [
+                    pl.lit(files),
+                    pl.lit("/p"),
+                    pl.col("patient_id").str.slice(0, 2),
+                    pl.lit("/p"),
+                    pl.col("patient_id"),
+                    pl.lit("/s"),
+                    pl.col("study_number"),
+                    pl.lit("/"),
+                    pl.col("image_id"),
+                    pl.lit(".jpg"),
+                ]
             ),
         )
         .select("image_id", "study_id", "study_number", "patient_id", "split", "view", "path", "width", "height")
@@ -248,16 +292,27 @@ def _images(root: Path, metadata_path: Path, split_path: Path) -> tuple[pl.DataF
     given = table["split"].drop_nulls().unique()
     bad = given.filter(~given.is_in(list(SPLITS))).sort().head(5).to_list()
     if bad:
-        raise DatasetError(f"{split_path}: column 'split' has values {bad}; allowed: {list(SPLITS)}. Use the official split file as is.")
-    blank = table.filter(pl.col("image_id").is_null() | pl.col("patient_id").is_null() | pl.col("study_number").is_null())
-    unsplit = table.filter(pl.col("split").is_null() & pl.col("image_id").is_not_null())
+        raise DatasetError(
+            f"{split_path}: column 'split' has values {bad}; allowed: {list(SPLITS)}. "
+            "Use the official split file as is."
+        )
+    named = pl.col("image_id").is_not_null() & pl.col("patient_id").is_not_null() & pl.col("study_number").is_not_null()
+    row_item = pl.coalesce(pl.col("image_id"), pl.format("{} row {}", pl.lit(metadata_path.name), pl.col("row")))
     rejects = pl.concat(
         [
-            blank.with_row_index("row", offset=1).select(rejects_frame(pl.coalesce(pl.col("image_id"), pl.format("{} row {}", pl.lit(METADATA), pl.col("row"))), pl.col("path"), f"blank dicom_id, subject_id or study_id in {metadata_path.name}")),
-            unsplit.select(rejects_frame(pl.col("image_id"), pl.col("path"), f"no row in {split_path.name}")),
+            table.with_row_index("row", offset=1)
+            .filter(~named)
+            .select(
+                rejects_frame(
+                    row_item, pl.col("path"), f"blank dicom_id, subject_id or study_id in {metadata_path.name}"
+                )
+            ),
+            table.filter(named & pl.col("split").is_null()).select(
+                rejects_frame(pl.col("image_id"), pl.col("path"), f"no row in {split_path.name}")
+            ),
         ]
     )
-    table = table.filter(pl.col("image_id").is_not_null() & pl.col("patient_id").is_not_null() & pl.col("study_number").is_not_null() & pl.col("split").is_not_null())
+    table = table.filter(named & pl.col("split").is_not_null())
     unknown = table.filter(pl.col("view") == "UNKNOWN")["image_id"].n_unique()
     if unknown:
         log.info("%d image(s) have a ViewPosition other than PA, AP, LATERAL, LL: view UNKNOWN", unknown)
@@ -268,7 +323,10 @@ def _reports_source(cfg: dict, root: Path) -> Path:
     if cfg.get("reports"):
         source = Path(cfg["reports"]).expanduser()
         if not source.exists():
-            raise DatasetError(f"dataset.reports {source} does not exist; point it at {REPORTS_ZIP} or the folder it was extracted into.")
+            raise DatasetError(
+                f"dataset.reports {source} does not exist; "
+                f"point it at {REPORTS_ZIP} or the folder it was extracted into."
+            )
         return source
     for candidate in (root / REPORTS_ZIP, root / REPORTS_DIR, root / "files"):
         if candidate.exists():
@@ -287,7 +345,15 @@ def _read_reports(source: Path, studies: pl.DataFrame) -> pl.DataFrame:
     """
     studies = studies.with_row_index("row")
     member = pl.concat_str(
-        [pl.lit("p"), pl.col("patient_id").str.slice(0, 2), pl.lit("/p"), pl.col("patient_id"), pl.lit("/s"), pl.col("study_number"), pl.lit(".txt")]
+        [
+            pl.lit("p"),
+            pl.col("patient_id").str.slice(0, 2),
+            pl.lit("/p"),
+            pl.col("patient_id"),
+            pl.lit("/s"),
+            pl.col("study_number"),
+            pl.lit(".txt"),
+        ]
     )
     numbers = studies["study_number"].cast(pl.Int64, strict=False).fill_null(-1).to_numpy()
     order = np.argsort(numbers, kind="stable")
@@ -300,7 +366,10 @@ def _read_reports(source: Path, studies: pl.DataFrame) -> pl.DataFrame:
     if source.is_file():
         studies = studies.with_columns(report_path=pl.concat_str([pl.lit(f"{source}:files/"), member]))
         texts = _zip_reports(source, row_of)
-        missing, unreadable = f"report missing from {source.name}", f"report unreadable in {source.name} (corrupt member)"
+        missing, unreadable = (
+            f"report missing from {source.name}",
+            f"report unreadable in {source.name} (corrupt member)",
+        )
     else:
         base = source / "files" if (source / "files").is_dir() else source
         studies = studies.with_columns(report_path=pl.concat_str([pl.lit(f"{base}/"), member]))
@@ -320,12 +389,15 @@ def _read_reports(source: Path, studies: pl.DataFrame) -> pl.DataFrame:
     if studies.height and parsed.height == 0:
         raise DatasetError(
             f"none of the {studies.height} studies has a report in {source} (looked for {studies['report_path'][0]}); "
-            f"set dataset.reports to {REPORTS_ZIP} or the folder it was extracted into."
+            f"download {REPORTS_ZIP} from MIMIC-CXR (PhysioNet) and set dataset.reports to it or to the folder it was "
+            "extracted into."
         )
     studies = studies.join(parsed, on="row", how="left")
     return studies.with_columns(
-        fault=pl.when(pl.col("readable").is_null()).then(pl.lit(missing))
-        .when(~pl.col("readable")).then(pl.lit(unreadable))
+        fault=pl.when(pl.col("readable").is_null())
+        .then(pl.lit(missing))
+        .when(~pl.col("readable"))
+        .then(pl.lit(unreadable))
         .otherwise(None),
     ).drop("row", "readable")
 
@@ -447,7 +519,9 @@ def _folder_reports(paths: pl.Series) -> Iterator[tuple[int, str | None]]:
 def _labels(path: Path) -> pl.DataFrame | None:
     try:
         # Label columns as numbers (inferred over the whole file), ids as text.
-        table = pl.read_csv(path, schema_overrides={"subject_id": pl.String, "study_id": pl.String}, infer_schema_length=None)
+        table = pl.read_csv(
+            path, schema_overrides={"subject_id": pl.String, "study_id": pl.String}, infer_schema_length=None
+        )
     except (pl.exceptions.PolarsError, OSError) as error:
         raise DatasetError(f"{path} cannot be read as CSV ({error}); re-download it from PhysioNet.") from error
     require_columns(table.columns, ["study_id"], path, "use the CheXpert CSV as PhysioNet ships it.")
