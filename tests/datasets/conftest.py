@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -127,13 +128,29 @@ def chexpert_row(subject: str, study: str, **values: float) -> list:
     return [subject, study, *names.values()]
 
 
-def write_mimic_tree(root: Path, reports: str = "zip", gz: bool = True, images: bool = False) -> Path:
+@dataclass
+class MimicExtra:
+    """Rows appended to the miniature MIMIC tree (good studies for end-to-end runs, more faults)."""
+
+    metadata: list[tuple] = field(default_factory=list)  # as MIMIC_METADATA
+    split: dict[str, str] = field(default_factory=dict)  # subject_id -> split
+    reports: dict[str, str] = field(default_factory=dict)  # study_id -> report text
+    chexpert: list[list] = field(default_factory=list)  # chexpert_row(...) rows
+    files: dict[str, bytes] = field(default_factory=dict)  # dicom_id -> image file content
+
+
+def write_mimic_tree(
+    root: Path, reports: str = "zip", gz: bool = True, images: bool = False, extra: MimicExtra | None = None
+) -> Path:
     """Write a miniature MIMIC-CXR-JPG tree with the planted faults listed above.
 
     Ingest never opens an image, so by default none is written; `images=True` writes a
     small grayscale JPEG for each, except d04 (missing) and d03 (truncated), for
-    end-to-end runs.
+    end-to-end runs. `extra` appends rows and image files.
     """
+    extra = extra or MimicExtra()
+    metadata = MIMIC_METADATA + extra.metadata
+    split = {**MIMIC_SPLIT, **extra.split}
     root.mkdir(parents=True, exist_ok=True)
     metadata_header = [
         "dicom_id",
@@ -154,14 +171,14 @@ def write_mimic_tree(root: Path, reports: str = "zip", gz: bool = True, images: 
         metadata_header,
         [
             [d, s, st, "CHEST (PA AND LAT)", v, r, c, "21800506", "213014.531", "", "", ""]
-            for d, s, st, v, r, c in MIMIC_METADATA
+            for d, s, st, v, r, c in metadata
         ],
         gz=gz,
     )
     write_csv(
         root / "mimic-cxr-2.0.0-split.csv",
         ["dicom_id", "study_id", "subject_id", "split"],
-        [[d, st, s, MIMIC_SPLIT[s]] for d, s, st, *_ in dict.fromkeys(MIMIC_METADATA) if d != "d11"],
+        [[d, st, s, split[s]] for d, s, st, *_ in dict.fromkeys(metadata) if d != "d11"],
         gz=not gz,
     )
     write_csv(
@@ -172,6 +189,7 @@ def write_mimic_tree(root: Path, reports: str = "zip", gz: bool = True, images: 
             chexpert_row("10000032", "50000002", Pleural_Effusion=1.0, Edema=-1.0, Cardiomegaly=0.0),
             chexpert_row("10000033", "50000003"),
             chexpert_row("11000001", "50000004", Pneumonia=1.0),
+            *extra.chexpert,
         ],
         gz=gz,
     )
@@ -182,9 +200,15 @@ def write_mimic_tree(root: Path, reports: str = "zip", gz: bool = True, images: 
                 write_image(path, (64, 80))
             if dicom == "d03":
                 path.write_bytes(path.read_bytes()[:200])
-    subjects = {study: subject for _, subject, study, *_ in MIMIC_METADATA}
+    for dicom, subject, study, *_ in extra.metadata:
+        if dicom in extra.files:
+            path = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(extra.files[dicom])
+    subjects = {study: subject for _, subject, study, *_ in metadata}
     members = {
-        f"files/p{subjects[study][:2]}/p{subjects[study]}/s{study}.txt": text for study, text in MIMIC_REPORTS.items()
+        f"files/p{subjects[study][:2]}/p{subjects[study]}/s{study}.txt": text
+        for study, text in {**MIMIC_REPORTS, **extra.reports}.items()
     }
     if reports == "zip":
         with zipfile.ZipFile(root / "mimic-cxr-reports.zip", "w", zipfile.ZIP_DEFLATED) as archive:
@@ -233,19 +257,32 @@ IU_PROJECTIONS = [
 ]
 
 
-def write_iu_tree(root: Path) -> Path:
-    """Write a miniature IU X-ray Kaggle tree; only some listed images exist."""
+@dataclass
+class IuExtra:
+    """Rows appended to the miniature IU X-ray tree."""
+
+    reports: list[list] = field(default_factory=list)  # as IU_REPORTS
+    projections: list[list] = field(default_factory=list)  # as IU_PROJECTIONS
+    files: dict[str, bytes] = field(default_factory=dict)  # file name -> image file content
+
+
+def write_iu_tree(root: Path, extra: IuExtra | None = None) -> Path:
+    """Write a miniature IU X-ray Kaggle tree; only some listed images exist. `extra` appends rows and files."""
+    extra = extra or IuExtra()
     root.mkdir(parents=True, exist_ok=True)
     write_csv(
         root / "indiana_reports.csv",
         ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"],
         [
             [uid, "normal", "normal", image, "Cough.", "None.", findings, impression]
-            for uid, image, findings, impression in IU_REPORTS
+            for uid, image, findings, impression in IU_REPORTS + extra.reports
         ],
     )
-    write_csv(root / "indiana_projections.csv", ["uid", "filename", "projection"], IU_PROJECTIONS)
+    write_csv(root / "indiana_projections.csv", ["uid", "filename", "projection"], IU_PROJECTIONS + extra.projections)
     images = root / "images" / "images_normalized"
+    images.mkdir(parents=True, exist_ok=True)
+    for name, content in extra.files.items():
+        (images / name).write_bytes(content)
     write_image(images / "1_IM-0001-4001.dcm.png", (40, 48))
     write_image(images / "1_IM-0001-3001.dcm.png", (48, 40))
     write_image(images / "2_IM-0652-1001.dcm.png", (32, 36), mode="RGB")
@@ -311,8 +348,16 @@ def manifest_rows(root: Path) -> list[list]:
     ]
 
 
-def write_manifest_tree(root: Path) -> Path:
-    """Write images of several formats and modes and a CSV manifest with the planted faults; return the CSV."""
+def write_manifest_tree(
+    root: Path, extra_rows: list[list] | None = None, extra_files: dict[str, bytes] | None = None
+) -> Path:
+    """Write images of several formats and modes and a CSV manifest with the planted faults; return the CSV.
+
+    `extra_rows` (as manifest_rows) and `extra_files` (path relative to `root` -> content) are appended.
+    """
+    for name, content in (extra_files or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
     images = root / "images"
     write_image(images / "a.png", (40, 50), "L")
     write_image(images / "b.jpg", (50, 40), "RGB")
@@ -321,7 +366,7 @@ def write_manifest_tree(root: Path) -> Path:
     write_image(images / "e.png", (64, 48), "I;16")
     for name in ("g", "h", "i"):
         write_image(images / f"{name}.png", (24, 24), "L")
-    return write_csv(root / "manifest.csv", MANIFEST_HEADER, manifest_rows(root))
+    return write_csv(root / "manifest.csv", MANIFEST_HEADER, manifest_rows(root) + (extra_rows or []))
 
 
 @pytest.fixture
