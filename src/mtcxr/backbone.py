@@ -27,6 +27,14 @@ WEIGHT_FILES = (
     "open_clip_pytorch_model.bin",
     "open_clip_pytorch_model.pth",
 )
+# What open_clip fetches from a hub repo: the safetensors copy first, else the .bin.
+HUB_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+# A BiomedCLIP-shaped folder keeps its HF text tower here; `hf_model_name` names it relative to the folder.
+TEXT_TOWER_DIR = "text"
+# OpenAI CLIP's normalisation, which BiomedCLIP and the demo backbone also use.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class BackboneError(ValueError):
@@ -91,51 +99,132 @@ def check_backbone_available(spec: str, demo_dir: str | Path | None = None) -> N
         return  # written by the workflow itself
     name = resolve_spec(spec, demo_dir)
     if name.startswith(LOCAL_PREFIX):
-        folder = Path(name[len(LOCAL_PREFIX):])
-        config = folder / "open_clip_config.json"
-        if not folder.is_dir():
-            raise BackboneError(f"backbone {spec!r}: folder {folder} does not exist; copy the model folder there.")
-        if not config.is_file():
+        _check_local_dir(Path(name[len(LOCAL_PREFIX):]), spec)
+    elif name.startswith(HF_PREFIX):
+        _check_hf_repo(name[len(HF_PREFIX):], spec)
+    else:
+        _check_pretrained_tag(name, spec)
+
+
+def _check_local_dir(folder: Path, spec: str) -> None:
+    config = folder / "open_clip_config.json"
+    if not folder.is_dir():
+        raise BackboneError(f"backbone {spec!r}: folder {folder} does not exist; copy the model folder there.")
+    if not config.is_file():
+        raise BackboneError(
+            f"backbone {spec!r}: {config} is missing; a local-dir: backbone needs open_clip_config.json "
+            "and open_clip_pytorch_model.bin (or open_clip_model.safetensors) from the model's hub repo."
+        )
+    if not any((folder / weights).is_file() for weights in WEIGHT_FILES):
+        raise BackboneError(f"backbone {spec!r}: no weights in {folder}; expected one of {list(WEIGHT_FILES)}.")
+    try:
+        text_cfg = json.loads(config.read_text())["model_cfg"].get("text_cfg", {})
+    except (ValueError, KeyError) as error:
+        raise BackboneError(f"backbone {spec!r}: {config} is not an open_clip config with `model_cfg` ({error}).") from None
+    if text_cfg.get("hf_tokenizer_name"):
+        # open_clip reads a local-dir's HF tokenizer from the folder itself, whatever the config names.
+        missing = [] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json"]
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            missing.append(" or ".join(TOKENIZER_FILES))
+        if missing:
             raise BackboneError(
-                f"backbone {spec!r}: {config} is missing; a local-dir: backbone needs open_clip_config.json "
-                "and open_clip_pytorch_model.bin (or open_clip_model.safetensors) from the model's hub repo."
+                f"backbone {spec!r}: the text tower's tokenizer needs {' and '.join(missing)} in {folder}; "
+                f"copy them from the model's hub repo (or from {text_cfg['hf_tokenizer_name']!r})."
             )
-        if not any((folder / weights).is_file() for weights in WEIGHT_FILES):
-            raise BackboneError(
-                f"backbone {spec!r}: no weights in {folder}; expected one of {list(WEIGHT_FILES)}."
-            )
+    hf_model = text_cfg.get("hf_model_name")
+    if not hf_model:
         return
-    if name.startswith(HF_PREFIX):
-        _check_hf_cached(name[len(HF_PREFIX):], spec)
-        return
-    model_name, _, tag = name.partition(":")
-    import open_clip
-
-    if model_name not in open_clip.list_models():
-        raise BackboneError(f"backbone {spec!r}: open_clip has no model {model_name!r}; see open_clip.list_models().")
-    if tag and not Path(tag).is_file():
-        pretrained_cfg = open_clip.get_pretrained_cfg(model_name, tag)
-        if not pretrained_cfg:
+    text_dir = folder / hf_model
+    if text_dir.is_dir():
+        if not (text_dir / "config.json").is_file():
             raise BackboneError(
-                f"backbone {spec!r}: {tag!r} is neither a pretrained tag of {model_name} "
-                f"({open_clip.list_pretrained_tags_by_model(model_name)}) nor a weights file."
+                f"backbone {spec!r}: {text_dir / 'config.json'} is missing; the HF text tower {hf_model!r} "
+                "is read from that folder: copy the text model's config.json there."
             )
-        if os.environ.get("HF_HUB_OFFLINE") == "1" and pretrained_cfg.get("hf_hub"):
-            _check_hf_cached(pretrained_cfg["hf_hub"].rstrip("/"), spec)
+    elif _offline():
+        _require_cached(
+            hf_model, ("config.json",), spec, "the HF text tower named by hf_model_name",
+            f"or put the text model's config.json in {text_dir}/",
+        )
 
 
-def _check_hf_cached(repo_id: str, spec: str) -> None:
-    if os.environ.get("HF_HUB_OFFLINE") != "1":
+def _check_hf_repo(repo_id: str, spec: str) -> None:
+    if not _offline():
         return  # the hub will be asked; the user's spec asked for it
+    remedy = "or download the repo into a folder and use `local-dir:/path/to/folder` as the spec"
+    _require_cached(repo_id, ("open_clip_config.json",), spec, "the model config", remedy)
+    _require_cached(repo_id, HUB_WEIGHT_FILES, spec, "the weights", remedy)
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache(repo_id, "open_clip_config.json"), str):
+    config = json.loads(Path(try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=_hf_cache())).read_text())
+    text_cfg = config.get("model_cfg", {}).get("text_cfg", {})
+    # open_clip builds the text tower from hf_model_name's config.json and the tokenizer from hf_tokenizer_name.
+    if text_cfg.get("hf_model_name"):
+        _require_cached(text_cfg["hf_model_name"], ("config.json",), spec, "the HF text tower", remedy)
+    if text_cfg.get("hf_tokenizer_name"):
+        _require_cached(text_cfg["hf_tokenizer_name"], TOKENIZER_FILES, spec, "the text tower's tokenizer", remedy)
+
+
+def _check_pretrained_tag(name: str, spec: str) -> None:
+    import open_clip
+
+    model_name, _, tag = name.partition(":")
+    if model_name not in open_clip.list_models():
+        raise BackboneError(f"backbone {spec!r}: open_clip has no model {model_name!r}; see open_clip.list_models().")
+    if not tag or Path(tag).is_file():
+        return
+    pretrained_cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not pretrained_cfg:
         raise BackboneError(
-            f"backbone {spec!r}: HF_HUB_OFFLINE=1 and open_clip_config.json of {repo_id} is not in the Hugging Face "
-            f"cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}). On a connected machine run "
-            f"`huggingface-cli download {repo_id}` and copy the cache, or download the repo into a folder and use "
-            f"`local-dir:/path/to/folder` as the spec."
+            f"backbone {spec!r}: {tag!r} is neither a pretrained tag of {model_name} "
+            f"({open_clip.list_pretrained_tags_by_model(model_name)}) nor a weights file."
         )
+    if _offline() and pretrained_cfg.get("hf_hub"):
+        # "org/repo/" means the repo's default weights file; "org/repo/file" names it.
+        repo_id, filename = os.path.split(pretrained_cfg["hf_hub"])
+        files = (filename,) if filename else HUB_WEIGHT_FILES
+        _require_cached(repo_id, files, spec, f"the weights of {model_name}:{tag}",
+                        f"or give the weights file itself as `{model_name}:/path/to/{files[-1]}`")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _hf_cache() -> Path:
+    """The Hugging Face hub cache the environment names now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def _require_cached(repo_id: str, filenames: tuple[str, ...], spec: str, what: str, remedy: str) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = _hf_cache()
+    if any(isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache), str) for name in filenames):
+        return
+    raise BackboneError(
+        f"backbone {spec!r}: HF_HUB_OFFLINE=1 and {' or '.join(filenames)} of {repo_id} ({what}) is not in the "
+        f"Hugging Face cache {cache}. On a connected machine run `hf download {repo_id}` and copy that machine's "
+        f"hub cache into {cache} (or point HF_HUB_CACHE at a copy), {remedy}."
+    )
+
+
+def _local_text_cfg(folder: Path) -> dict:
+    """The folder's `text_cfg` with `hf_model_name` resolved against the folder when it names a subfolder.
+
+    transformers resolves a relative path against the working directory, so a folder that carries its
+    own text tower would only load from one place. Hub names (the real BiomedCLIP's) stay as they are and
+    load from the HF cache. Text weights come from the folder's checkpoint, never from hf_model_name.
+    """
+    text_cfg = dict(json.loads((folder / "open_clip_config.json").read_text())["model_cfg"].get("text_cfg", {}))
+    if text_cfg.get("hf_model_name"):
+        if (folder / text_cfg["hf_model_name"]).is_dir():
+            text_cfg["hf_model_name"] = str((folder / text_cfg["hf_model_name"]).resolve())
+        text_cfg["hf_model_pretrained"] = False
+    return text_cfg
 
 
 def load_backbone(spec: str, device: str = "auto", demo_dir: str | Path | None = None) -> Backbone:
@@ -145,7 +234,10 @@ def load_backbone(spec: str, device: str = "auto", demo_dir: str | Path | None =
     check_backbone_available(spec, demo_dir)
     name = resolve_spec(spec, demo_dir)
     torch_device = choose_device(device)
-    if name.startswith((LOCAL_PREFIX, HF_PREFIX)):
+    if name.startswith(LOCAL_PREFIX):
+        text_cfg = _local_text_cfg(Path(name[len(LOCAL_PREFIX):]))
+        model, _, preprocess = open_clip.create_model_and_transforms(name, text_cfg=text_cfg)
+    elif name.startswith(HF_PREFIX):
         model, _, preprocess = open_clip.create_model_and_transforms(name)
     else:
         model_name, _, tag = name.partition(":")

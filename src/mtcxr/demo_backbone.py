@@ -12,14 +12,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mtcxr.backbone import save_local_dir
+from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
 from mtcxr.losses import clip_loss
 from mtcxr.synthetic import pretraining_pairs
 
 log = logging.getLogger(__name__)
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def demo_model_cfg(embed_dim: int, image_size: int) -> dict:

@@ -1,12 +1,14 @@
 """Stages `embed_images` (one job per pixel shard) and `embed_texts`: backbone forward passes, once.
 
 Heads train from these cached vectors, so the expensive pass over the images runs once per
-(backbone, image). Images stream from the shard in record batches: memory does not grow with it.
+(backbone, image). Images stream from the shard in batches decoded by DataLoader workers: memory
+does not grow with the shard.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,39 @@ def _metadata(backbone: Backbone, name: str, modality: str) -> dict:
             "logit_scale": backbone.logit_scale}
 
 
+class ShardImages(torch.utils.data.IterableDataset):
+    """Preprocessed (image ids, pixels) batches of one pixel shard, in the shard's order.
+
+    A batch never spans row groups, so the batch list follows from the file's metadata alone: worker w
+    of W builds batches w, w+W, … and the DataLoader, which takes one batch from each worker in turn,
+    hands them back in the shard's order. A worker holds at most one row group's PNG bytes (the
+    writer bounds row groups), so memory stays flat in the shard size.
+    """
+
+    def __init__(self, pixels_path: str | Path, preprocess: Callable, batch_size: int):
+        self.pixels_path = str(pixels_path)
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+
+    def batches(self) -> list[tuple[int, int]]:
+        """(row group, first row in it) of every batch, in the shard's order."""
+        metadata = pq.ParquetFile(self.pixels_path).metadata
+        return [(group, start) for group in range(metadata.num_row_groups)
+                for start in range(0, metadata.row_group(group).num_rows, self.batch_size)]
+
+    def __iter__(self) -> Iterator[tuple[list[str], torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        source = pq.ParquetFile(self.pixels_path)
+        loaded, table = None, None
+        for group, start in self.batches()[worker::workers]:
+            if group != loaded:
+                loaded, table = group, source.read_row_group(group, columns=["image_id", "png"])
+            chunk = table.slice(start, self.batch_size)
+            pixels = torch.stack([self.preprocess(decode_png(data)) for data in chunk.column("png").to_pylist()])
+            yield chunk.column("image_id").to_pylist(), pixels
+
+
 def embed_image_shard(
     pixels_path: str | Path,
     output: str | Path,
@@ -36,20 +71,29 @@ def embed_image_shard(
     batch_size: int = 128,
     device: str = "auto",
     threads: int = 1,
+    workers: int | None = None,
 ) -> int:
-    """Embed every cached image of one shard; return the number embedded."""
+    """Embed every cached image of one shard; return the number embedded.
+
+    `workers` loader processes decode and preprocess while the model runs; by default the rule's
+    threads less the one that runs the model.
+    """
     torch.set_num_threads(max(1, threads))
     backbone = load_backbone(spec, device=device, demo_dir=demo_dir)
-    source = pq.ParquetFile(pixels_path)
-    total = source.metadata.num_rows
-    with EmbeddingWriter(output, "image_id", backbone.embed_dim, _metadata(backbone, backbone_name, "image")) as writer:
-        with tqdm(total=total, desc=f"embed images {Path(pixels_path).stem}", unit="img") as progress:
-            for batch in source.iter_batches(batch_size=batch_size, columns=["image_id", "png"]):
-                ids = batch.column(0).to_pylist()
-                pixels = torch.stack([backbone.preprocess(decode_png(data)) for data in batch.column(1).to_pylist()])
-                writer.write(ids, backbone.encode_images(pixels))
-                progress.update(len(ids))
-    log.info("embedded %d images with %s (%s) into %s", total, backbone_name, spec, output)
+    workers = max(0, threads - 1) if workers is None else workers
+    total = pq.ParquetFile(pixels_path).metadata.num_rows
+    loader = torch.utils.data.DataLoader(
+        ShardImages(pixels_path, backbone.preprocess, batch_size), batch_size=None, num_workers=workers,
+        pin_memory=backbone.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
+    )
+    metadata = _metadata(backbone, backbone_name, "image")
+    with EmbeddingWriter(output, "image_id", backbone.embed_dim, metadata) as writer, tqdm(
+        total=total, desc=f"embed images {Path(pixels_path).stem}", unit="img"
+    ) as progress:
+        for ids, pixels in loader:
+            writer.write(ids, backbone.encode_images(pixels))
+            progress.update(len(ids))
+    log.info("embedded %d images with %s (%s) into %s, %d loader workers", total, backbone_name, spec, output, workers)
     return total
 
 
