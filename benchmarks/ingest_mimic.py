@@ -1,16 +1,20 @@
-"""Time `read_mimic_cxr` on a simulated MIMIC-CXR-JPG-sized metadata set, and its peak memory.
+"""Time the ingest stage on simulated MIMIC-CXR-JPG-sized metadata at several sizes, with its peak memory.
 
-Builds, in a temporary folder, what ingest reads of MIMIC-CXR-JPG 2.x at full size:
+Builds, in a temporary folder, what ingest reads of MIMIC-CXR-JPG 2.x: at full size
 377,110 image rows in `mimic-cxr-2.0.0-metadata.csv.gz`, the split and CheXpert CSVs
 (gzipped), and `mimic-cxr-reports.zip` with 227,835 reports of 65,379 patients, in the
 real reports' shapes (FINDINGS + IMPRESSION, IMPRESSION only, no headings). No images:
-ingest never opens one. Then it runs `read_mimic_cxr` in a fresh process, so that peak
-RSS (resource.getrusage) counts ingest alone, and prints a line for the README.
+ingest never opens one. Then it runs the stage (`mtcxr.ingest.ingest`, which writes the
+four tables) on each size in a fresh process and reads that process's peak RSS
+(VmHWM), next to the RSS of the interpreter with every module ingest loads imported.
 
-Run at two scales (`--scale 0.25` and the default 1.0) to see that memory above the
-interpreter's baseline follows the size of the tables, not anything larger.
+"Flat" is judged on the growth of the peak from the smallest to the largest size, set
+against proportional growth (the smallest size's peak above the baseline, scaled by
+the row count). It prints a Markdown table for benchmarks/datasets.md.
 
-Usage: .venv/bin/python benchmarks/ingest_mimic.py [--scale 1.0] [--keep DIR]
+Usage: .venv/bin/python benchmarks/ingest_mimic.py [--scales 0.25 0.5 1.0] [--keep DIR]
+(--keep builds the sets into DIR/scale-{s} once and reuses them; benchmarks/dry_run.py
+uses them too.)
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -94,7 +98,9 @@ def build(root: Path, scale: float, seed: int = 0) -> dict:
     study_numbers = rng.choice(np.arange(50_000_000, 60_000_000), size=n_studies, replace=False)
     image_study = np.sort(np.concatenate([np.arange(n_studies), rng.integers(0, n_studies, size=n_images - n_studies)]))
     views = rng.choice(list(VIEW_MIX), size=n_images, p=np.array(list(VIEW_MIX.values())) / sum(VIEW_MIX.values()))
-    dicom_ids = [f"{value:08x}-{i:08x}" for i, value in enumerate(rng.integers(0, 2**32, size=n_images))]
+    # 44 characters like MIMIC's own dicom_ids ("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014"), unique by the last group.
+    groups = rng.integers(0, 2**32, size=(n_images, 4))
+    dicom_ids = [f"{a:08x}-{b:08x}-{c:08x}-{d:08x}-{i:08x}" for i, (a, b, c, d) in enumerate(groups.tolist())]
     patient_split = dict(
         zip(subjects, rng.choice(["train", "validate", "test"], size=n_patients, p=[0.978, 0.008, 0.014]))
     )
@@ -132,43 +138,59 @@ def build(root: Path, scale: float, seed: int = 0) -> dict:
     return {"images": n_images, "studies": n_studies, "patients": n_patients}
 
 
-def measure(root: Path) -> dict:
-    """Run read_mimic_cxr on `root` in this process; return seconds, peak RSS and table sizes."""
-    from mtcxr.datasets.mimic_cxr import read_mimic_cxr
+def ensure_built(folder: Path, scale: float) -> dict:
+    """Build the set of `scale` into `folder` unless a finished one is there; return its row counts."""
+    done = folder / "built.json"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        # In a child, so that this process stays small while it starts the measuring ones.
+        done.write_text(json.dumps(child("--build", str(folder), "--scale", str(scale))))
+    return json.loads(done.read_text())
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    result = read_mimic_cxr({"root": str(root), "views": ["PA", "AP"]}, "both", 0)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tables = sum(table.estimated_size("mb") for table in (result.studies, result.images, result.rejects, result.labels))
+
+def peak_mib() -> float:
+    """This process's peak resident set (VmHWM), MiB; unlike ru_maxrss it is not inherited across exec."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(status["VmHWM"].split()[0]) / 1024
+
+
+def measure(root: Path) -> dict:
+    """Run the ingest stage on `root` in this process; return seconds, peak RSS and output sizes."""
+    import pyarrow.parquet  # noqa: F401  (ingest loads it to write row groups: part of the baseline)
+
+    import mtcxr.datasets.mimic_cxr  # noqa: F401
+    from mtcxr.ingest import ingest
+
+    baseline = peak_mib()
+    with tempfile.TemporaryDirectory() as out:
+        paths = {name: f"{out}/{name}.parquet" for name in ("studies", "images", "rejects", "labels")}
+        start = time.perf_counter()
+        ingest({"kind": "mimic_cxr", "root": str(root), "views": ["PA", "AP"]}, "both", 0, paths["studies"],
+               paths["images"], paths["rejects"], paths["labels"], work_dir=out)
+        seconds = time.perf_counter() - start
+        peak = peak_mib()
+        tables = {name: pl.read_parquet(path) for name, path in paths.items()}
     return {
         "seconds": seconds,
         "baseline_mib": baseline,
         "peak_mib": peak,
-        "tables_mib": tables,
-        "studies": result.studies.height,
-        "images": result.images.height,
-        "rejects": result.rejects.height,
-        "labels": result.labels.height,
+        "tables_mib": {name: table.estimated_size("mb") for name, table in tables.items()},
+        "rows": {name: table.height for name, table in tables.items()},
     }
 
 
 def child(*flags: str) -> dict:
-    """Run this script with `flags` in a fresh process; return the JSON it prints last.
-
-    Building and measuring each run in a child of their own: Linux carries a process's peak RSS
-    across exec, so a measuring child of a process that had built the set would inherit its peak.
-    """
+    """Run this script with `flags` in a fresh process; return the JSON it prints last."""
     run = subprocess.run([sys.executable, __file__, *flags], check=True, capture_output=True, text=True)
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of MIMIC's size to simulate")
-    parser.add_argument("--keep", type=Path, help="build into this folder and keep it")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="fractions of MIMIC's size")
+    parser.add_argument("--keep", type=Path, help="build the sets under this folder and keep them")
     parser.add_argument("--build", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
@@ -178,17 +200,30 @@ def main() -> None:
         print(json.dumps(measure(args.measure)))
         return
     with tempfile.TemporaryDirectory() as scratch:
-        root = args.keep or Path(scratch)
-        root.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        counts = child("--build", str(root), "--scale", str(args.scale))
-        print(f"built {counts} in {time.perf_counter() - start:.0f} s under {root}", file=sys.stderr)
-        stats = child("--measure", str(root))
-    print(json.dumps(stats, indent=1))
+        folder = args.keep or Path(scratch)
+        results = []
+        for scale in sorted(args.scales):
+            counts = ensure_built(folder / f"scale-{scale}", scale)
+            stats = child("--measure", str(folder / f"scale-{scale}"))
+            results.append((scale, counts, stats))
+            print(f"scale {scale}: {json.dumps(stats)}", file=sys.stderr)
+    print("| scale | image rows | reports | time | peak RSS | above baseline | studies table | all four tables |")
+    print("|---|---|---|---|---|---|---|---|")
+    for scale, counts, stats in results:
+        above = stats["peak_mib"] - stats["baseline_mib"]
+        print(
+            f"| {scale} | {counts['images']:,} | {counts['studies']:,} | {stats['seconds']:.1f} s | "
+            f"{stats['peak_mib']:.0f} MiB | {above:.0f} MiB | {stats['tables_mib']['studies']:.0f} MiB | "
+            f"{sum(stats['tables_mib'].values()):.0f} MiB |"
+        )
+    (_, small_counts, small_stats), (_, large_counts, large_stats) = results[0], results[-1]
+    ratio = large_counts["images"] / small_counts["images"]
+    above_small = small_stats["peak_mib"] - small_stats["baseline_mib"]
     print(
-        f"| ingest mimic_cxr | {counts['images']:,} image rows, {counts['studies']:,} reports (zip) | "
-        f"{stats['seconds']:.1f} s | peak RSS {stats['peak_mib']:.0f} MiB (interpreter + imports {stats['baseline_mib']:.0f} MiB, "
-        f"tables {stats['tables_mib']:.0f} MiB) | {platform.machine()}, {platform.python_implementation()} {platform.python_version()} |"
+        f"\nbaseline (interpreter + imports) {large_stats['baseline_mib']:.0f} MiB; {ratio:.1f}x the rows: peak "
+        f"+{large_stats['peak_mib'] - small_stats['peak_mib']:.0f} MiB, proportional growth would be "
+        f"+{above_small * (ratio - 1):.0f} MiB; {platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, polars {pl.__version__}"
     )
 
 

@@ -7,6 +7,8 @@ shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -139,6 +141,40 @@ def write_table(df: pl.DataFrame, name: str, path: str | Path) -> pl.DataFrame:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     df.write_parquet(path)
     return df
+
+
+@contextmanager
+def table_writer(name: str, path: str | Path) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """Yield a function that validates a chunk against contract `name` and appends it to `path` as a row group.
+
+    For tables too large to hold whole: memory holds one chunk. Ids are checked for
+    uniqueness within each chunk only; the caller makes them unique across chunks. The
+    file appears at `path` only when the block ends without an error.
+    """
+    import pyarrow.parquet as pq  # here: the other stages need not load it
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    writer = None
+
+    def write(chunk: pl.DataFrame) -> None:
+        nonlocal writer
+        table = validate_table(chunk, name).to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
+        writer.write_table(table)
+
+    try:
+        yield write
+        if writer is None:
+            write(empty_table(name))
+        writer.close()
+        partial.replace(path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
 
 
 def read_table(path: str | Path, name: str) -> pl.DataFrame:

@@ -245,24 +245,76 @@ def assemble(
     6. Splits must be patient-level (DatasetError naming the patients otherwise).
 
     Every rule only adds a reason column; each table is filtered once, so a
-    MIMIC-sized input is copied as few times as possible.
+    MIMIC-sized input is copied as few times as possible. The MIMIC-CXR reader applies
+    the same steps (`mark_images`, `study_reasons`, `kept_images`, `check_kept`) to its
+    studies chunk by chunk, so that their text is never held whole.
     """
     views = list(views)
-    images = images.with_columns(
-        _duplicate=~pl.col("image_id").is_first_distinct(),
-        _orphan=~pl.col("study_id").is_in(studies["study_id"].implode()),
+    images, per_study = mark_images(images, studies["study_id"], views)
+    log_views_left_out(images.filter(~pl.col("_duplicate") & ~pl.col("_orphan")), views)
+    studies = study_reasons(studies, per_study, text_section=text_section, views=views, source=source)
+    images = images.with_columns(_reason=image_reason(image_source or source, source))
+    all_rejects = sorted_rejects(
+        [
+            *([rejects] if rejects is not None else []),
+            rejected(studies, "study_id", "report_path"),
+            rejected(images, "image_id", "path"),
+        ]
     )
-    listed = images.filter(~pl.col("_duplicate") & ~pl.col("_orphan"))
+    studies = studies.filter(pl.col("_reason").is_null()).with_columns(dataset=pl.lit(dataset)).sort("study_id")
+    check_kept(studies, all_rejects, source)
+    images = kept_images(images, studies, views, images_per_study)
+    labels = empty_table("labels") if labels is None else labels
+    labels = labels.filter(
+        pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(studies["study_id"].implode())
+    )
+    result = IngestResult(
+        studies=conform(studies, "studies"),
+        images=conform(images, "images"),
+        rejects=all_rejects,
+        labels=conform(labels.sort("study_id"), "labels"),
+    )
+    log_counts(dataset, result.studies.height, result.images.height, result.rejects.height, result.labels.height)
+    return result
+
+
+def mark_images(images: pl.DataFrame, study_ids: pl.Series, views: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return `images` with `_duplicate` and `_orphan` (rules 1, 3), and per study its `_images`, `_allowed`, `_views`.
+
+    A caller passing part of the images (the MIMIC reader, chunk by chunk) marks
+    `_duplicate` over all of them first; it is kept.
+    """
+    if "_duplicate" not in images.columns:
+        images = images.with_columns(_duplicate=~pl.col("image_id").is_first_distinct())
+    images = images.with_columns(_orphan=~pl.col("study_id").is_in(study_ids.implode()))
+    per_study = (
+        images.filter(~pl.col("_duplicate") & ~pl.col("_orphan"))
+        .group_by("study_id")
+        .agg(
+            _images=pl.len(),
+            _allowed=pl.col("view").is_in(views).sum(),
+            _views=pl.col("view").unique().sort().str.join(", "),
+        )
+    )
+    return images, per_study
+
+
+def log_views_left_out(listed: pl.DataFrame, views: list[str]) -> None:
+    """Log how many of the `listed` images (not rejected) are of views outside `dataset.views`, by view."""
     outside = listed.filter(~pl.col("view").is_in(views))
     if outside.height:
         counts = ", ".join(f"{view} {n}" for view, n in outside.group_by("view").len().sort("view").rows())
         log.info("left out %d image(s) of views outside dataset.views %s: %s", outside.height, views, counts)
-    per_study = listed.group_by("study_id").agg(
-        _images=pl.len(),
-        _allowed=pl.col("view").is_in(views).sum(),
-        _views=pl.col("view").unique().sort().str.join(", "),
-    )
 
+
+def study_reasons(
+    studies: pl.DataFrame, per_study: pl.DataFrame, *, text_section: str, views: list[str], source: Path | str
+) -> pl.DataFrame:
+    """Return `studies` with `report`, `report_path`, `fault`, image counts and `_reason` (null: kept); rules 1, 2, 4.
+
+    Rule 1 looks only within `studies`: a caller passing part of the studies (the MIMIC
+    reader, chunk by chunk) passes studies whose ids are unique.
+    """
     empty_reason = _empty_text_reason(text_section)
     if "report" in studies.columns:
         empty_reason = pl.lit("empty report: the report text is blank")
@@ -272,7 +324,7 @@ def assemble(
         studies = studies.with_columns(report_path=pl.lit(str(source)))
     if "fault" not in studies.columns:
         studies = studies.with_columns(fault=pl.lit(None, dtype=pl.String))
-    studies = studies.join(per_study, on="study_id", how="left").with_columns(
+    studies = studies.join(per_study, on="study_id", how="left", maintain_order="left").with_columns(
         pl.col("_images", "_allowed").fill_null(0)
     )
     left_out = (
@@ -280,7 +332,7 @@ def assemble(
         .then(pl.format("; its {} image(s) are left out", pl.col("_images")))
         .otherwise(pl.lit(""))
     )
-    studies = studies.with_columns(
+    return studies.with_columns(
         _reason=pl.when(~pl.col("study_id").is_first_distinct())
         .then(pl.lit(f"duplicate study_id in {source}: only its first row is used"))
         .when(pl.col("fault").is_not_null())
@@ -296,32 +348,43 @@ def assemble(
             )
         )
     )
-    images = images.with_columns(
-        _reason=pl.when(pl.col("_duplicate"))
-        .then(pl.lit(f"duplicate image_id in {image_source or source}: only its first row is used"))
+
+
+def image_reason(image_source: Path | str, source: Path | str) -> pl.Expr:
+    """Why a marked image (`mark_images`) is rejected, null if it is not (rules 1, 3)."""
+    return (
+        pl.when(pl.col("_duplicate"))
+        .then(pl.lit(f"duplicate image_id in {image_source}: only its first row is used"))
         .when(pl.col("_orphan"))
         .then(pl.format("no report for its study {} in {}", pl.col("study_id"), pl.lit(str(source))))
     )
-    rejects_parts = [
-        empty_table("rejects"),
-        *([conform(rejects, "rejects")] if rejects is not None else []),
-        studies.filter(pl.col("_reason").is_not_null()).select(
-            rejects_frame(pl.col("study_id"), pl.col("report_path"), pl.col("_reason"))
-        ),
-        images.filter(pl.col("_reason").is_not_null()).select(
-            rejects_frame(pl.col("image_id"), pl.col("path"), pl.col("_reason"))
-        ),
-    ]
-    all_rejects = pl.concat([conform(part, "rejects") for part in rejects_parts]).sort("item", "reason")
 
-    studies = studies.filter(pl.col("_reason").is_null()).with_columns(dataset=pl.lit(dataset)).sort("study_id")
+
+def rejected(table: pl.DataFrame, item: str, path: str) -> pl.DataFrame:
+    """The rejects rows of the rows of `table` with a `_reason`."""
+    return table.filter(pl.col("_reason").is_not_null()).select(
+        rejects_frame(pl.col(item), pl.col(path), pl.col("_reason"))
+    )
+
+
+def sorted_rejects(parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """One rejects table of `parts`, in the contract's columns, sorted by item and reason."""
+    return pl.concat([conform(part, "rejects") for part in [empty_table("rejects"), *parts]]).sort("item", "reason")
+
+
+def check_kept(studies: pl.DataFrame, rejects: pl.DataFrame, source: Path | str) -> None:
+    """Raise DatasetError when no study survived or a patient of the kept studies is in two splits (rule 6)."""
     if studies.height == 0:
-        common = all_rejects.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(3).rows()
+        common = rejects.group_by("reason").len().sort("len", "reason", descending=[True, False]).head(3).rows()
         raise DatasetError(
             f"no study of {source} survived ingest; most common reasons: {common or 'none (the input has no rows)'}. "
             "Check dataset.views, text.section and the input files."
         )
     check_splits(studies, source)
+
+
+def kept_images(images: pl.DataFrame, studies: pl.DataFrame, views: list[str], images_per_study: str) -> pl.DataFrame:
+    """The images kept (rules 4, 5) with their study's patient and split, sorted by study_id and image_id."""
     images = images.filter(pl.col("_reason").is_null() & pl.col("view").is_in(views)).join(
         studies.select("study_id", "patient_id", "split"), on="study_id", how="inner"
     )
@@ -330,26 +393,13 @@ def assemble(
         images = images.sort(pl.col("view").replace_strict(rank, return_dtype=pl.Int32), "image_id").unique(
             "study_id", keep="first"
         )
-    images = images.sort("study_id", "image_id")
-    labels = empty_table("labels") if labels is None else labels
-    labels = labels.filter(
-        pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(studies["study_id"].implode())
-    )
-    result = IngestResult(
-        studies=conform(studies, "studies"),
-        images=conform(images, "images"),
-        rejects=all_rejects,
-        labels=conform(labels.sort("study_id"), "labels"),
-    )
+    return images.sort("study_id", "image_id")
+
+
+def log_counts(dataset: str, studies: int, images: int, rejects: int, labels: int) -> None:
     log.info(
-        "%s: %d studies, %d images, %d rejected at ingest, %d dataset labels",
-        dataset,
-        result.studies.height,
-        result.images.height,
-        result.rejects.height,
-        result.labels.height,
+        "%s: %d studies, %d images, %d rejected at ingest, %d dataset labels", dataset, studies, images, rejects, labels
     )
-    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,18 +26,24 @@ Choices, and why:
   table with source "dataset"; without it there are no dataset labels.
 - **Cost.** Ingest never touches an image: width and height come from the
   metadata's Columns and Rows, and a missing JPEG is rejected by preprocessing.
-  The zip is read one member at a time in file order, each report parsed and
-  its raw text dropped at once, so memory holds only the tables.
+  Memory stays nearly flat as the set grows (benchmarks/datasets.md): the CSVs
+  are decompressed and parsed a block at a time, and `write_mimic_cxr` reads,
+  parses, judges and writes the studies a chunk at a time in their final order,
+  each report's raw text dropped as soon as it is parsed. What is held whole is
+  the per-image keys (ids, split, view, size), the rejects and the labels.
 """
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import logging
 import re
 import struct
+import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,15 +53,23 @@ import polars as pl
 from mtcxr.datasets import IngestResult
 from mtcxr.datasets.errors import DatasetError
 from mtcxr.datasets.manifest import (
-    assemble,
+    check_kept,
     check_section,
     dataset_options,
     dataset_root,
+    image_reason,
+    kept_images,
     labels_from_columns,
+    log_counts,
+    log_views_left_out,
+    mark_images,
+    rejected,
     rejects_frame,
     require_columns,
+    sorted_rejects,
+    study_reasons,
 )
-from mtcxr.tables import SPLITS
+from mtcxr.tables import SPLITS, empty_table, table_writer, write_table
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +80,9 @@ REPORTS_ZIP = "mimic-cxr-reports.zip"
 REPORTS_DIR = "mimic-cxr-reports"
 VIEW_POSITIONS = {"PA": "PA", "AP": "AP", "LATERAL": "LATERAL", "LL": "LL", "XTABLE LATERAL": "LATERAL"}
 REPORT_MEMBER = re.compile(r"(?:^|/)p(\d+)/s(\d+)\.txt$")
-CHUNK = 20_000  # reports parsed per Arrow chunk
+TABLES = ("studies", "images", "rejects", "labels")
+CSV_BLOCK = 1 << 20  # bytes of CSV text parsed at a time
+CHUNK = 10_000  # studies (or images) read, parsed and written per Parquet row group
 
 # ---------------------------------------------------------------------------------------------
 # Report sections
@@ -189,7 +205,23 @@ def _last_paragraph(text: str) -> str | None:
 def read_mimic_cxr(cfg: dict, text_section: str, seed: int) -> IngestResult:
     """Read MIMIC-CXR-JPG metadata, split, CheXpert labels and MIMIC-CXR reports into the contract tables.
 
+    The tables are those `write_mimic_cxr` writes, read back from a temporary folder: the
+    ingest stage calls `write_mimic_cxr` itself so that it never holds them whole.
     `seed` is unused: MIMIC's official split is kept as is.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {name: Path(folder) / f"{name}.parquet" for name in TABLES}
+        write_mimic_cxr(cfg, text_section, paths)
+        return IngestResult(**{name: pl.read_parquet(path) for name, path in paths.items()})
+
+
+def write_mimic_cxr(cfg: dict, text_section: str, paths: Mapping[str, str | Path]) -> None:
+    """Write the studies, images, rejects and labels tables of MIMIC-CXR-JPG to `paths` (keyed by table name).
+
+    The rules are `assemble`'s, applied CHUNK studies at a time in their final order:
+    each chunk's reports are read and parsed, its studies and images judged and written,
+    then dropped. Memory holds the per-image keys (ids, split, view, size), the rejects
+    and the labels, never the report text or the image paths.
     """
     check_section(text_section)
     views, policy = dataset_options(cfg)
@@ -198,28 +230,56 @@ def read_mimic_cxr(cfg: dict, text_section: str, seed: int) -> IngestResult:
     split_path = _find_csv(root, SPLIT, required=True)
     chexpert_path = _find_csv(root, CHEXPERT, required=False)
     reports = _reports_source(cfg, root)
+    files = str(root / "files")
 
-    images, rejects = _images(root, metadata_path, split_path)
-    studies = images.group_by("study_id").agg(
-        patient_id=pl.col("patient_id").first(),
-        split=pl.col("split").first(),
-        study_number=pl.col("study_number").first(),
-    )
-    studies = _read_reports(reports, studies)
+    images, reader_rejects = _images(files, metadata_path, split_path)
+    # Read first, so that a fault in it stops ingest before any table is written.
     labels = _labels(chexpert_path) if chexpert_path else None
     if labels is None:
         log.warning("no %s(.gz) under %s: no dataset labels; labels will be extracted from the reports", CHEXPERT, root)
-    return assemble(
-        studies.drop("study_number"),
-        images.select("image_id", "study_id", "view", "path", "width", "height"),
-        text_section=text_section,
-        views=views,
-        images_per_study=policy,
-        dataset="mimic_cxr",
-        source=metadata_path,
-        labels=labels,
-        rejects=rejects,
+        labels = empty_table("labels")
+    # Marked over all images: a repeated dicom_id may sit in another study, hence another chunk.
+    images = images.with_columns(_duplicate=~pl.col("image_id").is_first_distinct())
+    log_views_left_out(images.filter(~pl.col("_duplicate")), views)
+    studies, image_rows = _by_study(images)
+    kept, rejects, written = [], [reader_rejects], 0
+    with (
+        table_writer("studies", paths["studies"]) as write_studies,
+        table_writer("images", paths["images"]) as write_images,
+    ):
+        for chunk, rows in zip(_with_reports(reports, studies), image_rows, strict=True):
+            chunk_images, per_study = mark_images(images.select(pl.all().gather(rows)), chunk["study_id"], views)
+            chunk = study_reasons(chunk, per_study, text_section=text_section, views=views, source=metadata_path)
+            chunk_images = chunk_images.with_columns(
+                _reason=image_reason(metadata_path, metadata_path), path=_image_path(files)
+            )
+            rejects += [rejected(chunk, "study_id", "report_path"), rejected(chunk_images, "image_id", "path")]
+            chunk = chunk.filter(pl.col("_reason").is_null()).with_columns(dataset=pl.lit("mimic_cxr"))
+            write_studies(chunk)
+            chunk_images = kept_images(chunk_images.drop("patient_id", "split"), chunk, views, policy)
+            write_images(chunk_images)
+            written += chunk_images.height
+            kept.append(chunk.select("study_id", "patient_id", "split"))
+        kept = pl.concat([studies.clear(), *kept])
+        rejects = sorted_rejects(rejects)
+        check_kept(kept, rejects, metadata_path)
+    write_table(rejects, "rejects", paths["rejects"])
+    labels = labels.filter(
+        pl.col("study_id").is_first_distinct() & pl.col("study_id").is_in(kept["study_id"].implode())
     )
+    write_table(labels.sort("study_id"), "labels", paths["labels"])
+    log_counts("mimic_cxr", kept.height, written, rejects.height, labels.height)
+
+
+def _by_study(images: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.Series]]:
+    """Return one row per study, sorted, with the patient and split of its first image (in file order),
+    and for each CHUNK of those studies the row numbers of their images."""
+    order = images.select(pl.int_range(pl.len(), dtype=pl.UInt32).sort_by("study_id", maintain_order=True)).to_series()
+    study_ids = images["study_id"].gather(order)
+    starts = (study_ids != study_ids.shift()).fill_null(True).arg_true()
+    studies = images.select(pl.col("study_id", "patient_id", "split").gather(order.gather(starts)))
+    bounds = [*starts.gather_every(CHUNK).to_list(), len(order)]
+    return studies, [order.slice(start, end - start) for start, end in zip(bounds, bounds[1:])]
 
 
 def _find_csv(root: Path, name: str, required: bool) -> Path | None:
@@ -234,14 +294,40 @@ def _find_csv(root: Path, name: str, required: bool) -> Path | None:
     return None
 
 
-def _scan(path: Path, columns: list[str], fix: str) -> pl.LazyFrame:
-    """Scan the named columns of a CSV (gzipped or not) as strings; DatasetError names a missing column."""
+def _csv_blocks(path: Path, columns: list[str], fix: str, every_column: bool = False) -> Iterator[pl.DataFrame]:
+    """Yield the named columns (or all, with `every_column`) of a CSV, gzipped or not, as strings, a block at a time.
+
+    polars decompresses a gzipped CSV whole before parsing it, so memory would grow with
+    the file; here CSV_BLOCK bytes are decompressed, cut at the last line end outside
+    quotes and parsed at a time. A file without rows yields one empty frame.
+    DatasetError names a missing column or an unreadable file.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    selected = None if every_column else columns
     try:
-        frame = pl.scan_csv(path, infer_schema=False)
-        require_columns(frame.collect_schema().names(), columns, path, fix)
-    except (pl.exceptions.PolarsError, OSError) as error:
+        with opener(path, "rb") as handle:
+            header = handle.readline()
+            names = pl.read_csv(header, infer_schema=False).columns if header.strip() else []
+            require_columns(names, columns, path, fix)
+            rest, blocks = b"", 0
+            while block := handle.read(CSV_BLOCK):
+                rest += block
+                if end := _line_end(rest):
+                    yield pl.read_csv(header + rest[:end], infer_schema=False, columns=selected)
+                    rest, blocks = rest[end:], blocks + 1
+            if rest.strip() or not blocks:
+                yield pl.read_csv(header + rest, infer_schema=False, columns=selected)
+    except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as error:
         raise DatasetError(f"{path} cannot be read as CSV ({error}); re-download it from PhysioNet.") from error
-    return frame.select(columns)
+
+
+def _line_end(data: bytes) -> int:
+    """The position after the last line end of `data` (which starts a line) outside quotes; 0 if none."""
+    end = len(data)
+    while (end := data.rfind(b"\n", 0, end)) >= 0:
+        if data.count(b'"', 0, end) % 2 == 0:
+            return end + 1
+    return 0
 
 
 def _stripped(column: str) -> pl.Expr:
@@ -249,46 +335,28 @@ def _stripped(column: str) -> pl.Expr:
     return pl.when(text.str.len_chars() > 0).then(text)
 
 
-def _images(root: Path, metadata_path: Path, split_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One row per image with its study, patient, split, view, path and size; and the images rejected."""
+def _image_path(files: str) -> pl.Expr:
+    """files/p{first 2 digits}/p{subject_id}/s{study_id}/{dicom_id}.jpg, null where an id is blank."""
+    subject = pl.col("patient_id")
+    parts = [pl.lit(files), pl.lit("/p"), subject.str.slice(0, 2), pl.lit("/p"), subject, pl.lit("/")]
+    return pl.concat_str([*parts, pl.col("study_id"), pl.lit("/"), pl.col("image_id"), pl.lit(".jpg")])
+
+
+def _images(files: str, metadata_path: Path, split_path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One row per listed image with its study, patient, split, view and size (no path); and the rows rejected."""
     fix = "use the file as PhysioNet ships it."
-    metadata = _scan(metadata_path, ["dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns"], fix)
-    splits = _scan(split_path, ["dicom_id", "split"], fix).unique("dicom_id", keep="first")
-    files = str(root / "files")
-    table = (
-        metadata.join(splits, on="dicom_id", how="left")
-        .with_columns(
-            image_id=_stripped("dicom_id"),
-            patient_id=_stripped("subject_id"),
-            study_number=_stripped("study_id"),
-            view=pl.col("ViewPosition")
-            .str.strip_chars()
-            .str.to_uppercase()
-            .replace_strict(VIEW_POSITIONS, default="UNKNOWN"),
-            width=pl.col("Columns").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
-            height=pl.col("Rows").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
-            split=_stripped("split"),
-        )
-        .with_columns(
-            study_id=pl.concat_str([pl.lit("s"), pl.col("study_number")]),
-            path=pl.concat_str(
-                [
-                    pl.lit(files),
-                    pl.lit("/p"),
-                    pl.col("patient_id").str.slice(0, 2),
-                    pl.lit("/p"),
-                    pl.col("patient_id"),
-                    pl.lit("/s"),
-                    pl.col("study_number"),
-                    pl.lit("/"),
-                    pl.col("image_id"),
-                    pl.lit(".jpg"),
-                ]
-            ),
-        )
-        .select("image_id", "study_id", "study_number", "patient_id", "split", "view", "path", "width", "height")
-        .collect()
+    columns = ["dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns"]
+    # Each block is cut down to the columns kept before the next is read.
+    splits = pl.concat(
+        block.select(image_id=_stripped("dicom_id"), split=_stripped("split"))
+        for block in _csv_blocks(split_path, ["dicom_id", "split"], fix)
     )
+    splits = _only(splits, pl.col("image_id").is_first_distinct())
+    table = pl.concat(_compact(block) for block in _csv_blocks(metadata_path, columns, fix))
+    table = table.with_columns(
+        split=table.select("image_id").join(splits, on="image_id", how="left", maintain_order="left")["split"]
+    )
+    table = table.with_row_index("row", offset=1)
     given = table["split"].drop_nulls().unique()
     bad = given.filter(~given.is_in(list(SPLITS))).sort().head(5).to_list()
     if bad:
@@ -296,27 +364,43 @@ def _images(root: Path, metadata_path: Path, split_path: Path) -> tuple[pl.DataF
             f"{split_path}: column 'split' has values {bad}; allowed: {list(SPLITS)}. "
             "Use the official split file as is."
         )
-    named = pl.col("image_id").is_not_null() & pl.col("patient_id").is_not_null() & pl.col("study_number").is_not_null()
+    named = pl.col("image_id").is_not_null() & pl.col("patient_id").is_not_null() & pl.col("study_id").is_not_null()
     row_item = pl.coalesce(pl.col("image_id"), pl.format("{} row {}", pl.lit(metadata_path.name), pl.col("row")))
+    blank = f"blank dicom_id, subject_id or study_id in {metadata_path.name}"
     rejects = pl.concat(
         [
-            table.with_row_index("row", offset=1)
-            .filter(~named)
-            .select(
-                rejects_frame(
-                    row_item, pl.col("path"), f"blank dicom_id, subject_id or study_id in {metadata_path.name}"
-                )
-            ),
+            table.filter(~named).select(rejects_frame(row_item, _image_path(files), blank)),
             table.filter(named & pl.col("split").is_null()).select(
-                rejects_frame(pl.col("image_id"), pl.col("path"), f"no row in {split_path.name}")
+                rejects_frame(pl.col("image_id"), _image_path(files), f"no row in {split_path.name}")
             ),
         ]
     )
-    table = table.filter(named & pl.col("split").is_not_null())
+    table = _only(table, named & pl.col("split").is_not_null()).drop("row")
     unknown = table.filter(pl.col("view") == "UNKNOWN")["image_id"].n_unique()
     if unknown:
         log.info("%d image(s) have a ViewPosition other than PA, AP, LATERAL, LL: view UNKNOWN", unknown)
     return table, rejects
+
+
+def _only(table: pl.DataFrame, keep: pl.Expr) -> pl.DataFrame:
+    """`table` filtered by `keep`, not copied when every row is kept (as in MIMIC's own files)."""
+    mask = table.select(keep.alias("keep"))["keep"]
+    return table if mask.all() else table.filter(mask)
+
+
+def _compact(metadata: pl.DataFrame) -> pl.DataFrame:
+    """The metadata columns ingest keeps: ids, view and size."""
+    return metadata.select(
+        image_id=_stripped("dicom_id"),
+        study_id=pl.concat_str([pl.lit("s"), _stripped("study_id")]),
+        patient_id=_stripped("subject_id"),
+        view=pl.col("ViewPosition")
+        .str.strip_chars()
+        .str.to_uppercase()
+        .replace_strict(VIEW_POSITIONS, default="UNKNOWN"),
+        width=pl.col("Columns").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
+        height=pl.col("Rows").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
+    )
 
 
 def _reports_source(cfg: dict, root: Path) -> Path:
@@ -337,99 +421,106 @@ def _reports_source(cfg: dict, root: Path) -> Path:
     )
 
 
-def _read_reports(source: Path, studies: pl.DataFrame) -> pl.DataFrame:
-    """Return `studies` with findings, impression, fault and report_path from each study's report.
+def _with_reports(source: Path, studies: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """Yield `studies` CHUNK rows at a time, in order, with report_path, findings, impression and fault.
 
-    Parsed sections go into Arrow chunks every CHUNK reports, so Python holds at
-    most one chunk of strings however many reports there are.
+    Each report is parsed as it is read and its raw text dropped, so memory holds one
+    chunk of sections. From a zip, a chunk's members are read in file order.
     """
-    studies = studies.with_row_index("row")
+    patient = pl.col("patient_id")
     member = pl.concat_str(
-        [
-            pl.lit("p"),
-            pl.col("patient_id").str.slice(0, 2),
-            pl.lit("/p"),
-            pl.col("patient_id"),
-            pl.lit("/s"),
-            pl.col("study_number"),
-            pl.lit(".txt"),
-        ]
+        [pl.lit("p"), patient.str.slice(0, 2), pl.lit("/p"), patient, pl.lit("/"), pl.col("study_id"), pl.lit(".txt")]
     )
-    numbers = studies["study_number"].cast(pl.Int64, strict=False).fill_null(-1).to_numpy()
-    order = np.argsort(numbers, kind="stable")
-    sorted_numbers = numbers[order]
-
-    def row_of(number: int) -> int | None:
-        at = int(np.searchsorted(sorted_numbers, number))
-        return int(order[at]) if at < len(sorted_numbers) and sorted_numbers[at] == number else None
-
     if source.is_file():
-        studies = studies.with_columns(report_path=pl.concat_str([pl.lit(f"{source}:files/"), member]))
-        texts = _zip_reports(source, row_of)
-        missing, unreadable = (
-            f"report missing from {source.name}",
-            f"report unreadable in {source.name} (corrupt member)",
-        )
+        prefix = f"{source}:files/"
+        missing = f"report missing from {source.name}"
+        unreadable = f"report unreadable in {source.name} (corrupt member)"
+        texts = _zip_texts(source, studies["study_id"].str.slice(1).cast(pl.Int64, strict=False).fill_null(-1))
     else:
         base = source / "files" if (source / "files").is_dir() else source
-        studies = studies.with_columns(report_path=pl.concat_str([pl.lit(f"{base}/"), member]))
-        texts = _folder_reports(studies["report_path"])
-        missing, unreadable = f"report file missing under {base}", "report file unreadable"
-
-    chunks, rows, sections, readable = [], [], [], []
-    for row, text in texts:
-        rows.append(row)
-        sections.append(parse_report_sections(text) if text is not None else (None, None))
-        readable.append(text is not None)
-        if len(rows) >= CHUNK:
-            chunks.append(_chunk(rows, sections, readable))
-            rows, sections, readable = [], [], []
-    chunks.append(_chunk(rows, sections, readable))
-    parsed = pl.concat(chunks)
-    if studies.height and parsed.height == 0:
+        prefix, missing, unreadable = f"{base}/", f"report file missing under {base}", "report file unreadable"
+        texts = None
+    found = 0
+    for start in range(0, studies.height, CHUNK):
+        chunk = studies.slice(start, CHUNK).with_columns(report_path=pl.concat_str([pl.lit(prefix), member]))
+        read = next(texts) if texts is not None else _folder_texts(chunk["report_path"])
+        sections = _sections(chunk.height, read)
+        found += sections["readable"].count()
+        yield chunk.hstack(sections).with_columns(
+            fault=pl.when(pl.col("readable").is_null())
+            .then(pl.lit(missing))
+            .when(~pl.col("readable"))
+            .then(pl.lit(unreadable))
+        ).drop("readable")
+    if studies.height and found == 0:
+        first = studies.head(1).select(pl.concat_str([pl.lit(prefix), member])).item()
         raise DatasetError(
-            f"none of the {studies.height} studies has a report in {source} (looked for {studies['report_path'][0]}); "
+            f"none of the {studies.height} studies has a report in {source} (looked for {first}); "
             f"download {REPORTS_ZIP} from MIMIC-CXR (PhysioNet) and set dataset.reports to it or to the folder it was "
             "extracted into."
         )
-    studies = studies.join(parsed, on="row", how="left")
-    return studies.with_columns(
-        fault=pl.when(pl.col("readable").is_null())
-        .then(pl.lit(missing))
-        .when(~pl.col("readable"))
-        .then(pl.lit(unreadable))
-        .otherwise(None),
-    ).drop("row", "readable")
 
 
-def _chunk(rows: list[int], sections: list[tuple[str | None, str | None]], readable: list[bool]) -> pl.DataFrame:
-    findings, impression = zip(*sections) if sections else ((), ())
+def _sections(height: int, texts: Iterator[tuple[int, str | None]]) -> pl.DataFrame:
+    """findings, impression and readable (null: no report) of a chunk from its (row, text) pairs."""
+    findings, impression, readable = [None] * height, [None] * height, [None] * height
+    for row, text in texts:
+        readable[row] = text is not None
+        if text is not None:
+            findings[row], impression[row] = parse_report_sections(text)
     return pl.DataFrame(
-        {"row": rows, "findings": list(findings), "impression": list(impression), "readable": readable},
-        schema={"row": pl.UInt32, "findings": pl.String, "impression": pl.String, "readable": pl.Boolean},
+        {"findings": findings, "impression": impression, "readable": readable},
+        schema={"findings": pl.String, "impression": pl.String, "readable": pl.Boolean},
     )
 
 
-def _zip_reports(path: Path, row_of) -> Iterator[tuple[int, str | None]]:
-    """Yield (study row, text) for each wanted report of the zip, in file order; text None if unreadable.
+ZIP_ENTRY = np.dtype([("flags", "u2"), ("method", "u2"), ("crc", "u4"), ("compressed", "i8"), ("offset", "i8")])
 
-    The central directory is streamed entry by entry and each member read straight from
-    its offset, one at a time, so memory does not grow with the number of members
-    (zipfile.ZipFile keeps an object per member, about 0.5 kB each, and its per-member
-    `open` costs five times the inflating itself over 227,835 small files).
+
+def _zip_texts(path: Path, numbers: pl.Series) -> Iterator[Iterator[tuple[int, str | None]]]:
+    """For each CHUNK of study `numbers`, yield its (row in chunk, text) pairs; text None if unreadable.
+
+    Each member is read straight from its offset, a chunk's members in file order (see
+    `_zip_entries` for the central directory).
     """
-    seen: set[int] = set()
     try:
         with open(path, "rb") as directory, open(path, "rb") as data:
-            for name, entry in _central_directory(directory):
-                match = REPORT_MEMBER.search(name)
-                row = row_of(int(match.group(2))) if match else None
-                if row is None or row in seen:
-                    continue
-                seen.add(row)
-                yield row, _member_text(data, entry)
+            entries = _zip_entries(directory, numbers.to_numpy())
+            for start in range(0, len(entries), CHUNK):
+                chunk = entries[start : start + CHUNK]
+                rows = np.flatnonzero(chunk["offset"] >= 0)
+                rows = rows[np.argsort(chunk["offset"][rows], kind="stable")]
+                yield ((row, _member_text(data, entry)) for row, entry in zip(rows.tolist(), chunk[rows].tolist()))
     except (zipfile.BadZipFile, OSError, struct.error) as error:
         raise DatasetError(f"{path} is not a readable zip ({error}); re-download {REPORTS_ZIP}.") from error
+
+
+def _zip_entries(directory: BinaryIO, numbers: np.ndarray) -> np.ndarray:
+    """The zip entry of each study's report by study row (offset -1 where it has none); a repeated member's first.
+
+    The central directory is streamed and matched to the studies CHUNK members at a
+    time, into one fixed-size record per study, so memory does not grow with the number
+    of members (zipfile.ZipFile keeps an object per member, about 0.5 kB each, and its
+    per-member `open` costs five times the inflating itself over 227,835 small files).
+    """
+    order = np.argsort(numbers, kind="stable")
+    sorted_numbers = numbers[order]
+    entries = np.zeros(len(numbers), ZIP_ENTRY)
+    entries["offset"] = -1
+    members = (
+        (int(match.group(2)), entry)
+        for name, entry in _central_directory(directory)
+        if (match := REPORT_MEMBER.search(name))
+    )
+    while len(numbers) and (batch := list(itertools.islice(members, CHUNK))):
+        found = np.array([number for number, _ in batch])
+        at = np.searchsorted(sorted_numbers, found).clip(max=len(numbers) - 1)
+        hit = sorted_numbers[at] == found
+        rows, first = np.unique(order[at[hit]], return_index=True)
+        records = np.array([entry for _, entry in batch], ZIP_ENTRY)[hit][first]
+        free = entries["offset"][rows] < 0
+        entries[rows[free]] = records[free]
+    return entries
 
 
 ZipEntry = tuple[int, int, int, int, int]  # flags, method, crc, compressed size, local header offset
@@ -506,7 +597,7 @@ def _member_text(handle: BinaryIO, entry: ZipEntry) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
-def _folder_reports(paths: pl.Series) -> Iterator[tuple[int, str | None]]:
+def _folder_texts(paths: pl.Series) -> Iterator[tuple[int, str | None]]:
     for row, path in enumerate(paths):
         try:
             yield row, Path(path).read_text(encoding="utf-8", errors="replace")
@@ -517,13 +608,16 @@ def _folder_reports(paths: pl.Series) -> Iterator[tuple[int, str | None]]:
 
 
 def _labels(path: Path) -> pl.DataFrame | None:
-    try:
-        # Label columns as numbers (inferred over the whole file), ids as text.
-        table = pl.read_csv(
-            path, schema_overrides={"subject_id": pl.String, "study_id": pl.String}, infer_schema_length=None
-        )
-    except (pl.exceptions.PolarsError, OSError) as error:
-        raise DatasetError(f"{path} cannot be read as CSV ({error}); re-download it from PhysioNet.") from error
-    require_columns(table.columns, ["study_id"], path, "use the CheXpert CSV as PhysioNet ships it.")
-    table = table.with_columns(study_id=pl.concat_str([pl.lit("s"), pl.col("study_id").str.strip_chars()]))
-    return labels_from_columns(table, path)
+    """The labels contract from the CheXpert CSV, or None when it has no label column.
+
+    Read as text a block at a time (labels_from_columns checks the values): the whole
+    file as numbers would be six times the Int8 labels kept.
+    """
+    prefixed = pl.concat_str([pl.lit("s"), pl.col("study_id").str.strip_chars()])
+    fix = "use the CheXpert CSV as PhysioNet ships it."
+    blocks = [
+        labels_from_columns(block.with_columns(study_id=prefixed), path)
+        for block in _csv_blocks(path, ["study_id"], fix, every_column=True)
+    ]
+    return None if blocks[0] is None else pl.concat(blocks)
+
