@@ -11,10 +11,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that run a model: the pre-flight check runs on every
+# `snakemake` start (a dry run included) and needs only files, not a 2-second torch import.
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +59,28 @@ class Backbone:
     device: torch.device
     logit_scale: float
 
-    @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
         """Return L2-normalised float32 embeddings of a preprocessed image batch."""
-        with _autocast(self.device):
+        import torch
+
+        with torch.inference_mode(), _autocast(self.device):
             features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
         return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
-    @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Return L2-normalised float32 embeddings of report texts (truncated to the context length)."""
-        tokens = self.tokenizer(texts).to(self.device)
-        with _autocast(self.device):
-            features = self.model.encode_text(tokens)
-        return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(texts).to(self.device)
+            with _autocast(self.device):
+                features = self.model.encode_text(tokens)
+            return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
 
 def _autocast(device: torch.device):
+    import torch
+
     # bf16 on GPU halves memory traffic; CPU stays in float32 for exact, portable values.
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -79,6 +89,8 @@ def _autocast(device: torch.device):
 
 def choose_device(requested: str = "auto") -> torch.device:
     """`auto` picks CUDA when present, else the CPU."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -252,6 +264,8 @@ def load_backbone(spec: str, device: str = "auto", demo_dir: str | Path | None =
 
 
 def _embed_dim(model: torch.nn.Module) -> int:
+    import torch
+
     visual = model.visual
     image_size = getattr(visual, "image_size", (224, 224))
     image_size = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
