@@ -1,18 +1,29 @@
 # mtcxr: chest X-ray image <-> report retrieval, from data ingestion to figures.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from mtcxr.config import run_config
+from mtcxr.workflow import check_not_running, stop_on_input_error
 
 min_version("9.0")
 
 
-# The demo config is the default; a --configfile on the command line replaces it whole, so a
-# preset never inherits demo keys (such as extra variants) it did not ask for.
-if not config:
-
-    configfile: "config.yaml"
-
+# config.yaml (the demo) is the default; each --configfile, then --config, overrides only the
+# keys it names. `backbones`, `variants` and a `dataset` that sets `kind` are replaced whole, so
+# a preset gets exactly what it lists (mtcxr.config). The schema fills what is left out.
+configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+with stop_on_input_error():
+    resolved = run_config(
+        default_file=f"{workflow.basedir}/config.yaml",
+        configfiles=workflow.config_settings.configfiles,
+        command_line=workflow.config_settings.config,
+        schema_file=f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+    )
+    config.clear()
+    config.update(resolved)
+    if workflow.is_main_process:
+        check_not_running(config["results"])
 
 
 include: "workflow/rules/common.smk"
@@ -26,6 +37,7 @@ include: "workflow/rules/evaluate.smk"
 # Cheap rules run on the submitting node even under a cluster profile.
 localrules:
     all,
+    evaluate,
     summarize,
     figures,
 
@@ -34,3 +46,15 @@ rule all:
     input:
         final_outputs(),
     default_target: True
+
+
+onstart:
+    mark_running(RESULTS)
+
+
+onsuccess:
+    clear_running(RESULTS)
+
+
+onerror:
+    clear_running(RESULTS)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mtcxr.imaging import BadImage, decode_png, encode_png, image_size, load_grayscale, resize_short_side, to_gray8
 
@@ -145,3 +145,26 @@ def test_oversized_images_are_rejected_before_decoding(tmp_path: Path):
 def test_png_round_trip():
     image = gray(33, 17)
     assert np.array_equal(np.asarray(decode_png(encode_png(image))), np.asarray(image))
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"),
+    [
+        ((2, 20_000), "extreme aspect ratio: 2x20000 (longer/shorter side 10000.0 > images.max_aspect_ratio 5)"),
+        ((1_000_000, 1), "extreme aspect ratio: 1000000x1 (longer/shorter side 1000000.0 > images.max_aspect_ratio 5)"),
+        ((41, 8), "extreme aspect ratio: 41x8 (longer/shorter side 5.12 > images.max_aspect_ratio 5)"),
+    ],
+)
+def test_extreme_aspect_ratios_are_rejected_before_decoding(tmp_path: Path, monkeypatch, size, reason):
+    path = write(tmp_path / "strip.png", Image.new("L", size, 128))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded despite the header check"))
+    with pytest.raises(BadImage) as caught:
+        load_grayscale(path, 256, max_pixels=60_000_000, max_aspect_ratio=5)
+    assert caught.value.reason == reason
+
+
+def test_aspect_ratio_at_the_limit_is_kept(tmp_path: Path):
+    path = write(tmp_path / "five.png", gray(40, 8))
+    assert load_grayscale(path, 64, max_aspect_ratio=5).size == (320, 64)
+    assert load_grayscale(path, 64, max_aspect_ratio=5.0).size == (320, 64)
+    assert load_grayscale(path, 64).size == (320, 64)  # no limit given: none applied (as for `mtcxr search`)

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from mtcxr.cli import main
+from mtcxr.errors import InputError
 from mtcxr.labels import AGREEMENT_SCHEMA, extract_labels, label_file, label_reports
 from mtcxr.tables import CHEXPERT_LABELS, LABELS_SCHEMA, empty_table, write_table
 
@@ -207,7 +208,7 @@ def test_cli_label_csv(tmp_path: Path, reports_frame: pl.DataFrame) -> None:
     assert labels["cardiomegaly"].to_list() == [1, None, None]
     assert labels["pleural_effusion"].to_list() == [0, None, None]
     assert labels["no_finding"].to_list() == [None, None, 1]
-    assert labels["abnormal"].to_list() == [True, True, False]
+    assert labels["abnormal"].to_list() == [True, None, False]  # a null text says nothing about its study
 
 
 def test_cli_label_parquet(tmp_path: Path) -> None:
@@ -222,7 +223,10 @@ def test_cli_label_parquet(tmp_path: Path) -> None:
 def test_label_file_non_utf8_csv(tmp_path: Path) -> None:
     source, output = tmp_path / "latin1.csv", tmp_path / "labels.parquet"
     source.write_bytes(b"uid,report\n1,Caf\xe9 au lait spots; small right pleural effusion \xff\xfe.\n2,No pneumothorax.\n")
-    labels = label_file(source, "uid", "report", output, progress=False)
+    with pytest.raises(InputError, match=r"latin1.csv: not valid utf-8: byte 0xe9 on line 2 .* --encoding latin-1"):
+        label_file(source, "uid", "report", output, progress=False)
+    assert not output.exists()
+    labels = label_file(source, "uid", "report", output, progress=False, encoding="latin-1")
     assert labels.select("uid", "pleural_effusion", "pneumothorax").rows() == [("1", 1, None), ("2", None, 0)]
     assert pl.read_parquet(output).height == 2
 

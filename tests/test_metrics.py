@@ -17,6 +17,7 @@ from mtcxr.metrics import (
     label_set_jaccard,
     mean_rank,
     median_rank,
+    p_value_floor,
     paired_bootstrap,
     precision_at_k,
     recall_at_k,
@@ -243,6 +244,33 @@ def test_paired_bootstrap():
     assert worse["p_value"] < 0.01
     grouped = paired_bootstrap(a, b, n_boot=200, seed=0, groups=np.arange(500) % 2)
     assert grouped["difference"] == pytest.approx(class_balanced(b - a, np.arange(500) % 2))
+
+
+def test_paired_bootstrap_treats_float_noise_as_zero():
+    # 0.1 + 0.2 is 0.30000000000000004: a difference of -5.6e-17 that used to print "-0.000 [...] p=0".
+    noise = {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}
+    assert paired_bootstrap(np.full(40, 0.1 + 0.2), np.full(40, 0.3), n_boot=1000, seed=0) == noise
+    groups = np.arange(40) % 2
+    assert paired_bootstrap(np.full(40, 0.1 + 0.2), np.full(40, 0.3), n_boot=200, seed=0, groups=groups) == noise
+    # The tolerance scales with the values: one ulp of a rank of 5000 is 9.1e-13.
+    ranks = np.full(40, 5000.0)
+    assert paired_bootstrap(ranks, np.nextafter(ranks, np.inf), n_boot=1000, seed=0) == noise
+    # -0.0 is 0.0 too: it would print as "-0.000".
+    assert str(paired_bootstrap(np.zeros(5), -np.zeros(5), n_boot=10)["difference"]) == "0.0"
+    # A real difference of one hit in 1000 queries is kept.
+    one_hit = paired_bootstrap(np.zeros(1000), (np.arange(1000) < 1).astype(float), n_boot=1000, seed=0)
+    assert one_hit == {"difference": 0.001, "ci_low": 0.0, "ci_high": 0.003, "p_value": 0.734}
+
+
+def test_paired_bootstrap_p_value_is_at_least_the_resolution():
+    assert p_value_floor(1000) == 1 / 1001
+    always = {"difference": 1.0, "ci_low": 1.0, "ci_high": 1.0, "p_value": 1 / 1001}
+    assert paired_bootstrap(np.zeros(50), np.ones(50), n_boot=1000, seed=0) == always
+    assert paired_bootstrap(np.ones(50), np.zeros(50), n_boot=200, seed=0) == {
+        "difference": -1.0, "ci_low": -1.0, "ci_high": -1.0, "p_value": 1 / 201}
+    # Above the floor p is twice the fraction of resamples at or across zero, exactly.
+    assert paired_bootstrap(np.zeros(40), (np.arange(40) < 3).astype(float), n_boot=1000, seed=0) == {
+        "difference": 0.075, "ci_low": 0.0, "ci_high": 0.175, "p_value": 0.07}
 
 
 # --- normal / abnormal separation -----------------------------------------------------------------

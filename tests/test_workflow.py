@@ -88,6 +88,30 @@ def test_forcerun_reruns_a_stage_and_what_follows(tiny_results):
     assert "embed_images " not in text.split("Job stats")[-1]
 
 
+@pytest.mark.slow
+def test_html_report_builds(tiny_results):
+    """README: `snakemake --report results/report.html` after a run."""
+    report = tiny_results / "report.html"
+    done = subprocess.run([*SNAKEMAKE, "--report", str(report), "--configfile", "tests/configs/tiny.yaml",
+                           "--config", f"results={tiny_results}"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = report.read_text()
+    for name in ("summary.csv", "paired_vs_zeroshot.csv", "tsne_demo.png", "recall_at_k.png"):
+        assert name in html
+
+
+@pytest.mark.slow
+def test_zeroshot_head_is_seeded(tiny_results):
+    """Two runs of train_head for the untrained zeroshot variant write identical weights."""
+    weights = tiny_results / "models/demo/zeroshot/head.safetensors"
+    first = weights.read_bytes()
+    again = subprocess.run([*SNAKEMAKE, "--cores", "1", "--nolock", str(weights), "--forcerun", "train_head",
+                            "--configfile", "tests/configs/tiny.yaml", "--config", f"results={tiny_results}"],
+                           cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert weights.read_bytes() == first
+
+
 def test_lint_finds_nothing():
     lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -7,7 +7,6 @@ paired bootstrap against `zeroshot`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import polars as pl
 from mtcxr import metrics
 from mtcxr.embeddings import read_embeddings
 from mtcxr.heads import load_heads
+from mtcxr.index import read_index_info
 from mtcxr.tables import CHEXPERT_LABELS, read_table
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def evaluate_retrieval(
 ) -> pl.DataFrame:
     """Compute i2t, t2i and normal/abnormal metrics of one index; write and return the summary rows."""
     folder = Path(index_dir)
-    info = json.loads((folder / "index.json").read_text())
+    info = read_index_info(folder)
     image_ids, images, _ = read_embeddings(folder / "images.parquet", "image_id")
     image_studies = pl.read_parquet(folder / "images.parquet", columns=["study_id"])["study_id"].to_numpy()
     _, texts, _ = read_embeddings(folder / "texts.parquet", "text_id")

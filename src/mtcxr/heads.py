@@ -29,11 +29,15 @@ class ResidualProjector(nn.Module):
 class ProjectionHeads(nn.Module):
     """Image and text projectors, a normal/abnormal classifier on the image side, a learnable temperature."""
 
-    def __init__(self, dim: int, hidden_dim: int, logit_scale: float = 100.0):
+    def __init__(self, dim: int, hidden_dim: int, logit_scale: float = 100.0, *, seed: int):
         super().__init__()
-        self.image = ResidualProjector(dim, hidden_dim)
-        self.text = ResidualProjector(dim, hidden_dim)
-        self.classifier = nn.Linear(dim, 1)
+        # Initialised under a forked CPU RNG seeded with `seed`, so the weights depend on the seed alone:
+        # never on, and without changing, the global torch RNG state (the untrained `zeroshot` head too).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that also reseeds CUDA
+            self.image = ResidualProjector(dim, hidden_dim)
+            self.text = ResidualProjector(dim, hidden_dim)
+            self.classifier = nn.Linear(dim, 1)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale), dtype=torch.float32))
         self.config = {"dim": dim, "hidden_dim": hidden_dim, "logit_scale": logit_scale}
 
@@ -58,7 +62,8 @@ def load_heads(weights_path: str | Path, config_path: str | Path) -> tuple[Proje
     from safetensors.torch import load_file
 
     config = json.loads(Path(config_path).read_text())
-    heads = ProjectionHeads(config["dim"], config["hidden_dim"], config["logit_scale"])
+    # Any seed: every initial weight is replaced by the file's.
+    heads = ProjectionHeads(config["dim"], config["hidden_dim"], config["logit_scale"], seed=0)
     heads.load_state_dict(load_file(str(weights_path)))
     return heads.eval(), config
 

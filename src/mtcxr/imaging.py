@@ -29,7 +29,9 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def load_grayscale(path: str | Path, short_side: int, max_pixels: int = 50_000_000) -> Image.Image:
+def load_grayscale(
+    path: str | Path, short_side: int, *, max_pixels: int | None = None, max_aspect_ratio: float | None = None
+) -> Image.Image:
     """Return the image at `path` as mode-L with its shorter side resized to `short_side`.
 
     JPEGs use PIL's draft mode, which lets the decoder skip DCT coefficients and
@@ -37,6 +39,11 @@ def load_grayscale(path: str | Path, short_side: int, max_pixels: int = 50_000_0
     image decodes at 1/8 scale when the target is 256 px. Other formats decode in
     full and are shrunk with an integer box reduction before the bicubic resize.
     An EXIF orientation tag is applied, so phone photos of films come out upright.
+
+    Both limits are checked on the header, before any pixel is decoded (None: no limit).
+    `max_pixels` bounds the decoded size and `max_aspect_ratio` (longer / shorter side)
+    the cached one, which is `short_side` by at most `short_side * max_aspect_ratio`:
+    a 1 x 1,000,000 strip would otherwise be resized to 256 x 256,000,000.
     """
     path = Path(path)
     if not path.exists():
@@ -47,8 +54,7 @@ def load_grayscale(path: str | Path, short_side: int, max_pixels: int = 50_000_0
         raise BadImage("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                raise BadImage(f"oversized: {image.width}x{image.height} exceeds the pixel limit of {max_pixels}")
+            _check_header(image.size, max_pixels, max_aspect_ratio)
             if image.format == "JPEG":
                 image.draft("L", _draft_size(image.size, short_side))
             image.load()
@@ -78,6 +84,20 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
             return width, height
     except Exception:  # noqa: BLE001 - any failure here means "size unknown", never a crash at ingest
         return None
+
+
+def _check_header(size: tuple[int, int], max_pixels: int | None, max_aspect_ratio: float | None) -> None:
+    """Raise `BadImage` if a (width, height) from the header exceeds either limit."""
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise BadImage(f"oversized: {width}x{height} exceeds the pixel limit of {max_pixels}")
+    longer, shorter = max(width, height), min(width, height)
+    # Compared without dividing, so a (malformed) zero side is rejected rather than a ZeroDivisionError.
+    if max_aspect_ratio is not None and longer > max_aspect_ratio * shorter:
+        ratio = round(longer / shorter, 2) if shorter else float("inf")
+        raise BadImage(
+            f"extreme aspect ratio: {width}x{height} (longer/shorter side {ratio} > images.max_aspect_ratio {max_aspect_ratio:g})"
+        )
 
 
 def _draft_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:

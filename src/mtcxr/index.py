@@ -1,15 +1,18 @@
-"""Stage `build_index`: FAISS exact inner-product indexes over the test gallery, and `mtcxr search`.
+"""Stage `build_index`: FAISS exact inner-product indexes over the test gallery (`mtcxr search` is in search.py).
 
 An index folder holds `images.faiss` + `images.parquet` (image_id, study_id, projected vector),
 `texts.faiss` + `texts.parquet` (one row per distinct normalised report: text_id, the studies
 sharing it, the text, projected vector), `prototypes.npy` (mean projected normal and abnormal
-train reports) and `index.json` (backbone, variant, head files).
+train reports) and `index.json` (backbone, variant, head files). The file paths in `index.json` are
+relative to the index folder, so a results folder still works after it is moved or copied; read them
+with `read_index_info`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -17,11 +20,14 @@ import faiss
 import numpy as np
 import polars as pl
 
-from mtcxr.embeddings import read_embeddings, write_embeddings
+from mtcxr.embeddings import write_embeddings
 from mtcxr.heads import load_heads, project
 from mtcxr.pairs import load_split
 
 log = logging.getLogger(__name__)
+
+# index.json entries that name files; stored relative to the index folder.
+PATH_KEYS = ("head_weights", "head_config", "demo_dir")
 
 
 def normalize_report(text: str) -> str:
@@ -90,8 +96,8 @@ def build_index(
     np.save(out / "prototypes.npy", prototypes.astype(np.float32))
     (out / "index.json").write_text(json.dumps({
         **metadata, "split": split, "frontal_only": frontal_only, "images": len(images), "texts": len(first),
-        "head_weights": str(Path(head_weights).resolve()), "head_config": str(Path(head_config).resolve()),
-        "demo_dir": str(Path(demo_dir).resolve()) if demo_dir else None, "trained": head_cfg.get("trained", False),
+        "head_weights": _relative(head_weights, out), "head_config": _relative(head_config, out),
+        "demo_dir": _relative(demo_dir, out) if demo_dir else None, "trained": head_cfg.get("trained", False),
     }, indent=2) + "\n")
     log.info("%s/%s index: %d images, %d distinct reports (%d studies)", backbone_name, variant, len(images), len(first), len(of_study))
 
@@ -103,36 +109,21 @@ def _mean_or_zero(vectors: np.ndarray) -> np.ndarray:
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
-def search_cli(index_dir: str, image: str | None, text: str | None, k: int = 5) -> None:
-    """`mtcxr search`: embed a query image (or report) and print the k nearest reports (or images)."""
-    import torch
+def _relative(path: str | Path, folder: Path) -> str:
+    """`path` relative to `folder`, so the pair can move together."""
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
 
-    from mtcxr.backbone import load_backbone
-    from mtcxr.imaging import load_grayscale
 
+def read_index_info(index_dir: str | Path) -> dict:
+    """Read an index folder's `index.json`, with its file paths resolved against the folder.
+
+    Absolute paths (indexes written before paths were relative) are kept as they are.
+    """
     folder = Path(index_dir)
-    info_path = folder / "index.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path} not found; --index must be a folder written by build_index, "
-                                "e.g. results/index/demo/multitask")
-    info = json.loads(info_path.read_text())
-    backbone = load_backbone(info["spec"], demo_dir=info.get("demo_dir"))
-    heads, _ = load_heads(info["head_weights"], info["head_config"])
-    if image is not None:
-        pixels = backbone.preprocess(load_grayscale(image, max(backbone.model.visual.image_size)))
-        query = project(heads.image, backbone.encode_images(pixels[None]))
-        index, table = faiss.read_index(str(folder / "texts.faiss")), folder / "texts.parquet"
-        ids, _, _ = read_embeddings(table, "text_id")
-        rows = pl.read_parquet(table, columns=["text_id", "study_ids", "report"])
-    else:
-        query = project(heads.text, backbone.encode_texts([text]))
-        index, table = faiss.read_index(str(folder / "images.faiss")), folder / "images.parquet"
-        rows = pl.read_parquet(table, columns=["image_id", "study_id"])
-    scores, found = index.search(query.astype(np.float32), min(k, index.ntotal))
-    with torch.no_grad():
-        for rank, (score, row) in enumerate(zip(scores[0], found[0]), start=1):
-            hit = rows.row(int(row), named=True)
-            if image is not None:
-                print(f"{rank}\t{score:.4f}\t{hit['study_ids']}\t{hit['report']}")
-            else:
-                print(f"{rank}\t{score:.4f}\t{hit['image_id']}\t{hit['study_id']}")
+    info = json.loads((folder / "index.json").read_text())
+    if not isinstance(info, dict):
+        raise ValueError(f"{folder / 'index.json'} holds a JSON {type(info).__name__}, not an object")
+    for key in PATH_KEYS:
+        if info.get(key):
+            info[key] = str((folder / info[key]).resolve())
+    return info

@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mtcxr.errors import InputError
+
 
 def log_to_file(path: str | Path, level: int = logging.INFO) -> None:
     """Send logging (and uncaught exceptions) to `path`, the rule's `log:` file."""
@@ -20,6 +22,8 @@ def log_to_file(path: str | Path, level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def log_uncaught(kind, error, traceback):
-        logging.getLogger("mtcxr").error("stopped: %s", error, exc_info=(kind, error, traceback))
+        # A fault in the user's input is its message alone; anything else is a bug, with its traceback.
+        details = None if isinstance(error, InputError) else (kind, error, traceback)
+        logging.getLogger("mtcxr").error("stopped: %s", error, exc_info=details)
 
     sys.excepthook = log_uncaught

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 # Upper bound on the elements of one block of bootstrap resample indices (int64): 32 MiB, so a
 # Q=50k, n_boot=1000 bootstrap runs in bounded memory instead of a 400 MB index matrix.
 _BOOTSTRAP_CHUNK_ELEMENTS = 1 << 22
+# Paired differences within this fraction of the values' magnitude are float rounding, not effects.
+# A mean of Q float64 values is off by about log2(Q)·2.2e-16 of their scale (numpy sums pairwise):
+# under 1e-14 for Q up to 10^9. A real difference of means over Q queries of a metric that moves in
+# steps of 1/k (Recall, Precision@k, ...) is at least about 1 / (k·Q): 1e-9 for Q = 10^6, k = 1000.
+# 1e-12 sits two orders of magnitude above the noise and three below the smallest real effect.
+PAIRED_ZERO_TOLERANCE = 1e-12
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,6 +360,11 @@ def bootstrap_ci(
     return value, low, high
 
 
+def p_value_floor(n_boot: int) -> float:
+    """Return 1 / (n_boot + 1), the smallest p-value a bootstrap of `n_boot` resamples can resolve."""
+    return 1.0 / (n_boot + 1)
+
+
 def paired_bootstrap(
     per_query_a: np.ndarray,
     per_query_b: np.ndarray,
@@ -369,21 +380,35 @@ def paired_bootstrap(
     resampling is stratified. `p_value` is two-sided: twice the fraction of resamples whose
     difference is zero or of the opposite sign to the observed one, capped at 1 (1 when the observed
     difference is 0). Counting zero differences against the effect keeps the test conservative
-    for 0/1 metrics such as Recall@k; the smallest reportable non-zero value is 2 / n_boot.
+    for 0/1 metrics such as Recall@k. No resample crossing zero means p is below the bootstrap's
+    resolution, so p is at least `p_value_floor(n_boot)` = 1 / (n_boot + 1), never 0.
+
+    Differences (observed, resampled and the interval's bounds) within `PAIRED_ZERO_TOLERANCE`
+    times the largest |value| are float rounding and are exactly 0.0: identical metrics computed
+    along different float paths give difference 0, interval [0, 0] and p = 1, not a sign.
     """
     a = np.asarray(per_query_a, dtype=np.float64)
     b = np.asarray(per_query_b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired arrays must have the same shape, got {a.shape} and {b.shape}")
     difference, distribution = _bootstrap_distribution(b - a, n_boot, seed, np.mean, groups)
-    low, high = _percentile_interval(distribution, level)
+    tolerance = PAIRED_ZERO_TOLERANCE * max(float(np.abs(a).max()), float(np.abs(b).max()))
+
+    def snap(value: float) -> float:
+        # `0.0 if ...` also turns -0.0 into 0.0, which would otherwise print as "-0.000".
+        return 0.0 if abs(value) <= tolerance else value
+
+    difference = snap(difference)
+    distribution = np.where(np.abs(distribution) <= tolerance, 0.0, distribution)
+    low, high = (snap(bound) for bound in _percentile_interval(distribution, level))
     if difference > 0:
         p_value = 2.0 * float(np.mean(distribution <= 0))
     elif difference < 0:
         p_value = 2.0 * float(np.mean(distribution >= 0))
     else:
         p_value = 1.0
-    return {"difference": difference, "ci_low": low, "ci_high": high, "p_value": min(1.0, p_value)}
+    p_value = min(1.0, max(p_value_floor(n_boot), p_value))
+    return {"difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mtcxr.imaging import BadImage, encode_png, load_grayscale
+from mtcxr.imaging import BadImage, encode_png, image_size, load_grayscale
 from mtcxr.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,30 @@ def preprocess_shard(
     output_rejects: str | Path,
     shard: int,
     n_shards: int,
-    cache_size: int = 256,
-    max_pixels: int = 60_000_000,
-    on_bad_item: str = "reject",
+    *,
+    cache_size: int,
+    max_pixels: int,
+    max_aspect_ratio: float,
+    on_bad_item: str,
     threads: int = 1,
 ) -> tuple[int, int]:
-    """Decode shard `shard` of `n_shards`; write pixels and rejects; return (written, rejected)."""
+    """Decode shard `shard` of `n_shards`; write pixels and rejects; return (written, rejected).
+
+    The limits have no defaults here: the config schema is their one home (`images.*`, `on_bad_item`).
+    """
     rows = shard_rows(read_table(images_path, "images"), shard, n_shards)
 
-    def decode(row: dict):
+    def decode(row: dict) -> tuple[dict, tuple[int, int, bytes] | None, str | None]:
+        # Encoding here too runs it on the pool and keeps any MemoryError an item-level fault.
         try:
-            return row, load_grayscale(row["path"], cache_size, max_pixels), None
+            image = load_grayscale(row["path"], cache_size, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio)
+            return row, (image.width, image.height, encode_png(image)), None
         except BadImage as error:
             return row, None, error.reason
+        except MemoryError:
+            # One pathological file must not take the whole shard (and its other images) down with it.
+            size = image_size(row["path"])
+            return row, None, "out of memory decoding the image" + (f" ({size[0]}x{size[1]} px)" if size else "")
 
     rejects, written = [], 0
     Path(output_pixels).parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +80,8 @@ def preprocess_shard(
         pending: list[dict] = []
         # PIL releases the GIL while decoding, so threads use the rule's cores without process overhead.
         results = pool.map(decode, rows.iter_rows(named=True))
-        for row, image, reason in tqdm(results, total=rows.height, desc=f"preprocess shard {shard}", unit="img"):
-            if image is None:
+        for row, cached, reason in tqdm(results, total=rows.height, desc=f"preprocess shard {shard}", unit="img"):
+            if cached is None:
                 if on_bad_item == "fail":
                     raise BadItemError(f"image {row['image_id']} ({row['path']}): {reason}. Set on_bad_item: reject to skip such items.")
                 rejects.append({"item": row["image_id"], "path": row["path"], "stage": "preprocess_images", "reason": reason})
@@ -81,9 +92,9 @@ def preprocess_shard(
                     "study_id": row["study_id"],
                     "split": row["split"],
                     "view": row["view"],
-                    "width": image.width,
-                    "height": image.height,
-                    "png": encode_png(image),
+                    "width": cached[0],
+                    "height": cached[1],
+                    "png": cached[2],
                 }
             )
             if len(pending) >= WRITE_EVERY:

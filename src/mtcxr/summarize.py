@@ -73,11 +73,32 @@ def paired_against_baseline(metric_files: list[str], query_files: list[str], n_b
             test = metrics.paired_bootstrap(a["value"].to_numpy(), b["value"].to_numpy(), n_boot, seed, groups=classes)
             name = f"balanced_{metric}" if groups else metric
             rows.append({"backbone": backbone, "variant": variant, "baseline": BASELINE, "task": task, "metric": name,
-                         "k": k, **test, "n_queries": a.height})
+                         "k": k, **test, "n_boot": n_boot, "n_queries": a.height})
+    # n_boot travels with each p-value: p = 1 / (n_boot + 1) means "below the bootstrap's resolution".
     schema = {"backbone": pl.String, "variant": pl.String, "baseline": pl.String, "task": pl.String, "metric": pl.String,
               "k": pl.Int64, "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-              "p_value": pl.Float64, "n_queries": pl.Int64}
+              "p_value": pl.Float64, "n_boot": pl.Int64, "n_queries": pl.Int64}
     return pl.DataFrame(rows, schema=schema)
+
+
+def _fixed(value: float, signed: bool = False) -> str:
+    """Return `value` to 3 decimals (with its sign if `signed`); anything that rounds to zero is "0.000", never "-0.000"."""
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    return "0.000" if float(text) == 0 else text
+
+
+def _p_text(p_value: float, n_boot: int) -> str:
+    """Return "p = 0.0123", or "p < 0.001" when p is at the floor of a bootstrap of `n_boot` resamples."""
+    if p_value <= metrics.p_value_floor(n_boot) * (1 + 1e-9):
+        # No resample crossed zero, so p is below resolution; 1/n_boot (> the floor 1/(n_boot+1)) reads as p < 0.001.
+        return f"p < {1 / n_boot:.3g}"
+    return f"p = {p_value:.3g}"
+
+
+def _paired_cell(test: dict) -> str:
+    """Return "difference [low, high] p" for one row of the paired table."""
+    return (f"{_fixed(test['difference'], True)} [{_fixed(test['ci_low'], True)}, {_fixed(test['ci_high'], True)}] "
+            f"{_p_text(test['p_value'], test['n_boot'])}")
 
 
 def _cell(summary: pl.DataFrame, backbone: str, variant: str, task: str, metric: str, k: int | None) -> str:
@@ -87,8 +108,8 @@ def _cell(summary: pl.DataFrame, backbone: str, variant: str, task: str, metric:
         return "–"
     row = match.row(0, named=True)
     if row["ci_low"] is None:
-        return f"{row['value']:.3f}"
-    return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        return _fixed(row["value"])
+    return f"{_fixed(row['value'])} [{_fixed(row['ci_low'])}, {_fixed(row['ci_high'])}]"
 
 
 def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.DataFrame) -> str:
@@ -116,8 +137,7 @@ def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.Dat
                 cells = []
                 for task, metric, k in paired_columns:
                     hit = tests.filter((pl.col("variant") == variant) & (pl.col("task") == task) & (pl.col("metric") == metric) & (pl.col("k") == k))
-                    cells.append("–" if not hit.height else
-                                 f"{hit['difference'][0]:+.3f} [{hit['ci_low'][0]:+.3f}, {hit['ci_high'][0]:+.3f}] p={hit['p_value'][0]:.3g}")
+                    cells.append(_paired_cell(hit.row(0, named=True)) if hit.height else "–")
                 lines.append(f"| {variant} | " + " | ".join(cells) + " |")
             lines.append("")
     if rejects.height:

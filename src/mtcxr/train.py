@@ -62,9 +62,8 @@ def fit_heads(
     unknown = set(weights) - set(LOSS_NAMES)
     if unknown:
         raise ValueError(f"unknown loss(es) {sorted(unknown)} in the variant's `losses`; choose from {list(LOSS_NAMES)}")
-    torch.manual_seed(seed)
     torch_device = choose_device(device)
-    heads = ProjectionHeads(train.image_vectors.shape[1], hidden_dim, logit_scale).to(torch_device)
+    heads = ProjectionHeads(train.image_vectors.shape[1], hidden_dim, logit_scale, seed=seed).to(torch_device)
     abnormal_rate = float(train.image_abnormal.mean()) if len(train.image_ids) else 0.5
     # pos_weight = negatives / positives: the BCE treats both classes as equally frequent.
     pos_weight = (1 - abnormal_rate) / max(abnormal_rate, 1e-6)
@@ -143,7 +142,7 @@ def train_head(
                                    device=train_cfg.get("device", "auto"), **hyper)
     else:
         log.info("%s: no training; the untrained head is the identity (zero-shot backbone)", variant)
-        heads = ProjectionHeads(train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale)
+        heads = ProjectionHeads(train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale, seed=seed)
         history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64)})
     Path(output_weights).parent.mkdir(parents=True, exist_ok=True)
     extra = {"variant": variant, "losses": weights, "trained": bool(variant_cfg.get("train", True) and weights),

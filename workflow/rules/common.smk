@@ -1,7 +1,10 @@
 # Input functions, wildcard constraints and the pre-flight check shared by every rule.
-from mtcxr.workflow import preflight, demo_backbone_used
+from mtcxr.workflow import clear_running, demo_backbone_used, mark_running, preflight, stop_on_input_error
 
-preflight(config)
+# Backbones and the dataset as a whole are checked before any job starts; what ingest reads
+# is its input, so that a changed manifest, image, CSV or reports zip reruns it.
+with stop_on_input_error():
+    INGEST_INPUTS = preflight(config)
 
 RESULTS = config["results"]
 SHARDS = list(range(config["images"]["shards"]))
@@ -47,6 +50,15 @@ def index_dirs(wildcards):
 
 def index_folders(wildcards):
     return [folder for variants in index_dirs(wildcards).values() for folder in variants.values()]
+
+
+def ingest_inputs(wildcards):
+    return INGEST_INPUTS
+
+
+def metric_tables(wildcards):
+    """Every backbone x variant metrics table: the inputs of the `evaluate` target."""
+    return expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet", backbone=BACKBONES, variant=VARIANTS)
 
 
 def final_outputs():

@@ -24,7 +24,7 @@ rule build_index:
         "../scripts/build_index.py"
 
 
-rule evaluate:
+rule evaluate_variant:
     input:
         index=f"{RESULTS}/index/{{backbone}}/{{variant}}",
         labels=f"{RESULTS}/labels/labels.parquet",
@@ -50,9 +50,15 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+# `snakemake evaluate`: every variant of every backbone evaluated, not yet summarised.
+rule evaluate:
+    input:
+        metric_tables,
+
+
 rule summarize:
     input:
-        metrics=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet", backbone=BACKBONES, variant=VARIANTS),
+        metrics=metric_tables,
         queries=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet", backbone=BACKBONES, variant=VARIANTS),
         rejects=all_reject_tables,
     output:

@@ -1,4 +1,6 @@
 rule ingest:
+    input:
+        ingest_inputs,
     output:
         studies=f"{RESULTS}/data/studies.parquet",
         images=f"{RESULTS}/data/images.parquet",
@@ -34,6 +36,7 @@ rule preprocess_images:
         shards=config["images"]["shards"],
         cache_size=config["images"]["cache_size"],
         max_pixels=config["images"]["max_pixels"],
+        max_aspect_ratio=config["images"]["max_aspect_ratio"],
         on_bad_item=config["on_bad_item"],
     log:
         f"{RESULTS}/logs/preprocess_images/shard-{{shard}}.log",

@@ -12,6 +12,7 @@ preprocess_shard(
     n_shards=snakemake.params.shards,
     cache_size=snakemake.params.cache_size,
     max_pixels=snakemake.params.max_pixels,
+    max_aspect_ratio=snakemake.params.max_aspect_ratio,
     on_bad_item=snakemake.params.on_bad_item,
     threads=snakemake.threads,
 )

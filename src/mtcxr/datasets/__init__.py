@@ -25,10 +25,13 @@ class IngestResult:
         return cls(*(empty_table(name) for name in ("studies", "images", "rejects", "labels")))
 
 
-def read_dataset(dataset_cfg: dict, text_section: str, seed: int, work_dir: str | None = None) -> IngestResult:
+def read_dataset(dataset_cfg: dict, text_section: str, seed: int, work_dir: str | None = None,
+                 image_headers: bool = True) -> IngestResult:
     """Read the dataset described by the config's `dataset:` mapping into contract tables.
 
-    `work_dir` is where a generated dataset (synthetic) writes its image files.
+    `work_dir` is where a generated dataset (synthetic) writes its image files. With
+    `image_headers=False` the IU X-ray and manifest readers open no image (width and
+    height stay null).
     """
     from mtcxr.datasets.errors import DatasetError
 
@@ -44,9 +47,9 @@ def read_dataset(dataset_cfg: dict, text_section: str, seed: int, work_dir: str 
     if kind == "iu_xray":
         from mtcxr.datasets.iu_xray import read_iu_xray
 
-        return read_iu_xray(dataset_cfg, text_section, seed)
+        return read_iu_xray(dataset_cfg, text_section, seed, image_headers=image_headers)
     if kind == "manifest":
         from mtcxr.datasets.manifest import read_manifest
 
-        return read_manifest(dataset_cfg, text_section, seed)
+        return read_manifest(dataset_cfg, text_section, seed, image_headers=image_headers)
     raise DatasetError(f"dataset.kind is {kind!r}; choose one of {list(KINDS)} in the config's `dataset:` section.")

@@ -66,8 +66,12 @@ def deidentified_text(column: str) -> pl.Expr:
     return clean_text(text.str.replace_all(r"X{4,}(?:[\s,/-]*X{4,})*", PLACEHOLDER))
 
 
-def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
-    """Read the IU X-ray Kaggle layout under `dataset.root` into the contract tables."""
+def read_iu_xray(cfg: dict, text_section: str, seed: int, image_headers: bool = True) -> IngestResult:
+    """Read the IU X-ray Kaggle layout under `dataset.root` into the contract tables.
+
+    With `image_headers=False` no image is opened and width and height stay null (the
+    workflow's pre-flight check).
+    """
     check_section(text_section)
     views, policy = dataset_options(cfg)
     root = dataset_root(cfg, "iu_xray")
@@ -126,8 +130,11 @@ def read_iu_xray(cfg: dict, text_section: str, seed: int) -> IngestResult:
         .then(pl.col("frontal").fill_null("PA"))
         .otherwise(pl.col("projection"))
     )
-    widths, heights = header_sizes(images["path"].to_list())
-    images = images.with_columns(width=pl.Series(widths, dtype=pl.Int32), height=pl.Series(heights, dtype=pl.Int32))
+    widths, heights = header_sizes(images["path"].to_list() if image_headers else [])
+    images = images.with_columns(
+        width=pl.Series(widths, dtype=pl.Int32) if image_headers else pl.lit(None, dtype=pl.Int32),
+        height=pl.Series(heights, dtype=pl.Int32) if image_headers else pl.lit(None, dtype=pl.Int32),
+    )
     return assemble(
         studies.drop("frontal"),
         images.select("image_id", "study_id", "view", "path", "width", "height"),

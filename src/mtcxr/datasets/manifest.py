@@ -22,6 +22,7 @@ Manifest rules (DESIGN §7):
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ import polars as pl
 
 from mtcxr.datasets import IngestResult
 from mtcxr.datasets.errors import DatasetError
+from mtcxr.datasets.views import canonical_view
 from mtcxr.datasets.splits import DEFAULT_FRACTIONS, SplitLeakError, assign_patient_splits, check_split_hygiene
 from mtcxr.imaging import image_size
 from mtcxr.tables import (
@@ -251,7 +253,7 @@ def assemble(
     """
     views = list(views)
     images, per_study = mark_images(images, studies["study_id"], views)
-    log_views_left_out(images.filter(~pl.col("_duplicate") & ~pl.col("_orphan")), views)
+    log_views_left_out(images.filter(~pl.col("_duplicate") & ~pl.col("_orphan") & pl.col("fault").is_null()), views)
     studies = study_reasons(studies, per_study, text_section=text_section, views=views, source=source)
     images = images.with_columns(_reason=image_reason(image_source or source, source))
     all_rejects = sorted_rejects(
@@ -279,20 +281,25 @@ def assemble(
 
 
 def mark_images(images: pl.DataFrame, study_ids: pl.Series, views: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Return `images` with `_duplicate` and `_orphan` (rules 1, 3), and per study its `_images`, `_allowed`, `_views`.
+    """Return `images` with `_duplicate`, `_orphan` and `fault` (rules 1, 3), and per study `_images`, `_allowed`, `_views`.
+
+    `fault` is a reason the reader found for one image (an unknown view); such an image
+    counts among its study's images but not among its allowed ones.
 
     A caller passing part of the images (the MIMIC reader, chunk by chunk) marks
     `_duplicate` over all of them first; it is kept.
     """
     if "_duplicate" not in images.columns:
         images = images.with_columns(_duplicate=~pl.col("image_id").is_first_distinct())
+    if "fault" not in images.columns:
+        images = images.with_columns(fault=pl.lit(None, dtype=pl.String))
     images = images.with_columns(_orphan=~pl.col("study_id").is_in(study_ids.implode()))
     per_study = (
         images.filter(~pl.col("_duplicate") & ~pl.col("_orphan"))
         .group_by("study_id")
         .agg(
             _images=pl.len(),
-            _allowed=pl.col("view").is_in(views).sum(),
+            _allowed=(pl.col("view").is_in(views) & pl.col("fault").is_null()).sum(),
             _views=pl.col("view").unique().sort().str.join(", "),
         )
     )
@@ -357,6 +364,8 @@ def image_reason(image_source: Path | str, source: Path | str) -> pl.Expr:
         .then(pl.lit(f"duplicate image_id in {image_source}: only its first row is used"))
         .when(pl.col("_orphan"))
         .then(pl.format("no report for its study {} in {}", pl.col("study_id"), pl.lit(str(source))))
+        .when(pl.col("fault").is_not_null())
+        .then(pl.col("fault"))
     )
 
 
@@ -418,8 +427,12 @@ MANIFEST_COLUMNS = (
 )
 
 
-def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
-    """Read the manifest named by `dataset.manifest` into the contract tables (rules in the module docstring)."""
+def read_manifest(cfg: dict, text_section: str, seed: int, image_headers: bool = True) -> IngestResult:
+    """Read the manifest named by `dataset.manifest` into the contract tables (rules in the module docstring).
+
+    With `image_headers=False` no image is opened and width and height stay null: the
+    workflow's pre-flight check reads the manifest this way before any job starts.
+    """
     check_section(text_section)
     views, policy = dataset_options(cfg)
     path = _manifest_path(cfg)
@@ -469,12 +482,16 @@ def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
         path=pl.when(pl.col("image_path").str.starts_with("/"))
         .then(pl.col("image_path"))
         .otherwise(pl.concat_str([pl.lit(base), pl.col("image_path")], separator="/")),
-        view=_views(table, path),
         split=_splits(table, path, cfg.get("split_fractions"), seed),
     )
+    view, fault = _views(table)
+    table = table.with_columns(view=view, fault=fault)
     check_splits(table.select("patient_id", "split"), path)
-    widths, heights = header_sizes(table["path"].to_list())
-    table = table.with_columns(width=pl.Series(widths, dtype=pl.Int32), height=pl.Series(heights, dtype=pl.Int32))
+    widths, heights = header_sizes(table["path"].to_list() if image_headers else [])
+    table = table.with_columns(
+        width=pl.Series(widths, dtype=pl.Int32) if image_headers else pl.lit(None, dtype=pl.Int32),
+        height=pl.Series(heights, dtype=pl.Int32) if image_headers else pl.lit(None, dtype=pl.Int32),
+    )
 
     sections = [column for column in ("findings", "impression", "report") if column in table.columns]
     table = table.with_columns([clean_text(column).alias(column) for column in sections])
@@ -501,7 +518,7 @@ def read_manifest(cfg: dict, text_section: str, seed: int) -> IngestResult:
     labels = labels_from_columns(label_rows, path)
     return assemble(
         studies,
-        table.select("image_id", "study_id", "view", "path", "width", "height"),
+        table.select("image_id", "study_id", "view", "path", "width", "height", "fault"),
         text_section=text_section,
         views=views,
         images_per_study=policy,
@@ -522,33 +539,62 @@ def _manifest_path(cfg: dict) -> Path:
 
 
 def _read_manifest_file(path: Path) -> pl.DataFrame:
+    """Read a CSV/TSV (gzipped or not) or Parquet manifest, all columns as strings; raise DatasetError with the fix."""
     suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.stat().st_size == 0:
+        raise DatasetError(f"dataset.manifest {path} is empty (0 bytes); write its header and one row per image.")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pl.read_parquet(path)
-        if path.suffix.lower() in (".csv", ".tsv") or suffixes in (".csv.gz", ".tsv.gz"):
+            table = pl.read_parquet(path)
+        elif path.suffix.lower() in (".csv", ".tsv") or suffixes in (".csv.gz", ".tsv.gz"):
+            _check_utf8(path)
             separator = "\t" if ".tsv" in suffixes else ","
             # All strings: ids like 00123 must not become integers.
-            return pl.read_csv(path, infer_schema=False, separator=separator)
+            table = pl.read_csv(path, infer_schema=False, separator=separator)
+        else:
+            raise DatasetError(
+                f"dataset.manifest {path} is neither CSV (.csv, .csv.gz, .tsv) nor Parquet (.parquet); convert it to one."
+            )
     except (pl.exceptions.PolarsError, OSError) as error:
         raise DatasetError(
             f"{path} cannot be read as a manifest ({error}); check that it is a valid CSV or Parquet file."
         ) from error
-    raise DatasetError(
-        f"dataset.manifest {path} is neither CSV (.csv, .csv.gz, .tsv) nor Parquet (.parquet); convert it to one."
-    )
+    if table.height == 0:
+        raise DatasetError(f"dataset.manifest {path} has a header ({', '.join(table.columns)}) but no rows; "
+                           "add one row per image.")
+    return table
 
 
-def _views(table: pl.DataFrame, path: Path) -> pl.Expr:
+def _check_utf8(path: Path) -> None:
+    """Raise DatasetError naming the line of the first byte that is not UTF-8, and how to convert the file."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte = line[error.start : error.start + 1].hex()
+                raise DatasetError(
+                    f"{path} is not UTF-8: line {number} has the byte 0x{byte} (a latin-1 or Windows-1252 file?). "
+                    f"Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`, "
+                    "and point dataset.manifest at the new file."
+                ) from None
+
+
+def _views(table: pl.DataFrame) -> tuple[pl.Expr, pl.Expr]:
+    """(view, fault) expressions: the view mapped from its spelling (datasets.views), and why it is unknown."""
     if "view" not in table.columns:
-        return pl.lit("UNKNOWN")
-    views = table["view"].str.to_uppercase().fill_null("UNKNOWN")
-    bad = views.filter(~views.is_in(list(VIEWS))).unique().sort().head(5).to_list()
-    if bad:
-        raise DatasetError(
-            f"{path}: column 'view' has values {bad}; allowed: {list(VIEWS)} (any case; blank means UNKNOWN)."
+        return pl.lit("UNKNOWN"), pl.lit(None, dtype=pl.String)
+    view = canonical_view(pl.col("view"))
+    fault = pl.when(view.is_null()).then(
+        pl.format(
+            "unknown view {}: not a chest radiograph view mtcxr knows (PA, AP, LATERAL, LL, UNKNOWN or a spelling "
+            "of one, such as AP Supine, PA erect, LAT); correct the view column or leave it blank for UNKNOWN",
+            pl.col("view").map_elements(repr, return_dtype=pl.String),
         )
-    return pl.col("view").str.to_uppercase().fill_null("UNKNOWN")
+    )
+    # An unknown view keeps its own spelling, so that its study's reason names it.
+    return pl.coalesce(view, pl.col("view").str.to_uppercase()), fault
 
 
 def _splits(table: pl.DataFrame, path: Path, fractions: dict | None, seed: int) -> pl.Expr:

@@ -52,6 +52,7 @@ import polars as pl
 
 from mtcxr.datasets import IngestResult
 from mtcxr.datasets.errors import DatasetError
+from mtcxr.datasets.views import canonical_view
 from mtcxr.datasets.manifest import (
     check_kept,
     check_section,
@@ -78,7 +79,6 @@ SPLIT = "mimic-cxr-2.0.0-split.csv"
 CHEXPERT = "mimic-cxr-2.0.0-chexpert.csv"
 REPORTS_ZIP = "mimic-cxr-reports.zip"
 REPORTS_DIR = "mimic-cxr-reports"
-VIEW_POSITIONS = {"PA": "PA", "AP": "AP", "LATERAL": "LATERAL", "LL": "LL", "XTABLE LATERAL": "LATERAL"}
 REPORT_MEMBER = re.compile(r"(?:^|/)p(\d+)/s(\d+)\.txt$")
 TABLES = ("studies", "images", "rejects", "labels")
 CSV_BLOCK = 1 << 20  # bytes of CSV text parsed at a time
@@ -226,10 +226,7 @@ def write_mimic_cxr(cfg: dict, text_section: str, paths: Mapping[str, str | Path
     check_section(text_section)
     views, policy = dataset_options(cfg)
     root = dataset_root(cfg, "mimic_cxr")
-    metadata_path = _find_csv(root, METADATA, required=True)
-    split_path = _find_csv(root, SPLIT, required=True)
-    chexpert_path = _find_csv(root, CHEXPERT, required=False)
-    reports = _reports_source(cfg, root)
+    metadata_path, split_path, chexpert_path, reports = mimic_cxr_files(cfg)
     files = str(root / "files")
 
     images, reader_rejects = _images(files, metadata_path, split_path)
@@ -269,6 +266,18 @@ def write_mimic_cxr(cfg: dict, text_section: str, paths: Mapping[str, str | Path
     )
     write_table(labels.sort("study_id"), "labels", paths["labels"])
     log_counts("mimic_cxr", kept.height, written, rejects.height, labels.height)
+
+
+def mimic_cxr_files(cfg: dict) -> tuple[Path, Path, Path | None, Path]:
+    """Return the (metadata, split, CheXpert or None, reports) files ingest reads, or raise DatasetError.
+
+    `reports` is the reports zip, or the folder its files were extracted into.
+    """
+    root = dataset_root(cfg, "mimic_cxr")
+    metadata_path = _find_csv(root, METADATA, required=True)
+    split_path = _find_csv(root, SPLIT, required=True)
+    chexpert_path = _find_csv(root, CHEXPERT, required=False)
+    return metadata_path, split_path, chexpert_path, _reports_source(cfg, root)
 
 
 def _by_study(images: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.Series]]:
@@ -394,10 +403,9 @@ def _compact(metadata: pl.DataFrame) -> pl.DataFrame:
         image_id=_stripped("dicom_id"),
         study_id=pl.concat_str([pl.lit("s"), _stripped("study_id")]),
         patient_id=_stripped("subject_id"),
-        view=pl.col("ViewPosition")
-        .str.strip_chars()
-        .str.to_uppercase()
-        .replace_strict(VIEW_POSITIONS, default="UNKNOWN"),
+        # MIMIC's ViewPosition vocabulary is closed: what is not a PA, AP or lateral
+        # spelling (decubitus, oblique, "AP AXIAL", blank) is UNKNOWN, not a fault.
+        view=canonical_view(pl.col("ViewPosition"), blank="UNKNOWN", unknown="UNKNOWN"),
         width=pl.col("Columns").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
         height=pl.col("Rows").cast(pl.Float64, strict=False).cast(pl.Int32, strict=False),
     )

@@ -6,10 +6,12 @@ import hashlib
 
 import polars as pl
 
+from mtcxr.errors import InputError
+
 DEFAULT_FRACTIONS = {"train": 0.7, "validate": 0.1, "test": 0.2}
 
 
-class SplitLeakError(ValueError):
+class SplitLeakError(InputError, ValueError):
     """A patient appears in more than one split."""
 
 

@@ -1,0 +1,182 @@
+"""The run's config: the workflow's `config.yaml` overridden by `--configfile` and `--config`, checked.
+
+Snakemake's convention: `config.yaml` is the default, and every `--configfile` (in order),
+then `--config`, overrides only the keys it names, merging mappings key by key. Two kinds
+of key are replaced whole instead, so that a preset gets exactly what it lists and never
+inherits demo entries:
+
+- the named collections `backbones` and `variants`: a config that names one gives the
+  whole collection;
+- `dataset` when the override sets `dataset.kind`: a dataset section describes one kind
+  of data (a MIMIC root, a manifest, the synthetic generator's sizes).
+
+`--config` values arrive as YAML strings (`train='{epochs: 4}'` gives `'4'`); each is
+converted to the type the schema declares before validation. Defaults live in the schema
+only (`workflow/schemas/config.schema.yaml`) and fill every key a config leaves out.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from mtcxr.errors import InputError
+
+REPLACED_WHOLE = ("backbones", "variants")
+
+
+class ConfigError(InputError, ValueError):
+    """The config as a whole is unusable; the message names the key and the fix."""
+
+
+def merged(base: Mapping, override: Mapping) -> dict:
+    """Return `base` updated with `override`, recursively for mappings (Snakemake's update_config)."""
+    result = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def layered(default: Mapping, override: Mapping) -> dict:
+    """Return `default` overridden by `override`, replacing named collections and a re-kinded dataset whole."""
+    base = copy.deepcopy(dict(default))
+    for key in REPLACED_WHOLE:
+        if key in override:
+            base.pop(key, None)
+    if isinstance(override.get("dataset"), Mapping) and "kind" in override["dataset"]:
+        base.pop("dataset", None)
+    return merged(base, override)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Return the mapping in a YAML config file, or raise ConfigError naming the file."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"config file {path} cannot be read ({error}); fix it or leave it out.") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} holds a {type(loaded).__name__}, not a mapping of keys to values.")
+    return loaded
+
+
+def run_config(default_file: str | Path, configfiles: Iterable[str | Path], command_line: Mapping,
+               schema_file: str | Path) -> dict:
+    """Return the checked config of a run: `default_file`, then each of `configfiles`, then `command_line`.
+
+    `configfiles` may list `default_file` itself (Snakemake passes it on to cluster jobs):
+    it is skipped, so that a job resolves exactly the config its submitting process did.
+    """
+    default_path = Path(default_file).resolve()
+    override: dict = {}
+    for path in configfiles:
+        if Path(path).resolve() != default_path:
+            override = merged(override, load_yaml(path))
+    override = merged(override, dict(command_line))
+    schema = load_yaml(schema_file)
+    config = layered(load_yaml(default_file), override)
+    config = coerced(config, schema)
+    validate(config, schema)
+    with_defaults(config, schema)
+    check_variants(config, loss_names(schema))
+    return config
+
+
+def loss_names(schema: Mapping) -> list[str]:
+    """The losses a variant may weight, as the schema lists them."""
+    return list(schema["properties"]["variants"]["additionalProperties"]["properties"]["losses"]["properties"])
+
+
+def coerced(value, schema: Mapping):
+    """Return `value` with strings converted where the schema wants an integer, a number or a boolean."""
+    kind = schema.get("type")
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {
+            key: coerced(item, properties.get(key, extra if isinstance(extra, Mapping) else {}))
+            for key, item in value.items()
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [coerced(item, schema["items"]) for item in value]
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                return _number(text)
+        except ValueError:
+            return value
+        if kind == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if kind == "array" or kind == "object":
+            parsed = yaml.safe_load(text)
+            if isinstance(parsed, (list, dict)):
+                return coerced(parsed, schema)
+    return value
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def validate(config: Mapping, schema: Mapping) -> None:
+    """Raise ConfigError, one paragraph naming the key, for the first way `config` breaks `schema`."""
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    described = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+    hint = f" ({described})" if described else ""
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        hint = f"; known keys here: {', '.join(allowed)}" if allowed else hint
+    raise ConfigError(
+        f"config key {key}: {error.message}{hint}. Fix it in config.yaml, your --configfile or --config; "
+        "every key is described in workflow/schemas/config.schema.yaml."
+    )
+
+
+def with_defaults(config: dict, schema: Mapping) -> None:
+    """Fill, in place, every key the config leaves out with its schema default, recursively."""
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict):
+            with_defaults(config[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, Mapping):
+        for key, item in config.items():
+            if key not in properties and isinstance(item, dict):
+                with_defaults(item, extra)
+
+
+def check_variants(config: Mapping, losses: list[str]) -> None:
+    """Raise ConfigError for a trained variant without a positive loss, or a run without `zeroshot`."""
+    variants = config["variants"]
+    if "zeroshot" not in variants:
+        raise ConfigError("variants: `zeroshot` is missing; it is the baseline every variant is compared against. "
+                          "Add `zeroshot: {train: false}`.")
+    for name, variant in variants.items():
+        if not variant.get("train", True):
+            continue
+        weights = variant.get("losses") or {}
+        if not any(weight > 0 for weight in weights.values()):
+            raise ConfigError(
+                f"variants.{name} trains (train: true) but has no loss with a weight above 0 "
+                f"(losses: {weights or 'none'}), so its heads would stay the identity and it would repeat zeroshot. "
+                f"Give it at least one of {', '.join(losses)} with a positive weight, or set train: false."
+            )

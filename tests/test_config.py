@@ -1,0 +1,134 @@
+"""The run's config: Snakemake's override convention, presets kept exact, --config strings typed, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtcxr.config import ConfigError, coerced, layered, load_yaml, run_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "config.yaml"
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+
+
+def resolve(*configfiles: Path, **command_line) -> dict:
+    return run_config(DEFAULT, list(configfiles), command_line, SCHEMA)
+
+
+def write(tmp_path: Path, name: str, content: dict) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def test_command_line_overrides_only_the_keys_it_names():
+    config = resolve(results="results_small", train={"epochs": "4"})
+    default = load_yaml(DEFAULT)
+    assert config["results"] == "results_small"
+    assert config["train"]["epochs"] == 4 and isinstance(config["train"]["epochs"], int)
+    assert config["train"]["learning_rate"] == default["train"]["learning_rate"]
+    assert list(config["variants"]) == list(default["variants"])
+    assert config["dataset"]["synthetic"] == default["dataset"]["synthetic"]
+
+
+def test_partial_configfile_merges_over_the_default(tmp_path: Path):
+    partial = write(tmp_path, "partial.yaml", {"evaluate": {"bootstrap": 200}, "images": {"shards": 3}})
+    config = resolve(partial)
+    assert config["evaluate"]["bootstrap"] == 200 and config["evaluate"]["ks"] == [1, 5, 10, 50]
+    assert config["images"] == {"shards": 3, "cache_size": 128, "max_pixels": 60000000, "max_aspect_ratio": 5}
+    assert config["dataset"]["kind"] == "synthetic"
+
+
+def test_preset_is_exact(tmp_path: Path):
+    config = resolve(REPO / "configs/mimic_cxr.yaml")
+    assert config["backbones"] == {"biomedclip": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"}
+    assert config["dataset"]["kind"] == "mimic_cxr" and "demo" not in config["backbones"]
+    assert config["results"] == "results/mimic_cxr"
+    # a preset listing fewer variants than the demo gets exactly those
+    small = write(tmp_path, "small.yaml", {"variants": {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1}}}})
+    assert list(resolve(small)["variants"]) == ["zeroshot", "clip"]
+
+
+def test_dataset_with_a_kind_replaces_the_demo_dataset(tmp_path: Path):
+    config = resolve(dataset={"kind": "manifest", "manifest": "m.csv"})
+    assert config["dataset"]["manifest"] == "m.csv"
+    assert config["dataset"]["split_fractions"] == {"train": 0.7, "validate": 0.1, "test": 0.2}  # the schema default
+    views_only = resolve(dataset={"views": ["PA"]})
+    assert views_only["dataset"]["kind"] == "synthetic" and views_only["dataset"]["views"] == ["PA"]
+
+
+def test_default_file_passed_again_is_skipped(tmp_path: Path):
+    """Snakemake hands cluster jobs --configfiles <preset> config.yaml: the job must resolve the same config."""
+    preset = REPO / "configs/iu_xray.yaml"
+    assert resolve(preset, DEFAULT) == resolve(preset)
+
+
+@pytest.mark.parametrize(
+    ("value", "schema", "expected"),
+    [
+        ("4", {"type": "integer"}, 4),
+        ("0.5", {"type": "number"}, 0.5),
+        ("2", {"type": "number"}, 2),
+        ("1e-3", {"type": "number"}, 0.001),
+        ("true", {"type": "boolean"}, True),
+        ("False", {"type": "boolean"}, False),
+        (["1", "5"], {"type": "array", "items": {"type": "integer"}}, [1, 5]),
+        ("[1, 5]", {"type": "array", "items": {"type": "integer"}}, [1, 5]),
+        ("four", {"type": "integer"}, "four"),
+        ("PA", {"enum": ["PA", "AP"]}, "PA"),
+    ],
+)
+def test_strings_are_typed_by_the_schema(value, schema, expected):
+    assert coerced(value, schema) == expected
+
+
+def test_layered_replaces_collections_whole():
+    default = {"backbones": {"demo": "demo"}, "train": {"epochs": 40, "batch_size": 256}}
+    assert layered(default, {"backbones": {"clip": "ViT-B-16"}, "train": {"epochs": 2}}) == {
+        "backbones": {"clip": "ViT-B-16"},
+        "train": {"epochs": 2, "batch_size": 256},
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"train": {"epochs": "four"}}, r"^config key train\.epochs: 'four' is not of type 'integer'\. Fix it in"),
+        ({"train": {"epoch": 4}}, r"^config key train: .*'epoch' was unexpected.*known keys here: .*epochs"),
+        ({"on_bad_item": "skip"}, r"^config key on_bad_item: 'skip' is not one of \['reject', 'fail'\]"),
+    ],
+)
+def test_schema_errors_are_one_paragraph_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        resolve(**override)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{"losses": {}}, {"losses": {"clip": 0, "bce": 0.0}}, {}, {"train": True, "losses": {"supcon": 0}}],
+)
+def test_variant_without_a_positive_loss_is_refused(variant):
+    with pytest.raises(ConfigError, match=r"^variants\.broken trains \(train: true\) but has no loss with a weight above 0"):
+        resolve(variants={"zeroshot": {"train": False}, "broken": variant})
+
+
+def test_untrained_variant_needs_no_loss():
+    config = resolve(variants={"zeroshot": {"train": False}, "frozen": {"train": False, "losses": {}}})
+    assert config["variants"]["frozen"] == {"train": False, "losses": {}}
+    assert resolve()["variants"]["clip"] == {"losses": {"clip": 1.0}, "train": True}  # the schema default filled
+
+
+def test_missing_zeroshot_is_refused():
+    with pytest.raises(ConfigError, match="`zeroshot` is missing"):
+        resolve(variants={"clip": {"losses": {"clip": 1.0}}})
+
+
+def test_unreadable_configfile_is_named(tmp_path: Path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {epochs: 4\n")
+    with pytest.raises(ConfigError, match=f"config file {broken} cannot be read"):
+        resolve(broken)

@@ -1,0 +1,179 @@
+"""The workflow as a user drives it from the shell: README commands, config overrides, faults before any job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtcxr.workflow import RUN_MARKER, check_not_running, clear_running, mark_running
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True)
+
+
+def jobs_planned(done: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from a dry run's job-stats table."""
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("job ") and "count" in line)
+    counts = {}
+    for line in lines[start + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def assert_message_alone(done: subprocess.CompletedProcess, message: str) -> None:
+    """The run stopped with status 1 and `message`, and no traceback or Snakemake exception dump."""
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"mtcxr: error: {message}" in done.stderr, done.stderr
+    for noise in ("Traceback", 'File "', "CalledProcessError", "Exception", "properties:"):
+        assert noise not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3, done.stderr
+
+
+def test_config_value_from_the_command_line(tmp_path: Path):
+    """README: `snakemake --cores all --config results=results_small` keeps config.yaml for the rest."""
+    done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path / 'results_small'}")
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    assert counts["train_head"] == 5 and counts["preprocess_images"] == 2  # config.yaml: 5 variants, 2 shards
+    assert str(tmp_path / "results_small") in done.stdout
+
+
+def test_nested_config_value_is_typed(tmp_path: Path):
+    done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path}", "train={epochs: 4}")
+    assert done.returncode == 0, done.stderr
+    assert "'4' is not of type" not in done.stderr
+
+
+def test_partial_configfile_overrides_only_its_keys(tmp_path: Path):
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(f"results: {tmp_path / 'r'}\nimages: {{shards: 3}}\n")
+    done = snakemake("-n", "--cores", "all", "--configfile", str(partial))
+    assert done.returncode == 0, done.stderr
+    assert jobs_planned(done)["preprocess_images"] == 3
+
+
+def test_evaluate_target_rule(tmp_path: Path):
+    """README: `snakemake --cores all evaluate` runs up to the metrics of every variant, not the summary."""
+    done = snakemake("-n", "--cores", "all", "evaluate", "--config", f"results={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    assert counts["evaluate_variant"] == 5 and counts["evaluate"] == 1
+    assert "summarize" not in counts and "figures" not in counts
+
+
+def test_schema_error_is_one_paragraph(tmp_path: Path):
+    done = snakemake("-n", "--config", f"results={tmp_path}", "train={epochs: four}")
+    assert_message_alone(done, "config key train.epochs: 'four' is not of type 'integer'")
+
+
+def test_variant_with_no_loss_is_refused_before_any_job(tmp_path: Path):
+    variants = "variants={zeroshot: {train: false}, clip: {losses: {clip: 1.0}}, nothing: {losses: {clip: 0}}}"
+    done = snakemake("-n", "--config", f"results={tmp_path}", variants)
+    assert_message_alone(done, "variants.nothing trains (train: true) but has no loss with a weight above 0")
+
+
+def test_preset_with_its_data_missing_stops_with_the_path(tmp_path: Path):
+    done = snakemake("-n", "--configfile", "configs/iu_xray.yaml", "--config", f"results={tmp_path}")
+    preset = yaml.safe_load((REPO / "configs/iu_xray.yaml").read_text())
+    assert_message_alone(done, f"dataset.root {preset['dataset']['root']} is not a folder")
+
+
+def test_empty_mimic_root_stops_before_any_job(tmp_path: Path):
+    root = tmp_path / "mimic"
+    root.mkdir()
+    done = snakemake("-n", "--configfile", "configs/mimic_cxr.yaml", "--config", f"results={tmp_path / 'r'}",
+                     f"dataset={{kind: mimic_cxr, root: {root}}}", "backbones={demo: demo}")
+    assert_message_alone(done, f"{root}/mimic-cxr-2.0.0-metadata.csv(.gz) does not exist")
+
+
+def test_profile_resources_name_existing_rules():
+    rules = set(snakemake("--list-rules").stdout.split())
+    assert {"ingest", "evaluate", "evaluate_variant", "train_head"} <= rules
+    for profile in ("profiles/slurm/profile.yaml", "profiles/slurm/config.v8+.yaml"):
+        named = set(yaml.safe_load((REPO / profile).read_text())["set-resources"])
+        assert named and named <= rules, named - rules
+
+
+def test_gpu_is_asked_for_only_by_rules_that_use_it():
+    text = (REPO / "workflow/rules/embed.smk").read_text()
+    pretrain = text[text.index("rule pretrain_demo_backbone:") : text.index("rule embed_images:")]
+    assert "gpu=" not in pretrain
+    assert text.count("gpu=1") == 2  # embed_images, embed_texts
+
+
+def test_a_live_run_on_the_same_results_is_named(tmp_path: Path):
+    results = tmp_path / "results"
+    # a live process whose command line names snakemake, standing in for a running workflow
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake"])
+    try:
+        results.mkdir()
+        host = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+        (results / RUN_MARKER).write_text(f"{host} {runner.pid}\n")
+        done = snakemake("-n", "--config", f"results={results}")
+        assert_message_alone(done, f"another Snakemake run (process {runner.pid} on {host}) is writing {results}")
+        assert "Do not use --unlock or --rerun-incomplete" in done.stderr
+    finally:
+        runner.kill()
+        runner.wait()
+    time.sleep(0.1)
+    done = snakemake("-n", "--config", f"results={results}")  # the marker of a dead run is ignored
+    assert done.returncode == 0, done.stderr
+
+
+def test_run_marker_lifecycle(tmp_path: Path):
+    mark_running(tmp_path)
+    assert (tmp_path / RUN_MARKER).is_file()
+    check_not_running(tmp_path)  # our own marker does not stop us
+    clear_running(tmp_path)
+    assert not (tmp_path / RUN_MARKER).exists()
+
+
+@pytest.mark.slow
+def test_real_run_clears_its_marker(tmp_path: Path):
+    results = tmp_path / "results"
+    done = snakemake("--cores", "1", f"{results}/data/studies.parquet", "--configfile", "tests/configs/tiny.yaml",
+                     "--config", f"results={results}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (results / "data/studies.parquet").is_file() and not (results / RUN_MARKER).exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"report,view\nNormal.,PA\n", "{manifest} lacks column(s) ['image_path']"),
+        (b"image_path,report,patient_id,split\na.png,Normal.,p1,train\nb.png,Effusion.,p1,test\n",
+         "1 patient(s) in {manifest} appear in more than one split: p1 (test/train)"),
+        (b"image_path,report\n", "dataset.manifest {manifest} has a header (image_path, report) but no rows"),
+        (b"", "dataset.manifest {manifest} is empty (0 bytes)"),
+        (b"image_path,report\na.png,Caf\xe9 normal.\n", "{manifest} is not UTF-8: line 2 has the byte 0xe9"),
+    ],
+    ids=["no-image-path", "patient-in-two-splits", "header-only", "empty", "latin-1"],
+)
+def test_whole_manifest_faults_stop_before_any_job(tmp_path: Path, content: bytes, message: str):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes(content)
+    done = snakemake("-n", "--configfile", "configs/manifest.yaml", "--config", f"results={tmp_path / 'r'}",
+                     f"dataset={{kind: manifest, manifest: {manifest}}}", "backbones={demo: demo}")
+    assert_message_alone(done, message.format(manifest=manifest))
+
+
+def test_unknown_view_under_fail_stops_before_any_job(tmp_path: Path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image_path,report,view\na.png,Normal.,AP Supine\nb.png,Effusion.,Axial\n")
+    done = snakemake("-n", "--configfile", "configs/manifest.yaml", "--config", f"results={tmp_path / 'r'}",
+                     f"dataset={{kind: manifest, manifest: {manifest}}}", "backbones={demo: demo}", "on_bad_item=fail")
+    assert_message_alone(done, "2 item(s) rejected at ingest, first: b.png: ")
+    assert "b.png: unknown view 'Axial': not a chest radiograph view" in done.stderr
