@@ -32,6 +32,7 @@ include: "workflow/rules/labels.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/xtra.smk"
 
 
 # Cheap rules run on the submitting node even under a cluster profile.
@@ -40,6 +41,7 @@ localrules:
     evaluate,
     summarize,
     figures,
+    xtra_figure,
 
 
 rule all:

@@ -193,7 +193,7 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path):
     results = tmp_path / "results"
     backbones = tmp_path / "backbones.yaml"
     spec = f"local-dir:{tiny_biomedclip}"
-    backbones.write_text(yaml.safe_dump({"backbones": {"demo": "demo", "biomedclip": spec}}))
+    backbones.write_text(yaml.safe_dump({"backbones": {"demo": "demo", "biomedclip": spec}, "xtra": {"variants": []}}))
     command = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "2", "--configfile", "tests/configs/tiny.yaml",
                str(backbones), "--config", f"results={results}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -201,7 +201,7 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path):
 
     summary = pl.read_csv(results / "metrics/summary.csv")
     pairs = set(summary.select("backbone", "variant").unique().iter_rows())
-    assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask")}
+    assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask", "xtra")}
     for name, dim, expected_spec in (("demo", 32, "demo"), ("biomedclip", 48, spec)):
         ids, vectors, meta = read_embeddings([results / f"embeddings/{name}/images-{i}.parquet" for i in range(2)], "image_id")
         assert vectors.shape == (len(ids), dim) and meta["dim"] == dim

@@ -48,7 +48,8 @@ def test_preset_is_exact(tmp_path: Path):
     assert config["dataset"]["kind"] == "mimic_cxr" and "demo" not in config["backbones"]
     assert config["results"] == "results/mimic_cxr"
     # a preset listing fewer variants than the demo gets exactly those
-    small = write(tmp_path, "small.yaml", {"variants": {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1}}}})
+    small = write(tmp_path, "small.yaml", {"variants": {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1}}},
+                                           "xtra": {"variants": []}})
     assert list(resolve(small)["variants"]) == ["zeroshot", "clip"]
 
 
@@ -113,18 +114,18 @@ def test_schema_errors_are_one_paragraph_naming_the_key(override, message):
 )
 def test_variant_without_a_positive_loss_is_refused(variant):
     with pytest.raises(ConfigError, match=r"^variants\.broken trains \(train: true\) but has no loss with a weight above 0"):
-        resolve(variants={"zeroshot": {"train": False}, "broken": variant})
+        resolve(variants={"zeroshot": {"train": False}, "broken": variant, "xtra": {"losses": {"clip": 1}}})
 
 
 def test_untrained_variant_needs_no_loss():
-    config = resolve(variants={"zeroshot": {"train": False}, "frozen": {"train": False, "losses": {}}})
+    config = resolve(variants={"zeroshot": {"train": False}, "frozen": {"train": False, "losses": {}}}, xtra={"variants": []})
     assert config["variants"]["frozen"] == {"train": False, "losses": {}}
     assert resolve()["variants"]["clip"] == {"losses": {"clip": 1.0}, "train": True}  # the schema default filled
 
 
 def test_missing_zeroshot_is_refused():
     with pytest.raises(ConfigError, match="`zeroshot` is missing"):
-        resolve(variants={"clip": {"losses": {"clip": 1.0}}})
+        resolve(variants={"clip": {"losses": {"clip": 1.0}}, "xtra": {"losses": {"clip": 1}}})
 
 
 def test_unreadable_configfile_is_named(tmp_path: Path):
@@ -132,3 +133,9 @@ def test_unreadable_configfile_is_named(tmp_path: Path):
     broken.write_text("train: {epochs: 4\n")
     with pytest.raises(ConfigError, match=f"config file {broken} cannot be read"):
         resolve(broken)
+
+
+def test_xtra_variants_must_exist():
+    with pytest.raises(ConfigError, match=r"xtra.variants names \['nope'\], which are not in variants.*xtra.variants: \[\]"):
+        resolve(xtra={"variants": ["nope"]})
+    assert resolve(xtra={"variants": []})["xtra"]["variants"] == []

@@ -45,9 +45,9 @@ SNAKEFILE = REPO / "Snakefile"
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 
 # Rules the workflow declares `localrules`: they run on the submit host, never in Slurm.
-LOCALRULES = {"all", "evaluate", "summarize", "figures"}
+LOCALRULES = {"all", "evaluate", "summarize", "figures", "xtra_figure"}
 # Rules with `gpu: 1` in the profile's set-resources.
-GPU_RULES = {"train_head", "embed_images", "embed_texts"}
+GPU_RULES = {"train_head", "embed_images", "embed_texts", "train_xtra"}
 
 # Shortened status checks, through the plugin's / Snakemake's own options:
 #   --seconds-between-status-checks (Snakemake, default 10): the first wait;

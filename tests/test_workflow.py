@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from mtcxr.embeddings import read_embeddings
 from mtcxr.tables import read_table
@@ -59,7 +60,7 @@ def test_every_artifact_is_written(tiny_results):
 
     summary = pl.read_csv(r / "metrics/summary.csv")
     assert summary.columns == SUMMARY_COLUMNS
-    assert set(summary["variant"]) == {"zeroshot", "multitask"}
+    assert set(summary["variant"]) == {"zeroshot", "multitask", "xtra"}
     recall = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall"))
     assert sorted(recall["k"].unique()) == [1, 5, 10]
     assert ((recall["ci_low"] <= recall["value"]) & (recall["value"] <= recall["ci_high"])).all()
@@ -69,6 +70,44 @@ def test_every_artifact_is_written(tiny_results):
     assert "| zeroshot |" in (r / "metrics/summary.md").read_text()
     for figure in ("figures/tsne_demo.png", "figures/recall_at_k.png"):
         assert (r / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_xtra_results(tiny_results):
+    r = tiny_results
+    summary = pl.read_csv(r / "metrics/summary.csv")
+    macro = summary.filter(pl.col("metric") == "macro_auc")
+    assert sorted(macro["task"]) == ["labels_knn", "labels_query_only", "labels_xtra"]
+    assert set(macro["variant"]) == {"xtra"}
+    assert ((macro["ci_low"] <= macro["value"]) & (macro["value"] <= macro["ci_high"])).all()
+    table = pl.read_csv(r / "metrics/xtra_auc.csv")
+    assert set(table["method"]) == {"xtra", "query_only", "knn", "xtra - query_only", "knn - query_only"}
+    assert table.filter(pl.col("label") != "macro")["value"].is_between(0, 1).all()
+    history = pl.read_parquet(r / "xtra/demo/xtra/model/history.parquet")
+    assert history.group_by("method").agg(pl.col("chosen").sum())["chosen"].to_list() == [1, 1]
+    assert (r / "figures/xtra_auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## X-TRA: multi-label classification" in (r / "metrics/summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_no_neighbour_shares_the_query_study_or_patient(tiny_results):
+    folder = tiny_results / "xtra/demo/xtra"
+    images = read_table(tiny_results / "data/images.parquet", "images")
+    patient_of_image = dict(images.select("image_id", "patient_id").iter_rows())
+    studies = read_table(tiny_results / "data/studies.parquet", "studies")
+    patient_of_study = dict(studies.select("study_id", "patient_id").iter_rows())
+    memory = pl.read_parquet(folder / "memory/images.parquet", columns=["image_id", "study_id"])
+    study_of_image = dict(memory.iter_rows())
+    k = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())["xtra"]["k"]
+    for split in ("train", "validate", "test"):
+        table = pl.read_parquet(folder / f"neighbours/{split}.parquet")
+        assert table.height > 0 and set(table["image_id"]) <= set(patient_of_image)
+        for row in table.iter_rows(named=True):
+            assert len(row["i2i_ids"]) == len(row["i2r_ids"]) == k
+            assert row["i2i_scores"] == sorted(row["i2i_scores"], reverse=True)
+            patient = patient_of_image[row["image_id"]]
+            assert all(patient_of_image[n] != patient and study_of_image[n] != row["study_id"] for n in row["i2i_ids"])
+            assert all(patient_of_study[n] != patient and n != row["study_id"] for n in row["i2r_ids"])
 
 
 @pytest.mark.slow
@@ -86,6 +125,17 @@ def test_forcerun_reruns_a_stage_and_what_follows(tiny_results):
     for rule in ("train_head", "build_index", "evaluate", "summarize", "figures"):
         assert rule in text
     assert "embed_images " not in text.split("Job stats")[-1]
+
+
+@pytest.mark.slow
+def test_forcerun_train_xtra_reruns_it_and_what_follows(tiny_results):
+    plan = run_snakemake(tiny_results, "--dry-run", "--forcerun", "train_xtra")
+    stats = plan.stdout.split("Job stats")[-1].split("Reasons")[0]
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    for rule in ("train_xtra", "evaluate_xtra", "summarize", "xtra_figure"):
+        assert f"{rule} " in stats
+    for rule in ("build_memory", "retrieve_neighbours", "train_head", "embed_images"):
+        assert f"{rule} " not in stats
 
 
 @pytest.mark.slow

@@ -47,7 +47,8 @@ def test_config_value_from_the_command_line(tmp_path: Path):
     done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path / 'results_small'}")
     assert done.returncode == 0, done.stderr
     counts = jobs_planned(done)
-    assert counts["train_head"] == 5 and counts["preprocess_images"] == 2  # config.yaml: 5 variants, 2 shards
+    assert counts["train_head"] == 6 and counts["preprocess_images"] == 2  # config.yaml: 6 variants, 2 shards
+    assert counts["build_memory"] == 1 and counts["retrieve_neighbours"] == 3 and counts["train_xtra"] == 1
     assert str(tmp_path / "results_small") in done.stdout
 
 
@@ -70,7 +71,7 @@ def test_evaluate_target_rule(tmp_path: Path):
     done = snakemake("-n", "--cores", "all", "evaluate", "--config", f"results={tmp_path}")
     assert done.returncode == 0, done.stderr
     counts = jobs_planned(done)
-    assert counts["evaluate_variant"] == 5 and counts["evaluate"] == 1
+    assert counts["evaluate_variant"] == 6 and counts["evaluate"] == 1
     assert "summarize" not in counts and "figures" not in counts
 
 
@@ -80,7 +81,7 @@ def test_schema_error_is_one_paragraph(tmp_path: Path):
 
 
 def test_variant_with_no_loss_is_refused_before_any_job(tmp_path: Path):
-    variants = "variants={zeroshot: {train: false}, clip: {losses: {clip: 1.0}}, nothing: {losses: {clip: 0}}}"
+    variants = "variants={zeroshot: {train: false}, xtra: {losses: {clip: 1.0}}, nothing: {losses: {clip: 0}}}"
     done = snakemake("-n", "--config", f"results={tmp_path}", variants)
     assert_message_alone(done, "variants.nothing trains (train: true) but has no loss with a weight above 0")
 

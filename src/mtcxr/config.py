@@ -170,6 +170,11 @@ def check_variants(config: Mapping, losses: list[str]) -> None:
     if "zeroshot" not in variants:
         raise ConfigError("variants: `zeroshot` is missing; it is the baseline every variant is compared against. "
                           "Add `zeroshot: {train: false}`.")
+    unknown = [name for name in config.get("xtra", {}).get("variants", []) if name not in variants]
+    if unknown:
+        raise ConfigError(f"xtra.variants names {unknown}, which are not in variants ({', '.join(variants)}); "
+                          "add them to variants, list the variants whose heads X-TRA's memory uses, or set xtra.variants: [] "
+                          "to run without X-TRA.")
     for name, variant in variants.items():
         if not variant.get("train", True):
             continue

@@ -86,3 +86,38 @@ def make_figures(index_dirs: dict[str, dict[str, str]], labels_path: str, summar
         tsne_figure(variants, labels_path, output, perplexity=perplexity, seed=seed)
         log.info("t-SNE of %s written to %s", backbone, output)
     recall_figure(summary_path, output_recall)
+
+
+METHOD_STYLE = {"xtra": ("#d95f02", "X-TRA (retrieval-augmented)"), "query_only": ("#7570b3", "same classifier, no retrieval"),
+                "knn": ("#1b9e77", "kNN label voting")}
+
+
+def xtra_auc_figure(auc_files: list[str], output: str) -> None:
+    """Per-label ROC-AUC by method (X-TRA, no retrieval, kNN) with 95% CI bars, one panel per backbone/variant."""
+    auc = pl.concat([pl.read_parquet(path) for path in auc_files])
+    panels = auc.select("backbone", "variant").unique().sort("backbone", "variant").rows()
+    labels = [label for label in auc["label"].unique(maintain_order=True).to_list() if label != "macro"]
+    order = ["macro", *sorted(labels, reverse=True)]  # macro on top, observations alphabetical below it
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.42 * len(order) + 1.6), squeeze=False)
+    for ax, (backbone, variant) in zip(axes[0], panels):
+        part = auc.filter((pl.col("backbone") == backbone) & (pl.col("variant") == variant))
+        methods = [m for m in METHOD_STYLE if m in part["method"].to_list()]
+        for i, method in enumerate(methods):
+            colour, name = METHOD_STYLE[method]
+            rows = {row["label"]: row for row in part.filter(pl.col("method") == method).iter_rows(named=True)}
+            y = [len(order) - 1 - order.index(label) + (i - (len(methods) - 1) / 2) * 0.22 for label in rows]
+            values = [rows[label]["value"] for label in rows]
+            low = [v - (rows[label]["ci_low"] if rows[label]["ci_low"] is not None else v) for v, label in zip(values, rows)]
+            high = [(rows[label]["ci_high"] if rows[label]["ci_high"] is not None else v) - v for v, label in zip(values, rows)]
+            ax.errorbar(values, y, xerr=[low, high], fmt="o", ms=4, capsize=2, color=colour, label=name)
+        ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(range(len(order)), list(reversed([("macro AUC" if label == "macro" else label) for label in order])))
+        ax.axhline(len(order) - 1.5, color="grey", lw=0.5)
+        ax.set_xlim(0.3, 1.0)
+        ax.set_xlabel("ROC-AUC on the test images (95% bootstrap CI)")
+        ax.set_title(f"{backbone} / memory of {variant}")
+        ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)

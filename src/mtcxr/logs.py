@@ -18,7 +18,7 @@ def log_to_file(path: str | Path, level: int = logging.INFO) -> None:
     to_stderr.setLevel(logging.WARNING)
     to_stderr.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[to_file, to_stderr], force=True)
-    for noisy in ("PIL", "matplotlib", "urllib3", "huggingface_hub", "filelock"):
+    for noisy in ("PIL", "matplotlib", "urllib3", "huggingface_hub", "filelock", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def log_uncaught(kind, error, traceback):

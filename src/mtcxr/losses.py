@@ -1,4 +1,5 @@
-"""The three losses of the multi-task head (DESIGN §5): CLIP, supervised contrastive, and BCE."""
+"""The losses of the projector heads (DESIGN §5): CLIP, supervised contrastive, BCE, and X-TRA's
+multi-label supervised contrastive loss (`label_supcon`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,49 @@ def supcon_loss(features: torch.Tensor, classes: torch.Tensor, temperature: floa
     mean_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     mean_log_prob = mean_log_prob[has_positive] / counts[has_positive]
     return -mean_log_prob.mean()
+
+
+def label_supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Multi-label supervised contrastive loss over L2-normalised features, with Jaccard-weighted positives.
+
+    X-TRA (van Sonsbeek & Worring, IPMI 2023) fine-tunes CLIP with disease-class information; this is
+    that class-informed term for multi-label studies.
+
+    Inputs: `features` F (n x D), L2-normalised; `labels` Y (n x C) boolean label sets (for CheXpert,
+    C = 14 and positive means label == 1: uncertain and not-mentioned are not positive, and
+    `no_finding` is one of the 14, so normal studies share it and attract each other); `temperature` tau.
+
+    Positive weight between anchors i != j: w_ij = Jaccard(Y_i, Y_j) = |Y_i & Y_j| / |Y_i | Y_j|,
+    and 0 when both sets are empty (a study with no positive label has no positives). Then, for each
+    anchor i with sum_{j != i} w_ij > 0,
+
+        l_i = - sum_{j != i} w_ij * log( exp(f_i·f_j / tau) / sum_{a != i} exp(f_i·f_a / tau) ) / sum_{j != i} w_ij
+
+    and the loss is the mean of l_i over those anchors; a zero that still depends on `features` (so
+    backward works) when no anchor has a positive. With one-hot labels that partition the batch,
+    w_ij is 1 within a class and 0 across, and this is exactly `supcon_loss` (Khosla L_out).
+    """
+    n = features.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+    sets = labels.to(device=features.device, dtype=features.dtype)
+    shared = sets @ sets.T  # |Y_i & Y_j|
+    sizes = sets.sum(dim=1)
+    union = sizes[:, None] + sizes[None, :] - shared  # |Y_i | Y_j|
+    # clamp only guards the 0/0 of two empty sets; their weight is then 0 / 1 = 0 as the definition says.
+    weight = (shared / union.clamp_min(1.0)).masked_fill(self_mask, 0.0)
+    weight_sum = weight.sum(dim=1)
+    has_positive = weight_sum > 0
+    if not has_positive.any():
+        return features.sum() * 0.0
+    logits = features @ features.T / temperature
+    # The anchor is not its own key: -inf drops it from the softmax's denominator.
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    # Subtracting the (detached) row max keeps exp() finite at small tau; log-softmax is unchanged by it.
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    # Zero the non-positives (the diagonal's -inf among them) before weighting: 0 * -inf would be NaN.
+    weighted = (torch.where(weight > 0, log_prob, torch.zeros_like(log_prob)) * weight).sum(dim=1)
+    return -(weighted[has_positive] / weight_sum[has_positive]).mean()
 
 
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | None = None) -> torch.Tensor:

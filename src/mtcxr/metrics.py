@@ -447,3 +447,72 @@ def cosine_silhouette(
         )
         return float("nan")
     return float(silhouette_score(embeddings, classes, metric="cosine"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-label ROC-AUC (X-TRA)
+# --------------------------------------------------------------------------------------------------
+
+
+def _auc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """ROC-AUC by the Mann-Whitney rank formula (ties averaged); NaN unless both classes are present."""
+    from scipy.stats import rankdata
+
+    positives = int(targets.sum())
+    negatives = targets.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[targets].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def multilabel_auc(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return (L,) per-label ROC-AUC over the rows each label's mask keeps; NaN for a label without both classes."""
+    keep, positive = mask > 0, targets > 0.5
+    return np.array([_auc(scores[keep[:, j], j], positive[keep[:, j], j]) for j in range(scores.shape[1])])
+
+
+def bootstrap_multilabel_auc(
+    scores: dict[str, np.ndarray], targets: np.ndarray, mask: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per method: (observed per-label AUC (L,), resampled per-label AUC (n_boot, L)).
+
+    Every method is resampled with the same row indices (seeded), so differences between methods
+    are paired. A label without both classes in a resample is NaN there; the macro AUC of a
+    resample is the mean over the labels evaluable on the whole data (`np.nanmean`).
+    """
+    rng = np.random.default_rng(seed)
+    n = targets.shape[0]
+    draws = [rng.integers(0, n, size=n) for _ in range(n_boot)]
+    result = {}
+    for method, values in scores.items():
+        resampled = np.array([multilabel_auc(values[rows], targets[rows], mask[rows]) for rows in draws])
+        result[method] = (multilabel_auc(values, targets, mask), resampled.reshape(n_boot, targets.shape[1]))
+    return result
+
+
+def paired_difference(observed_a: float, observed_b: float, resampled_a: np.ndarray, resampled_b: np.ndarray,
+                      n_boot: int, level: float = 0.95) -> dict[str, float]:
+    """{difference, ci_low, ci_high, p_value} of b − a from paired resamples, with `paired_bootstrap`'s conventions.
+
+    Two-sided p: twice the fraction of resampled differences at or beyond zero against the
+    observed sign, at least 1 / (n_boot + 1); differences within float tolerance are 0 (p = 1).
+    """
+    tolerance = PAIRED_ZERO_TOLERANCE * max(1.0, abs(observed_a), abs(observed_b))
+    difference = observed_b - observed_a
+    distribution = resampled_b - resampled_a
+    distribution = distribution[~np.isnan(distribution)]
+    difference = 0.0 if abs(difference) <= tolerance else difference
+    distribution = np.where(np.abs(distribution) <= tolerance, 0.0, distribution)
+    if not distribution.size:
+        return {"difference": difference, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan")}
+    low, high = _percentile_interval(distribution, level)
+    if difference > 0:
+        p_value = 2.0 * float(np.mean(distribution <= 0))
+    elif difference < 0:
+        p_value = 2.0 * float(np.mean(distribution >= 0))
+    else:
+        p_value = 1.0
+    return {"difference": difference, "ci_low": 0.0 if abs(low) <= tolerance else low,
+            "ci_high": 0.0 if abs(high) <= tolerance else high,
+            "p_value": min(1.0, max(p_value_floor(n_boot), p_value))}

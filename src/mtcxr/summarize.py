@@ -4,6 +4,7 @@ bootstrap tests of each variant against `zeroshot`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +33,58 @@ def _with_precision_k(columns: list[tuple], summary: pl.DataFrame) -> list[tuple
 
 
 def summarize(metric_files: list[str], query_files: list[str], reject_files: list[str], output_parquet: str,
-              output_csv: str, output_md: str, output_paired: str, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """Concatenate per-variant metrics, write summary.{parquet,csv,md} and the paired tests; return the summary."""
-    summary = pl.concat([pl.read_parquet(path) for path in metric_files]).cast(SUMMARY_SCHEMA)
+              output_csv: str, output_md: str, output_paired: str, n_boot: int = 1000, seed: int = 0,
+              xtra_auc_files: Sequence[str] = (), xtra_paired_files: Sequence[str] = (),
+              output_xtra: str | None = None) -> pl.DataFrame:
+    """Concatenate per-variant metrics, write summary.{parquet,csv,md} and the paired tests; return the summary.
+
+    X-TRA's tables (`evaluate_xtra`), where given, add their macro-AUC rows to the summary (task
+    `labels_<method>`, metric `macro_auc`) and every per-label row to `output_xtra`.
+    """
+    xtra_auc = pl.concat([pl.read_parquet(path) for path in xtra_auc_files]) if xtra_auc_files else None
+    xtra_paired = pl.concat([pl.read_parquet(path) for path in xtra_paired_files]) if xtra_paired_files else None
+    parts = [pl.read_parquet(path) for path in metric_files]
+    if xtra_auc is not None:
+        parts.append(_xtra_summary_rows(xtra_auc))
+    summary = pl.concat(parts).cast(SUMMARY_SCHEMA)
     summary = summary.sort("backbone", "variant", "task", "metric", "k", nulls_last=False)
     Path(output_parquet).parent.mkdir(parents=True, exist_ok=True)
     summary.write_parquet(output_parquet)
     summary.write_csv(output_csv, float_precision=6)
     paired = paired_against_baseline(metric_files, query_files, n_boot, seed)
     paired.write_csv(output_paired, float_precision=6)
+    if output_xtra is not None:
+        _xtra_table(xtra_auc, xtra_paired).write_csv(output_xtra, float_precision=6)
     rejects = pl.concat([pl.read_parquet(path) for path in reject_files]) if reject_files else pl.DataFrame()
-    Path(output_md).write_text(markdown_report(summary, paired, rejects))
+    Path(output_md).write_text(markdown_report(summary, paired, rejects, xtra_paired))
     log.info("summary: %d rows over %d backbone/variant pairs; %d rejected items", summary.height,
              summary.select("backbone", "variant").n_unique(), rejects.height)
     return summary
+
+
+def _xtra_summary_rows(auc: pl.DataFrame) -> pl.DataFrame:
+    """X-TRA's macro AUC per method as summary rows (task `labels_<method>`, n_queries = test images)."""
+    return auc.filter(pl.col("label") == "macro").select(
+        "backbone", "variant", pl.concat_str([pl.lit("labels_"), pl.col("method")]).alias("task"),
+        pl.lit("macro_auc").alias("metric"), pl.lit(None, dtype=pl.Int64).alias("k"), "value", "ci_low", "ci_high",
+        pl.col("n_images").alias("n_queries"))
+
+
+def _xtra_table(auc: pl.DataFrame | None, paired: pl.DataFrame | None) -> pl.DataFrame:
+    """One CSV of X-TRA's per-label and macro AUC by method, then its paired tests against query_only."""
+    columns = {"backbone": pl.String, "variant": pl.String, "method": pl.String, "label": pl.String,
+               "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+               "p_value": pl.Float64, "n_images": pl.Int64, "n_positive": pl.Int64}
+    parts = [pl.DataFrame(schema=columns)]
+    if auc is not None:
+        parts.append(auc.with_columns(metric=pl.lit("auc"), p_value=pl.lit(None, dtype=pl.Float64)).select(list(columns)))
+    if paired is not None:
+        parts.append(paired.select(
+            "backbone", "variant", pl.concat_str([pl.col("method"), pl.lit(" - "), pl.col("baseline")]).alias("method"),
+            pl.lit("macro").alias("label"), pl.lit("macro_auc_difference").alias("metric"),
+            pl.col("difference").alias("value"), "ci_low", "ci_high", "p_value", "n_images",
+            pl.lit(None, dtype=pl.Int64).alias("n_positive")).cast(columns))
+    return pl.concat(parts)
 
 
 def paired_against_baseline(metric_files: list[str], query_files: list[str], n_boot: int, seed: int) -> pl.DataFrame:
@@ -112,7 +151,28 @@ def _cell(summary: pl.DataFrame, backbone: str, variant: str, task: str, metric:
     return f"{_fixed(row['value'])} [{_fixed(row['ci_low'])}, {_fixed(row['ci_high'])}]"
 
 
-def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.DataFrame) -> str:
+def _xtra_markdown(summary: pl.DataFrame, paired: pl.DataFrame | None) -> list[str]:
+    """X-TRA's macro AUC by method, with the paired difference against query_only, per backbone and variant."""
+    rows = summary.filter(pl.col("task").str.starts_with("labels_") & (pl.col("metric") == "macro_auc"))
+    if not rows.height:
+        return []
+    lines = ["## X-TRA: multi-label classification (macro ROC-AUC over the test images, 95% CI)", "",
+             "| backbone | variant | method | macro AUC | vs query_only |", "|---|---|---|---|---|"]
+    for row in rows.sort("backbone", "variant", "task").iter_rows(named=True):
+        method = row["task"].removeprefix("labels_")
+        test = None
+        if paired is not None:
+            hit = paired.filter((pl.col("backbone") == row["backbone"]) & (pl.col("variant") == row["variant"])
+                                & (pl.col("method") == method))
+            test = hit.row(0, named=True) if hit.height else None
+        value = f"{_fixed(row['value'])} [{_fixed(row['ci_low'])}, {_fixed(row['ci_high'])}]"
+        lines.append(f"| {row['backbone']} | {row['variant']} | {method} | {value} | "
+                     f"{_paired_cell(test) if test else '–'} |")
+    return lines + [""]
+
+
+def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.DataFrame,
+                    xtra_paired: pl.DataFrame | None = None) -> str:
     """A pivot per backbone with variants as rows and headline metrics (95% CI) as columns."""
     lines = ["# mtcxr results", "", "Values with 95% bootstrap confidence intervals over queries. "
              "`balanced_precision` is the mean of the normal-query and abnormal-query Precision@k; relevance "
@@ -140,6 +200,7 @@ def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.Dat
                     cells.append(_paired_cell(hit.row(0, named=True)) if hit.height else "–")
                 lines.append(f"| {variant} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += _xtra_markdown(summary, xtra_paired)
     if rejects.height:
         counts = rejects.group_by("stage", "reason").len().sort("len", descending=True)
         lines += [f"## Rejected items: {rejects.height}", "", "| stage | reason | count |", "|---|---|---|"]

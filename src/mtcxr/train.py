@@ -13,11 +13,11 @@ from tqdm import tqdm
 
 from mtcxr.backbone import choose_device
 from mtcxr.heads import ProjectionHeads, save_heads
-from mtcxr.losses import bce_loss, clip_loss, supcon_loss
+from mtcxr.losses import bce_loss, clip_loss, label_supcon_loss, supcon_loss
 from mtcxr.pairs import SplitEmbeddings, load_split
 
 log = logging.getLogger(__name__)
-LOSS_NAMES = ("clip", "supcon", "bce")
+LOSS_NAMES = ("clip", "supcon", "label_supcon", "bce")
 
 
 def composite_loss(
@@ -28,8 +28,13 @@ def composite_loss(
     weights: dict[str, float],
     supcon_temperature: float,
     pos_weight: float,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Weighted sum of the variant's losses on one batch; returns each term and `total`."""
+    """Weighted sum of the variant's losses on one batch; returns each term and `total`.
+
+    `labels` (batch x 14, bool: CheXpert label == 1) are the images' studies' label sets; only
+    `label_supcon` reads them.
+    """
     image_projected, text_projected = heads.image(image), heads.text(text)
     terms: dict[str, torch.Tensor] = {}
     if weights.get("clip"):
@@ -38,6 +43,15 @@ def composite_loss(
         # Both modalities are views of the study: a normal image should sit with normal reports too.
         features = torch.cat([image_projected, text_projected])
         terms["supcon"] = supcon_loss(features, torch.cat([abnormal, abnormal]).long(), supcon_temperature)
+    if weights.get("label_supcon"):
+        if labels is None:
+            raise ValueError("the `label_supcon` loss needs the batch's label sets; pass `labels`")
+        # X-TRA's class-informed term: positives weighted by w_ij = Jaccard(Y_i, Y_j) of the 14 positive
+        # CheXpert labels (0 for two empty sets); each anchor with sum_j w_ij > 0 contributes
+        # l_i = -sum_{j!=i} w_ij log softmax_{a!=i}(f_i·f_a / tau)_j / sum_{j!=i} w_ij, averaged over them.
+        # As for `supcon`, image and report are two views of the study, so labels repeat for both halves.
+        features = torch.cat([image_projected, text_projected])
+        terms["label_supcon"] = label_supcon_loss(features, torch.cat([labels, labels]), supcon_temperature)
     if weights.get("bce"):
         terms["bce"] = bce_loss(heads.abnormal_logit(image_projected), abnormal.float(), pos_weight)
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
@@ -73,9 +87,10 @@ def fit_heads(
             torch.from_numpy(split.image_vectors).to(torch_device),
             torch.from_numpy(split.text_vectors[split.image_study]).to(torch_device),
             torch.from_numpy(split.image_abnormal).to(torch_device),
+            torch.from_numpy(split.positive_labels[split.image_study]).to(torch_device),
         )
 
-    image, text, abnormal = tensors(train)
+    image, text, abnormal, labels = tensors(train)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=weight_decay)
     steps = epochs * max(1, -(-len(image) // batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -90,7 +105,8 @@ def fit_heads(
             batch = order[start : start + batch_size]
             if len(batch) < 2:
                 continue  # contrastive losses need at least one negative
-            terms = composite_loss(heads, image[batch], text[batch], abnormal[batch], weights, supcon_temperature, pos_weight)
+            terms = composite_loss(heads, image[batch], text[batch], abnormal[batch], weights, supcon_temperature, pos_weight,
+                                   labels[batch])
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -102,8 +118,8 @@ def fit_heads(
         if validate is not None and len(validate.image_ids) > 1:
             heads.eval()
             with torch.no_grad():
-                v_image, v_text, v_abnormal = tensors(validate)
-                v_terms = composite_loss(heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight)
+                v_image, v_text, v_abnormal, v_labels = tensors(validate)
+                v_terms = composite_loss(heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight, v_labels)
             row.update({f"validate_{k}": v.item() for k, v in v_terms.items()})
         history.append(row)
     heads.eval()

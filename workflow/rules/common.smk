@@ -10,6 +10,7 @@ RESULTS = config["results"]
 SHARDS = list(range(config["images"]["shards"]))
 BACKBONES = list(config["backbones"])
 VARIANTS = list(config["variants"])
+XTRA_VARIANTS = list(config["xtra"]["variants"])
 DEMO_DIR = f"{RESULTS}/models/demo_backbone"
 ENV = "../envs/mtcxr.yaml"
 
@@ -18,6 +19,7 @@ wildcard_constraints:
     backbone="|".join(BACKBONES) or "none",
     variant="|".join(VARIANTS) or "none",
     shard=r"\d+",
+    split="train|validate|test",
 
 
 def backbone_spec(wildcards):
@@ -61,13 +63,35 @@ def metric_tables(wildcards):
     return expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet", backbone=BACKBONES, variant=VARIANTS)
 
 
+def xtra_model_dir(wildcards):
+    return f"{RESULTS}/xtra/{wildcards.backbone}/{wildcards.variant}/model"
+
+
+def xtra_model_files(wildcards):
+    """The X-TRA classifier and its query-only baseline (weights, configs) and their training history."""
+    folder = xtra_model_dir(wildcards)
+    names = ["xtra.safetensors", "xtra.json", "query_only.safetensors", "query_only.json", "history.parquet"]
+    return [f"{folder}/{name}" for name in names]
+
+
+def xtra_tables(suffix):
+    """Input function: the X-TRA metrics tables (`parquet`, `paired.parquet`) of every backbone x X-TRA variant."""
+
+    def tables(wildcards):
+        return expand(f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.{suffix}", backbone=BACKBONES,
+                      variant=XTRA_VARIANTS)
+
+    return tables
+
+
 def final_outputs():
+    xtra = [f"{RESULTS}/figures/xtra_auc.png"] if XTRA_VARIANTS else []
     return [
         f"{RESULTS}/metrics/summary.csv",
         f"{RESULTS}/metrics/summary.md",
         f"{RESULTS}/labels/agreement.parquet",
         f"{RESULTS}/figures/recall_at_k.png",
-    ] + expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES)
+    ] + expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES) + xtra
 
 
 def variant_config(wildcards):

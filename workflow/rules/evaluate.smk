@@ -60,12 +60,15 @@ rule summarize:
     input:
         metrics=metric_tables,
         queries=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet", backbone=BACKBONES, variant=VARIANTS),
+        xtra_auc=xtra_tables("parquet"),
+        xtra_paired=xtra_tables("paired.parquet"),
         rejects=all_reject_tables,
     output:
         parquet=f"{RESULTS}/metrics/summary.parquet",
         csv=report(f"{RESULTS}/metrics/summary.csv", caption="../report/summary.rst", category="Metrics"),
         md=f"{RESULTS}/metrics/summary.md",
         paired=report(f"{RESULTS}/metrics/paired_vs_zeroshot.csv", caption="../report/paired.rst", category="Metrics"),
+        xtra=report(f"{RESULTS}/metrics/xtra_auc.csv", caption="../report/xtra_table.rst", category="Metrics"),
     params:
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],

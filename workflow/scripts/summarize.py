@@ -12,6 +12,9 @@ summarize(
     output_csv=snakemake.output.csv,
     output_md=snakemake.output.md,
     output_paired=snakemake.output.paired,
+    xtra_auc_files=list(snakemake.input.xtra_auc),
+    xtra_paired_files=list(snakemake.input.xtra_paired),
+    output_xtra=snakemake.output.xtra,
     n_boot=snakemake.params.bootstrap,
     seed=snakemake.params.seed,
 )

@@ -1,0 +1,325 @@
+"""Approximate and exact nearest-neighbour search over the X-TRA memory.
+
+The memory is the train split's L2-normalised, projected image and report embeddings; every index
+here is an inner-product index, so a score is a cosine similarity. `build_index` makes one
+(`index.kind`: flat = exact, ivf, hnsw), `search` and `search_excluding` query it in blocks (the
+latter never returns an entry of the query's own patient), and `measure_recall` / `recall_at_k`
+compare an approximate index with exact search, which the stage logs for the approximate kinds.
+
+Exact search does not go through FAISS's own flat search: on the CPUs measured
+(benchmarks/neighbours.md) its bundled BLAS and top-k pass ran at about a fifth of a bare float32
+matmul, so `search` multiplies with torch and selects with `torch.topk` instead (same index, same
+results up to float rounding); set the thread count with `torch.set_num_threads` (and
+`faiss.omp_set_num_threads` for ivf/hnsw). Pure functions: no Snakemake, no files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import faiss
+import numpy as np
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw")
+# FAISS's k-means warns below 39 training points per centroid: the most lists an IVF index may have.
+MIN_POINTS_PER_LIST = 39
+# FAISS's own default cap on k-means training points per centroid; more only slows training.
+MAX_TRAIN_POINTS_PER_LIST = 256
+# Scores held at once by exact search, per query block (float32: 64 MiB), whatever the memory's size.
+SCORE_BUFFER_ELEMENTS = 16 * 2**20
+
+
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    """`x` as a C-contiguous float32 (n, d) array; ValueError when it is not two-dimensional."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows, dim); got shape {x.shape}")
+    return x
+
+
+def build_index(
+    vectors: np.ndarray,
+    kind: str = "flat",
+    *,
+    nlist: int = 1024,
+    nprobe: int = 64,
+    hnsw_m: int = 32,
+    ef_construction: int = 80,
+    ef_search: int = 128,
+    seed: int = 0,
+) -> faiss.Index:
+    """Return an inner-product FAISS index of `kind` (flat, ivf, hnsw) holding `vectors` as ids 0..n-1.
+
+    flat: IndexFlatIP, exact. ivf: IndexIVFFlat (METRIC_INNER_PRODUCT, spherical k-means) trained on a
+    seeded sample of at most 256 vectors per list, with `nlist` capped at one list per 39 vectors
+    (FAISS's training minimum; the cap is logged) and `nprobe` lists searched. hnsw: IndexHNSWFlat
+    (METRIC_INNER_PRODUCT) with `hnsw_m` links, `ef_construction` and `ef_search`.
+
+    Deterministic for a fixed seed at any thread count, so no thread setting is touched: the k-means
+    seed and training sample come from `seed`, IVF assignment is exact, and FAISS 1.15's HNSW build is
+    its deterministic, thread-count-independent one (levels drawn from `seed`).
+    """
+    x = _as_matrix(vectors, "vectors")
+    n, d = x.shape
+    if n == 0:
+        raise ValueError("cannot build an index over no vectors: the memory is empty")
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        cap = max(1, n // MIN_POINTS_PER_LIST)
+        if nlist > cap:
+            log.warning("index.nlist %d capped at %d: %d entries, and IVF needs at least %d per list to train",
+                        nlist, cap, n, MIN_POINTS_PER_LIST)
+            nlist = cap
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.spherical = True  # centroids on the unit sphere, like the vectors they stand for
+        rng = np.random.default_rng(seed)
+        size = min(n, nlist * MAX_TRAIN_POINTS_PER_LIST)
+        sample = np.sort(rng.choice(n, size=size, replace=False)) if size < n else slice(None)
+        index.train(x[sample])
+        index.nprobe = min(nprobe, nlist)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = ef_search
+        index.hnsw.rng = faiss.RandomGenerator(seed)  # the levels nodes are drawn at
+    else:
+        raise ValueError(f"index.kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    index.add(x)
+    return index
+
+
+def _flat_vectors(index: faiss.Index) -> np.ndarray | None:
+    """The (n, d) float32 vectors of an exact inner-product flat index (a view, no copy), else None."""
+    if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return None
+    if index.ntotal == 0:
+        return np.empty((0, index.d), dtype=np.float32)
+    return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+
+
+def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Return the top-k (scores, ids) of each query against all entries, unordered within a row.
+
+    The memory is taken a chunk at a time into `buffer` (no allocation per chunk) and each chunk's
+    top-k is merged into the running best, so memory is the buffer plus O(block x k).
+    """
+    chunk = buffer.shape[1]
+    best_scores = best_ids = None
+    for start in range(0, entries.shape[0], chunk):
+        part = entries[start:start + chunk]
+        out = buffer[: queries.shape[0], : part.shape[0]]
+        torch.matmul(queries, part.T, out=out)
+        scores, ids = torch.topk(out, min(k, part.shape[0]), dim=1, sorted=False)
+        ids += start
+        if best_scores is not None:
+            scores, ids = torch.cat([best_scores, scores], 1), torch.cat([best_ids, ids], 1)
+            if scores.shape[1] > k:
+                scores, pick = torch.topk(scores, k, dim=1, sorted=False)
+                ids = torch.gather(ids, 1, pick)
+        best_scores, best_ids = scores, ids
+    return best_scores.numpy(), best_ids.numpy()
+
+
+def _sorted_padded(scores: np.ndarray, ids: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return the first k of each row's kept (scores, ids) by descending score, ties by ascending id.
+
+    Rows with fewer than k kept entries are padded with id -1 and score -inf; so is any id -1 FAISS
+    returned (an IVF probe or HNSW walk that found fewer than asked).
+    """
+    valid = ids >= 0
+    keep = valid if keep is None else keep & valid
+    # lexsort's last key is the primary one: kept first, then higher score, then lower id.
+    order = np.lexsort((ids, -scores, ~keep), axis=-1)[:, :k]
+    out_scores = np.take_along_axis(scores, order, 1).astype(np.float32)
+    out_ids = np.take_along_axis(ids, order, 1).astype(np.int64)
+    kept = np.take_along_axis(keep, order, 1)
+    out_scores[~kept], out_ids[~kept] = -np.inf, -1
+    if out_ids.shape[1] < k:
+        pad = k - out_ids.shape[1]
+        out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
+    return out_scores, out_ids
+
+
+class _Searcher:
+    """Runs blocks of queries against one index: torch matmul + top-k for a flat index, FAISS otherwise."""
+
+    def __init__(self, index: faiss.Index, block_size: int) -> None:
+        self.index, self.block_size = index, block_size
+        vectors = _flat_vectors(index)
+        self.entries = None if vectors is None else torch.from_numpy(vectors)
+        self.buffer = None
+
+    def __call__(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the raw (scores, ids) of the `fetch` best entries of each query (FAISS order or none)."""
+        fetch = min(fetch, self.index.ntotal)
+        if fetch == 0:
+            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+        if self.entries is None:
+            scores, ids = self.index.search(queries, fetch)
+            return scores, ids
+        if self.buffer is None:
+            chunk = max(fetch, min(self.index.ntotal, SCORE_BUFFER_ELEMENTS // self.block_size))
+            self.buffer = torch.empty(self.block_size, chunk, dtype=torch.float32)
+        elif self.buffer.shape[1] < fetch:  # a chunk must hold at least `fetch` entries to yield them
+            self.buffer = torch.empty(self.block_size, fetch, dtype=torch.float32)
+        return _exact_block(self.entries, torch.from_numpy(queries), fetch, self.buffer)
+
+
+def _check(index: faiss.Index, queries: np.ndarray, k: int, block_size: int) -> np.ndarray:
+    """`queries` as float32 (Q, d) after checking k, block_size and the dimension against the index."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be at least 1; got {block_size}")
+    queries = _as_matrix(queries, "queries")
+    if queries.shape[1] != index.d:
+        raise ValueError(f"queries have dimension {queries.shape[1]}, the index {index.d}")
+    return queries
+
+
+def _blocks(n: int, block_size: int) -> Iterator[slice]:
+    """Consecutive slices of at most block_size rows covering range(n)."""
+    for start in range(0, n, block_size):
+        yield slice(start, min(start + block_size, n))
+
+
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    block_size: int = 1024,
+    progress: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (scores float32 (Q, k), ids int64 (Q, k)): each query's k best entries, best first.
+
+    Queries run `block_size` at a time (a tqdm bar titled `progress`, none when None), so memory is
+    O(block_size x k) beyond the index (exact search adds a fixed 64 MiB score buffer). Equal scores
+    are ordered by entry id. Where the index holds fewer than k entries (or an approximate index finds
+    fewer), the row is padded with id -1 and score -inf.
+    """
+    queries = _check(index, queries, k, block_size)
+    searcher = _Searcher(index, block_size)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    with tqdm(total=len(queries), desc=progress, disable=progress is None, unit="query") as bar:
+        for rows in _blocks(len(queries), block_size):
+            scores[rows], ids[rows] = _sorted_padded(*searcher(queries[rows], k), k)
+            bar.update(rows.stop - rows.start)
+    return scores, ids
+
+
+def own_group_sizes(query_groups: np.ndarray, entry_groups: np.ndarray) -> np.ndarray:
+    """Return, for each query, how many memory entries share its group (0 for a group not in the memory)."""
+    groups, counts = np.unique(np.asarray(entry_groups, dtype=np.int64), return_counts=True)
+    query_groups = np.asarray(query_groups, dtype=np.int64)
+    at = np.clip(np.searchsorted(groups, query_groups), 0, max(len(groups) - 1, 0))
+    found = (groups[at] == query_groups) if len(groups) else np.zeros(len(query_groups), bool)
+    return np.where(found, counts[at] if len(groups) else 0, 0)
+
+
+def search_excluding(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    query_groups: np.ndarray,
+    entry_groups: np.ndarray,
+    block_size: int = 1024,
+    progress: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (scores float32 (Q, k), ids int64 (Q, k)): each query's k best entries of another group.
+
+    groups are int64 codes (the caller maps patient_id strings to codes); `entry_groups[i]` is entry
+    i's group. Only a query's own group can be filtered out, so each query over-fetches k + the number
+    of entries its own group holds in the memory (rounded up to a power of two, so that queries share
+    fetch sizes and run in blocks together; never more than the largest group), drops its own group's
+    entries and keeps the first k by score, ties by entry id. k valid entries therefore always remain
+    when the memory holds at least k entries of other groups; where it holds fewer (a tiny memory), or
+    an approximate index finds fewer, the row is padded with id -1 and score -inf: the caller decides
+    (mask the missing neighbours, or fail). Equal scores at the over-fetch cut-off are resolved by the
+    underlying search, not by id.
+    """
+    queries = _check(index, queries, k, block_size)
+    query_groups = np.asarray(query_groups, dtype=np.int64)
+    entry_groups = np.asarray(entry_groups, dtype=np.int64)
+    if query_groups.shape != (len(queries),):
+        raise ValueError(f"query_groups must hold one group per query ({len(queries)}); got shape {query_groups.shape}")
+    if entry_groups.shape != (index.ntotal,):
+        raise ValueError(f"entry_groups must hold one group per entry ({index.ntotal}); got shape {entry_groups.shape}")
+    own = own_group_sizes(query_groups, entry_groups)
+    # Round up to a power of two: a handful of fetch sizes, each searched in full blocks.
+    extra = np.where(own > 0, 2 ** np.ceil(np.log2(np.maximum(own, 1))).astype(np.int64), 0)
+    fetch = np.minimum(k + extra, max(index.ntotal, 1))
+    searcher = _Searcher(index, block_size)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    with tqdm(total=len(queries), desc=progress, disable=progress is None, unit="query") as bar:
+        for size in np.unique(fetch):
+            rows_of_size = np.flatnonzero(fetch == size)
+            for block in _blocks(len(rows_of_size), block_size):
+                rows = rows_of_size[block]
+                raw_scores, raw_ids = searcher(queries[rows], int(size))
+                other = entry_groups[np.maximum(raw_ids, 0)] != query_groups[rows, None]
+                scores[rows], ids[rows] = _sorted_padded(raw_scores, raw_ids, k, other)
+                bar.update(len(rows))
+    return scores, ids
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
+    """Return the mean over queries of |approx top-k ∩ exact top-k| / k.
+
+    Padding ids (-1) never count. A row whose exact top-k holds fewer than k real entries (a tiny
+    memory) is divided by that number instead, so a perfect search still scores 1; rows with none are
+    left out, and 1.0 is returned when every row is.
+    """
+    approx, exact = np.asarray(approx_ids)[:, :k], np.asarray(exact_ids)[:, :k]
+    if approx.shape[0] != exact.shape[0]:
+        raise ValueError(f"approx_ids has {approx.shape[0]} rows, exact_ids {exact.shape[0]}")
+    found = np.zeros(len(exact), dtype=np.int64)
+    for rows in _blocks(len(exact), 4096):  # (rows x k x k) comparisons, a block at a time
+        a, e = approx[rows], exact[rows]
+        hit = (a[:, :, None] == e[:, None, :]).any(axis=2) & (a >= 0)
+        found[rows] = hit.sum(axis=1)
+    real = (exact >= 0).sum(axis=1)
+    scored = real > 0
+    return float(np.mean(found[scored] / real[scored])) if scored.any() else 1.0
+
+
+def sample_queries(n_queries: int, size: int, seed: int = 0) -> np.ndarray:
+    """Return sorted row numbers of a seeded sample of min(size, n_queries) queries (index.recall_sample)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_queries, size=min(size, n_queries), replace=False))
+
+
+def measure_recall(
+    index: faiss.Index,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    query_groups: np.ndarray | None = None,
+    entry_groups: np.ndarray | None = None,
+    block_size: int = 1024,
+) -> float:
+    """Return recall@k of `index` against exact search over `vectors` (the vectors it holds) on `queries`.
+
+    Pass the query sample (see `sample_queries`), not every query: exact search costs as much per query
+    as the whole approximate one is meant to save. With `query_groups` and `entry_groups` both sides
+    run `search_excluding`, as the stage does; without, plain `search`.
+    """
+    exact = build_index(vectors, "flat")
+    if exact.ntotal != index.ntotal:
+        raise ValueError(f"vectors hold {exact.ntotal} entries, the index {index.ntotal}")
+    if (query_groups is None) != (entry_groups is None):
+        raise ValueError("give both query_groups and entry_groups, or neither")
+    if query_groups is None:
+        run = lambda ix: search(ix, queries, k, block_size)  # noqa: E731
+    else:
+        run = lambda ix: search_excluding(ix, queries, k, query_groups, entry_groups, block_size)  # noqa: E731
+    return recall_at_k(run(index)[1], run(exact)[1], k)

@@ -1,0 +1,139 @@
+# X-TRA: a memory of the train split, every image's neighbours in it, the retrieval-augmented
+# classifier and its baselines (mtcxr.memory, mtcxr.neighbours, mtcxr.xtra_train, mtcxr.xtra_evaluate).
+
+
+rule build_memory:
+    input:
+        images=image_embeddings,
+        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+    output:
+        folder=directory(f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory"),
+    params:
+        index=config["index"],
+        k=config["xtra"]["k"],
+        frontal_only=config["evaluate"]["frontal_only"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/build_memory/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/build_memory/{{backbone}}/{{variant}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        ENV
+    script:
+        "../scripts/build_memory.py"
+
+
+rule retrieve_neighbours:
+    input:
+        memory=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory",
+        images=image_embeddings,
+        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+    output:
+        neighbours=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/{{split}}.parquet",
+    params:
+        k=config["xtra"]["k"],
+        index=config["index"],
+        frontal_only=config["evaluate"]["frontal_only"],
+    log:
+        f"{RESULTS}/logs/retrieve_neighbours/{{backbone}}/{{variant}}/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/retrieve_neighbours/{{backbone}}/{{variant}}/{{split}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        ENV
+    script:
+        "../scripts/retrieve_neighbours.py"
+
+
+rule train_xtra:
+    input:
+        memory=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory",
+        train=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/train.parquet",
+        validate=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/validate.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+    output:
+        xtra=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/xtra.safetensors",
+        xtra_config=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/xtra.json",
+        query_only=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/query_only.safetensors",
+        query_only_config=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/query_only.json",
+        history=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/history.parquet",
+    params:
+        output_dir=xtra_model_dir,
+        xtra=config["xtra"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/train_xtra/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_xtra/{{backbone}}/{{variant}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/train_xtra.py"
+
+
+rule evaluate_xtra:
+    input:
+        memory=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory",
+        test=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/test.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        models=xtra_model_files,
+    output:
+        auc=f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.parquet",
+        paired=f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.paired.parquet",
+        scores=f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.scores.parquet",
+    params:
+        model_dir=xtra_model_dir,
+        uncertain=config["xtra"]["uncertain"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["seed"],
+    log:
+        f"{RESULTS}/logs/evaluate_xtra/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_xtra/{{backbone}}/{{variant}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_xtra.py"
+
+
+rule xtra_figure:
+    input:
+        auc=xtra_tables("parquet"),
+    output:
+        figure=report(f"{RESULTS}/figures/xtra_auc.png", caption="../report/xtra_auc.rst", category="Figures"),
+    log:
+        f"{RESULTS}/logs/xtra_figure.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/xtra_figure.py"

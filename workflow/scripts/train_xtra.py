@@ -1,0 +1,16 @@
+from mtcxr.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+
+from mtcxr.xtra_train import train_xtra  # noqa: E402
+
+train_xtra(
+    memory_dir=snakemake.input.memory,
+    train_neighbours=snakemake.input.train,
+    validate_neighbours=snakemake.input.validate,
+    labels_path=snakemake.input.labels,
+    output_dir=snakemake.params.output_dir,
+    xtra_cfg=snakemake.params.xtra,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+)
