@@ -1,5 +1,7 @@
 """End to end: the whole workflow through Snakemake itself on the tiny config."""
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +168,37 @@ def test_lint_finds_nothing():
     lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for rule" not in lint.stdout + lint.stderr
+
+
+def _neighbour_inputs(results: Path, memory: Path) -> dict:
+    return dict(memory_dir=str(memory), image_embeddings=[str(results / f"embeddings/demo/images-{i}.parquet") for i in range(2)],
+                text_embeddings=str(results / "embeddings/demo/texts.parquet"),
+                images_path=str(results / "data/images.parquet"), studies_path=str(results / "data/studies.parquet"),
+                labels_path=str(results / "labels/labels.parquet"),
+                head_weights=str(results / "models/demo/xtra/head.safetensors"),
+                head_config=str(results / "models/demo/xtra/head.json"), split="test", frontal_only=True,
+                index_cfg={"nprobe": 8, "ef_search": 16})
+
+
+@pytest.mark.slow
+def test_neighbour_faults_are_clear(tiny_results, tmp_path):
+    from mtcxr.errors import InputError
+    from mtcxr.neighbours import retrieve_neighbours
+
+    memory = tiny_results / "xtra/demo/xtra/memory"
+    inputs = _neighbour_inputs(tiny_results, memory)
+    with pytest.raises(InputError, match=r"xtra.k is 5000, but the memory's images \(\d+ entries\) hold fewer than 5000"):
+        retrieve_neighbours(**inputs, k=5000, output=str(tmp_path / "n.parquet"))
+    other = tmp_path / "memory"
+    shutil.copytree(memory, other)
+    info = json.loads((other / "memory.json").read_text())
+    (other / "memory.json").write_text(json.dumps({**info, "spec": "ViT-B-16:openai", "dim": 512}))
+    with pytest.raises(InputError, match=r"built from 'ViT-B-16:openai' embeddings \(dim 512\), but the queries .* are 'demo'"):
+        retrieve_neighbours(**{**inputs, "memory_dir": str(other)}, k=2, output=str(tmp_path / "n.parquet"))
+    assert retrieve_neighbours(**inputs, k=2, output=str(tmp_path / "n.parquet")) > 0
+
+
+def test_memory_split_must_be_train():
+    done = subprocess.run([*SNAKEMAKE, "-n", "--config", "xtra={memory: test}"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "config key xtra.memory: 'test' is not one of ['train']" in done.stderr

@@ -32,6 +32,8 @@ MIN_POINTS_PER_LIST = 39
 MAX_TRAIN_POINTS_PER_LIST = 256
 # Scores held at once by exact search, per query block (float32: 64 MiB), whatever the memory's size.
 SCORE_BUFFER_ELEMENTS = 16 * 2**20
+# Columns whose maximum exact search takes before looking at their scores one by one.
+GROUP = 64
 
 
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
@@ -104,26 +106,68 @@ def _flat_vectors(index: faiss.Index) -> np.ndarray | None:
     return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
 
 
-def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Return the top-k (scores, ids) of each query against all entries, unordered within a row.
+def _merge(best_scores: torch.Tensor, best_ids: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor,
+           ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return each row's k best of its running best (B, k) and the candidates (rows, scores, ids), best first."""
+    n_rows, k = best_scores.shape
+    all_rows = torch.cat([torch.arange(n_rows).repeat_interleave(k), rows])
+    all_scores = torch.cat([best_scores.reshape(-1), scores])
+    all_ids = torch.cat([best_ids.reshape(-1), ids])
+    order = torch.argsort(all_scores, descending=True, stable=True)
+    order = order[torch.argsort(all_rows[order], stable=True)]  # by row, best first within a row
+    counts = torch.bincount(all_rows, minlength=n_rows)
+    rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
+    top = order[rank < k]  # every row holds at least its k running best, so exactly k per row
+    return all_scores[top].reshape(n_rows, k), all_ids[top].reshape(n_rows, k)
 
-    The memory is taken a chunk at a time into `buffer` (no allocation per chunk) and each chunk's
-    top-k is merged into the running best, so memory is the buffer plus O(block x k).
+
+def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: torch.Tensor,
+                 exclude: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return the top-k (scores, ids) of each query against all entries but its `exclude` (row, entry) pairs.
+
+    The memory is scored a chunk at a time into `buffer` (no allocation per chunk). A full top-k over
+    every score would cost about half as much as the matmul itself on the CPUs measured, so each chunk
+    is cut into groups of GROUP columns and only the groups whose maximum can enter a row's top-k are
+    looked at: a score is a candidate when it beats the row's k-th best so far (strictly, so on a tie
+    the entry already held, the lower id, stays) and reaches the chunk's k-th largest group maximum (at
+    most the chunk's own k-th best). Candidates are merged into the running best. Excluded pairs are
+    set to -inf first, so no over-fetch is needed; a row with fewer than k other entries comes back
+    with id -1 at -inf. Memory: the buffer plus O(block x k).
     """
-    chunk = buffer.shape[1]
-    best_scores = best_ids = None
+    n_rows, chunk = queries.shape[0], buffer.numel() // queries.shape[0]
+    chunk = min(chunk, entries.shape[0])
+    if exclude is not None:  # pairs sorted by entry, so each chunk takes one contiguous run
+        order = np.argsort(exclude[1], kind="stable")
+        ex_rows, ex_entries = (torch.from_numpy(np.ascontiguousarray(a[order])) for a in exclude)
+        ex_sorted = ex_entries.numpy()
+    best_scores = torch.full((n_rows, k), -torch.inf)
+    best_ids = torch.full((n_rows, k), -1, dtype=torch.int64)
+    offsets = torch.arange(GROUP)
     for start in range(0, entries.shape[0], chunk):
         part = entries[start:start + chunk]
-        out = buffer[: queries.shape[0], : part.shape[0]]
+        width = part.shape[0]
+        out = buffer[: n_rows * width].view(n_rows, width)  # contiguous whatever the width
         torch.matmul(queries, part.T, out=out)
-        scores, ids = torch.topk(out, min(k, part.shape[0]), dim=1, sorted=False)
-        ids += start
-        if best_scores is not None:
-            scores, ids = torch.cat([best_scores, scores], 1), torch.cat([best_ids, ids], 1)
-            if scores.shape[1] > k:
-                scores, pick = torch.topk(scores, k, dim=1, sorted=False)
-                ids = torch.gather(ids, 1, pick)
-        best_scores, best_ids = scores, ids
+        if exclude is not None:
+            lo, hi = np.searchsorted(ex_sorted, [start, start + width])
+            if hi > lo:
+                out[ex_rows[lo:hi], ex_entries[lo:hi] - start] = -torch.inf
+        kth = best_scores[:, -1:]
+        n_groups = width // GROUP
+        grouped = torch.as_strided(out, (n_rows, n_groups, GROUP), (width, GROUP, 1))
+        group_max = grouped.amax(dim=2)
+        floor = torch.topk(group_max, k, dim=1).values[:, -1:] if n_groups >= k else torch.full_like(kth, -torch.inf)
+        rows, groups = torch.nonzero((group_max > kth) & (group_max >= floor), as_tuple=True)
+        cols = (groups[:, None] * GROUP + offsets).reshape(-1)
+        rows = rows.repeat_interleave(GROUP)
+        rest = width - n_groups * GROUP  # the last < GROUP columns: every one is looked at
+        if rest:
+            rest_rows, rest_cols = torch.meshgrid(torch.arange(n_rows), torch.arange(n_groups * GROUP, width), indexing="ij")
+            rows, cols = torch.cat([rows, rest_rows.reshape(-1)]), torch.cat([cols, rest_cols.reshape(-1)])
+        scores = out[rows, cols]
+        take = (scores > kth[rows, 0]) & (scores >= floor[rows, 0])
+        if take.any():
+            best_scores, best_ids = _merge(best_scores, best_ids, rows[take], scores[take], cols[take] + start)
     return best_scores.numpy(), best_ids.numpy()
 
 
@@ -152,25 +196,35 @@ class _Searcher:
     """Runs blocks of queries against one index: torch matmul + top-k for a flat index, FAISS otherwise."""
 
     def __init__(self, index: faiss.Index, block_size: int) -> None:
-        self.index, self.block_size = index, block_size
+        # block_size: the most queries one call gets (the score buffer is sized for it)
+        self.index, self.block_size = index, max(1, block_size)
         vectors = _flat_vectors(index)
         self.entries = None if vectors is None else torch.from_numpy(vectors)
         self.buffer = None
 
-    def __call__(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return the raw (scores, ids) of the `fetch` best entries of each query (FAISS order or none)."""
+    @property
+    def exact(self) -> bool:
+        """Whether this searcher scores every entry (a flat index) and so can mask entries itself."""
+        return self.entries is not None
+
+    def __call__(self, queries: np.ndarray, fetch: int,
+                 exclude: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the raw (scores, ids) of the `fetch` best entries of each query (FAISS order or none).
+
+        `exclude` ((row, entry) pairs scored -inf) is for exact search only; FAISS indexes ignore it.
+        """
         fetch = min(fetch, self.index.ntotal)
         if fetch == 0:
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
         if self.entries is None:
             scores, ids = self.index.search(queries, fetch)
             return scores, ids
-        if self.buffer is None:
-            chunk = max(fetch, min(self.index.ntotal, SCORE_BUFFER_ELEMENTS // self.block_size))
-            self.buffer = torch.empty(self.block_size, chunk, dtype=torch.float32)
-        elif self.buffer.shape[1] < fetch:  # a chunk must hold at least `fetch` entries to yield them
-            self.buffer = torch.empty(self.block_size, fetch, dtype=torch.float32)
-        return _exact_block(self.entries, torch.from_numpy(queries), fetch, self.buffer)
+        if self.buffer is None:  # flat storage: every chunk's (rows x width) view of it is contiguous
+            chunk = max(GROUP, min(self.index.ntotal, SCORE_BUFFER_ELEMENTS // self.block_size))
+            self.buffer = torch.empty(self.block_size * chunk, dtype=torch.float32)
+        if not queries.flags.writeable:  # torch.from_numpy warns on read-only arrays (Arrow, memory maps)
+            queries = queries.copy()
+        return _exact_block(self.entries, torch.from_numpy(queries), fetch, self.buffer, exclude)
 
 
 def _check(index: faiss.Index, queries: np.ndarray, k: int, block_size: int) -> np.ndarray:
@@ -206,7 +260,7 @@ def search(
     fewer), the row is padded with id -1 and score -inf.
     """
     queries = _check(index, queries, k, block_size)
-    searcher = _Searcher(index, block_size)
+    searcher = _Searcher(index, min(block_size, len(queries)))
     scores = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
     with tqdm(total=len(queries), desc=progress, disable=progress is None, unit="query") as bar:
@@ -216,13 +270,31 @@ def search(
     return scores, ids
 
 
+class _Groups:
+    """The memory's entries by group: which entries share a query's group, found by binary search."""
+
+    def __init__(self, entry_groups: np.ndarray) -> None:
+        self.order = np.argsort(entry_groups, kind="stable")
+        self.sorted = entry_groups[self.order]
+
+    def ranges(self, query_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first, end) positions in the sorted entries of each query's group."""
+        return (np.searchsorted(self.sorted, query_groups, "left"),
+                np.searchsorted(self.sorted, query_groups, "right"))
+
+    def members(self, query_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, entry) pairs: every entry of each query's own group, with the query's row number."""
+        first, end = self.ranges(query_groups)
+        sizes = end - first
+        rows = np.repeat(np.arange(len(query_groups)), sizes)
+        within = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        return rows, self.order[np.repeat(first, sizes) + within]
+
+
 def own_group_sizes(query_groups: np.ndarray, entry_groups: np.ndarray) -> np.ndarray:
     """Return, for each query, how many memory entries share its group (0 for a group not in the memory)."""
-    groups, counts = np.unique(np.asarray(entry_groups, dtype=np.int64), return_counts=True)
-    query_groups = np.asarray(query_groups, dtype=np.int64)
-    at = np.clip(np.searchsorted(groups, query_groups), 0, max(len(groups) - 1, 0))
-    found = (groups[at] == query_groups) if len(groups) else np.zeros(len(query_groups), bool)
-    return np.where(found, counts[at] if len(groups) else 0, 0)
+    first, end = _Groups(np.asarray(entry_groups, dtype=np.int64)).ranges(np.asarray(query_groups, dtype=np.int64))
+    return end - first
 
 
 def search_excluding(
@@ -237,14 +309,15 @@ def search_excluding(
     """Return (scores float32 (Q, k), ids int64 (Q, k)): each query's k best entries of another group.
 
     groups are int64 codes (the caller maps patient_id strings to codes); `entry_groups[i]` is entry
-    i's group. Only a query's own group can be filtered out, so each query over-fetches k + the number
-    of entries its own group holds in the memory (rounded up to a power of two, so that queries share
-    fetch sizes and run in blocks together; never more than the largest group), drops its own group's
-    entries and keeps the first k by score, ties by entry id. k valid entries therefore always remain
-    when the memory holds at least k entries of other groups; where it holds fewer (a tiny memory), or
-    an approximate index finds fewer, the row is padded with id -1 and score -inf: the caller decides
-    (mask the missing neighbours, or fail). Equal scores at the over-fetch cut-off are resolved by the
-    underlying search, not by id.
+    i's group. Results are ordered by score, ties by entry id. Exact search (a flat index) scores the
+    query's own group at -inf before selecting, so it fetches just k. An approximate index cannot be
+    told which entries to skip per query, so each query over-fetches k + the number of entries its own
+    group holds in the memory (only those can be dropped; rounded up to a power of two so that queries
+    share fetch sizes and run in blocks together: never more than k + twice the largest group), drops
+    them and keeps the first k. Either way k valid entries always come back when the memory holds at
+    least k entries of other groups; where it holds fewer (a tiny memory), or an approximate index finds
+    fewer, the row is padded with id -1 and score -inf and the caller decides (mask the missing
+    neighbours, or fail). Equal scores at the cut-off are resolved by the underlying search.
     """
     queries = _check(index, queries, k, block_size)
     query_groups = np.asarray(query_groups, dtype=np.int64)
@@ -253,11 +326,15 @@ def search_excluding(
         raise ValueError(f"query_groups must hold one group per query ({len(queries)}); got shape {query_groups.shape}")
     if entry_groups.shape != (index.ntotal,):
         raise ValueError(f"entry_groups must hold one group per entry ({index.ntotal}); got shape {entry_groups.shape}")
-    own = own_group_sizes(query_groups, entry_groups)
-    # Round up to a power of two: a handful of fetch sizes, each searched in full blocks.
-    extra = np.where(own > 0, 2 ** np.ceil(np.log2(np.maximum(own, 1))).astype(np.int64), 0)
-    fetch = np.minimum(k + extra, max(index.ntotal, 1))
-    searcher = _Searcher(index, block_size)
+    groups = _Groups(entry_groups)
+    searcher = _Searcher(index, min(block_size, len(queries)))
+    if searcher.exact:
+        fetch = np.full(len(queries), k, dtype=np.int64)
+    else:
+        first, end = groups.ranges(query_groups)
+        own = end - first
+        extra = np.where(own > 0, 2 ** np.ceil(np.log2(np.maximum(own, 1))).astype(np.int64), 0)
+        fetch = k + extra
     scores = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
     with tqdm(total=len(queries), desc=progress, disable=progress is None, unit="query") as bar:
@@ -265,7 +342,9 @@ def search_excluding(
             rows_of_size = np.flatnonzero(fetch == size)
             for block in _blocks(len(rows_of_size), block_size):
                 rows = rows_of_size[block]
-                raw_scores, raw_ids = searcher(queries[rows], int(size))
+                exclude = groups.members(query_groups[rows]) if searcher.exact else None
+                raw_scores, raw_ids = searcher(queries[rows], int(size), exclude)
+                # Drop the own group (already at -inf for exact search) and FAISS's missing results.
                 other = entry_groups[np.maximum(raw_ids, 0)] != query_groups[rows, None]
                 scores[rows], ids[rows] = _sorted_padded(raw_scores, raw_ids, k, other)
                 bar.update(len(rows))

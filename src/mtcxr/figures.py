@@ -97,7 +97,7 @@ def xtra_auc_figure(auc_files: list[str], output: str) -> None:
     auc = pl.concat([pl.read_parquet(path) for path in auc_files])
     panels = auc.select("backbone", "variant").unique().sort("backbone", "variant").rows()
     labels = [label for label in auc["label"].unique(maintain_order=True).to_list() if label != "macro"]
-    order = ["macro", *sorted(labels, reverse=True)]  # macro on top, observations alphabetical below it
+    order = ["macro", *sorted(labels)]  # macro on top, observations alphabetical below it
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.42 * len(order) + 1.6), squeeze=False)
     for ax, (backbone, variant) in zip(axes[0], panels):
         part = auc.filter((pl.col("backbone") == backbone) & (pl.col("variant") == variant))
@@ -113,7 +113,7 @@ def xtra_auc_figure(auc_files: list[str], output: str) -> None:
         ax.axvline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_yticks(range(len(order)), list(reversed([("macro AUC" if label == "macro" else label) for label in order])))
         ax.axhline(len(order) - 1.5, color="grey", lw=0.5)
-        ax.set_xlim(0.3, 1.0)
+        ax.set_xlim(0.3, 1.01)
         ax.set_xlabel("ROC-AUC on the test images (95% bootstrap CI)")
         ax.set_title(f"{backbone} / memory of {variant}")
         ax.legend(fontsize=8, loc="lower left")
