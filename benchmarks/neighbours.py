@@ -24,7 +24,7 @@ stops at the first setting reaching recall@16 >= 0.95 for both searches (or once
 than exact search). The projected stage time is both builds + both searches over all queries.
 
 Usage: .venv/bin/python benchmarks/neighbours.py [--scale 1.0] [--data uniform clustered]
-       [--exact-queries 10000] [--approx-queries 4000] [--recall-sample 1000]
+       [--exact-queries 20000] [--approx-queries 4000] [--recall-sample 1000]
        [--nprobe 1 2 4 8 16 32 64 128 256] [--ef-search 16 32 64 128 256 512 1024]
 (about 30 minutes at full scale on a 2-core VM; --scale 0.05 is a one-minute smoke run).
 """
@@ -106,11 +106,10 @@ def make_memory(name: str, scale: float, seed: int = 0) -> Memory:
     return Memory(name, draw(image_groups), draw(report_groups), image_groups, report_groups)
 
 
-def gemm_rate(b: int, n: int, library: str, repeats: int = 3) -> float:
-    """GFLOP/s of a float32 (b x 512) @ (512 x n) product into a preallocated output (best of repeats)."""
+def gemm_rate(b: int, n: int, library: str, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 (b x 512) @ (512 x n) product into a preallocated output (median of repeats)."""
     rng = np.random.default_rng(1)
     a, m = rng.standard_normal((b, D), dtype=np.float32), rng.standard_normal((n, D), dtype=np.float32)
-    best = np.inf
     if library == "torch":
         ta, tm, out = torch.from_numpy(a), torch.from_numpy(m), torch.empty(b, n)
         run = lambda: torch.matmul(ta, tm.T, out=out)  # noqa: E731
@@ -118,11 +117,12 @@ def gemm_rate(b: int, n: int, library: str, repeats: int = 3) -> float:
         out = np.empty((b, n), np.float32)
         run = lambda: np.matmul(a, m.T, out=out)  # noqa: E731
     run()
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
-    return 2 * b * n * D / best / 1e9
+        times.append(time.perf_counter() - start)
+    return 2 * b * n * D / float(np.median(times)) / 1e9
 
 
 @dataclass
@@ -255,7 +255,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of MIMIC's size")
     parser.add_argument("--data", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"])
-    parser.add_argument("--exact-queries", type=int, default=10_000, help="queries exact search is timed on")
+    parser.add_argument("--exact-queries", type=int, default=20_000, help="queries exact search is timed on")
     parser.add_argument("--approx-queries", type=int, default=4_000, help="queries each approximate setting is timed on")
     parser.add_argument("--recall-sample", type=int, default=1_000, help="queries recall@16 is measured on")
     parser.add_argument("--faiss-flat", type=int, default=1_000, help="queries FAISS's own flat search is timed on (0: skip)")

@@ -30,8 +30,8 @@ KINDS = ("flat", "ivf", "hnsw")
 MIN_POINTS_PER_LIST = 39
 # FAISS's own default cap on k-means training points per centroid; more only slows training.
 MAX_TRAIN_POINTS_PER_LIST = 256
-# Scores held at once by exact search, per query block (float32: 64 MiB), whatever the memory's size.
-SCORE_BUFFER_ELEMENTS = 16 * 2**20
+# Scores held at once by exact search, per query block (float32: 32 MiB), whatever the memory's size.
+SCORE_BUFFER_ELEMENTS = 8 * 2**20
 # Columns whose maximum exact search takes before looking at their scores one by one.
 GROUP = 64
 
@@ -108,17 +108,29 @@ def _flat_vectors(index: faiss.Index) -> np.ndarray | None:
 
 def _merge(best_scores: torch.Tensor, best_ids: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor,
            ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return each row's k best of its running best (B, k) and the candidates (rows, scores, ids), best first."""
+    """Return each row's k best of its running best (B, k) and the candidates (rows, scores, ids), best first.
+
+    Candidates come in row order, ascending id within a row (as torch.nonzero yields them); they are
+    laid out densely beside the running best and each row is sorted stably, so equal scores keep the
+    running best (an earlier chunk: lower ids) first, then ascending id.
+    """
     n_rows, k = best_scores.shape
-    all_rows = torch.cat([torch.arange(n_rows).repeat_interleave(k), rows])
-    all_scores = torch.cat([best_scores.reshape(-1), scores])
-    all_ids = torch.cat([best_ids.reshape(-1), ids])
-    order = torch.argsort(all_scores, descending=True, stable=True)
-    order = order[torch.argsort(all_rows[order], stable=True)]  # by row, best first within a row
-    counts = torch.bincount(all_rows, minlength=n_rows)
-    rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
-    top = order[rank < k]  # every row holds at least its k running best, so exactly k per row
-    return all_scores[top].reshape(n_rows, k), all_ids[top].reshape(n_rows, k)
+    counts = torch.bincount(rows, minlength=n_rows)
+    rank = torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[rows]
+    width = int(counts.max())
+    dense_scores = torch.full((n_rows, width), -torch.inf)
+    dense_ids = torch.full((n_rows, width), -1, dtype=torch.int64)
+    dense_scores[rows, rank], dense_ids[rows, rank] = scores, ids
+    all_scores, all_ids = torch.cat([best_scores, dense_scores], 1), torch.cat([best_ids, dense_ids], 1)
+    top_scores, order = torch.sort(all_scores, dim=1, descending=True, stable=True)
+    return top_scores[:, :k].contiguous(), torch.gather(all_ids, 1, order[:, :k])
+
+
+def _candidates(scores: torch.Tensor, kth: torch.Tensor, floor: torch.Tensor, rows: torch.Tensor,
+                first_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, scores, cols) of the `scores` (n, width) of `rows` above kth and at least floor, in row order."""
+    at, col = torch.nonzero((scores > kth[rows]) & (scores >= floor[rows]), as_tuple=True)
+    return rows[at], scores[at, col], first_col[at] + col
 
 
 def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: torch.Tensor,
@@ -129,46 +141,64 @@ def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: t
     every score would cost about half as much as the matmul itself on the CPUs measured, so each chunk
     is cut into groups of GROUP columns and only the groups whose maximum can enter a row's top-k are
     looked at: a score is a candidate when it beats the row's k-th best so far (strictly, so on a tie
-    the entry already held, the lower id, stays) and reaches the chunk's k-th largest group maximum (at
-    most the chunk's own k-th best). Candidates are merged into the running best. Excluded pairs are
-    set to -inf first, so no over-fetch is needed; a row with fewer than k other entries comes back
-    with id -1 at -inf. Memory: the buffer plus O(block x k).
+    the entry already held, the lower id, stays), and in the first chunk when it reaches the chunk's
+    k-th largest group maximum (at most the chunk's own k-th best). Candidates are merged into the
+    running best, ties by ascending id. Excluded pairs are set to -inf first, so no over-fetch is
+    needed; a row with fewer than k other entries comes back with id -1 at -inf. Memory: the buffer
+    plus O(block x k).
+
+    The matmul and the group maxima run on torch's threads, the rest on one: those operations are
+    small, and with another job on the machine a second thread made them up to 8x slower.
     """
-    n_rows, chunk = queries.shape[0], buffer.numel() // queries.shape[0]
-    chunk = min(chunk, entries.shape[0])
+    n_rows = queries.shape[0]
+    chunk = min(buffer.numel() // n_rows, entries.shape[0])
+    ex_rows = ex_entries = None
     if exclude is not None:  # pairs sorted by entry, so each chunk takes one contiguous run
         order = np.argsort(exclude[1], kind="stable")
         ex_rows, ex_entries = (torch.from_numpy(np.ascontiguousarray(a[order])) for a in exclude)
-        ex_sorted = ex_entries.numpy()
-    best_scores = torch.full((n_rows, k), -torch.inf)
-    best_ids = torch.full((n_rows, k), -1, dtype=torch.int64)
-    offsets = torch.arange(GROUP)
-    for start in range(0, entries.shape[0], chunk):
-        part = entries[start:start + chunk]
-        width = part.shape[0]
-        out = buffer[: n_rows * width].view(n_rows, width)  # contiguous whatever the width
-        torch.matmul(queries, part.T, out=out)
-        if exclude is not None:
-            lo, hi = np.searchsorted(ex_sorted, [start, start + width])
-            if hi > lo:
+    best = (torch.full((n_rows, k), -torch.inf), torch.full((n_rows, k), -1, dtype=torch.int64))
+    threads = torch.get_num_threads()
+    try:
+        for start in range(0, entries.shape[0], chunk):
+            part = entries[start:start + chunk]
+            out = buffer[: n_rows * len(part)].view(n_rows, len(part))  # contiguous whatever the width
+            torch.matmul(queries, part.T, out=out)
+            if ex_rows is not None:
+                lo, hi = np.searchsorted(ex_entries.numpy(), [start, start + len(part)])
                 out[ex_rows[lo:hi], ex_entries[lo:hi] - start] = -torch.inf
-        kth = best_scores[:, -1:]
-        n_groups = width // GROUP
-        grouped = torch.as_strided(out, (n_rows, n_groups, GROUP), (width, GROUP, 1))
-        group_max = grouped.amax(dim=2)
-        floor = torch.topk(group_max, k, dim=1).values[:, -1:] if n_groups >= k else torch.full_like(kth, -torch.inf)
-        rows, groups = torch.nonzero((group_max > kth) & (group_max >= floor), as_tuple=True)
-        cols = (groups[:, None] * GROUP + offsets).reshape(-1)
-        rows = rows.repeat_interleave(GROUP)
-        rest = width - n_groups * GROUP  # the last < GROUP columns: every one is looked at
-        if rest:
-            rest_rows, rest_cols = torch.meshgrid(torch.arange(n_rows), torch.arange(n_groups * GROUP, width), indexing="ij")
-            rows, cols = torch.cat([rows, rest_rows.reshape(-1)]), torch.cat([cols, rest_cols.reshape(-1)])
-        scores = out[rows, cols]
-        take = (scores > kth[rows, 0]) & (scores >= floor[rows, 0])
-        if take.any():
-            best_scores, best_ids = _merge(best_scores, best_ids, rows[take], scores[take], cols[take] + start)
-    return best_scores.numpy(), best_ids.numpy()
+            best = _select(out, start, *best, threads)
+    finally:
+        torch.set_num_threads(threads)
+    return best[0].numpy(), best[1].numpy()
+
+
+def _select(out: torch.Tensor, start: int, best_scores: torch.Tensor, best_ids: torch.Tensor,
+            threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the running best (scores, ids) updated with one chunk's scores `out` (entries from `start`)."""
+    n_rows, width = out.shape
+    k = best_scores.shape[1]
+    kth = best_scores[:, -1:]
+    n_groups = width // GROUP
+    grouped = torch.as_strided(out, (n_rows, n_groups, GROUP), (width, GROUP, 1))
+    torch.set_num_threads(threads)
+    group_max = grouped.amax(dim=2)
+    torch.set_num_threads(1)
+    if start == 0 and n_groups >= k:  # nothing held yet: only the k best groups can hold the top k
+        floor = torch.topk(group_max, k, dim=1).values[:, -1:]
+    else:  # later chunks: the k-th best held is the bound (a floor per chunk would cost more than it saves)
+        floor = torch.full_like(kth, -torch.inf)
+    rows, groups = torch.nonzero((group_max > kth) & (group_max >= floor), as_tuple=True)
+    if len(rows):  # whole groups of GROUP contiguous scores: one cheap copy each
+        found_rows, found, cols = _candidates(grouped[rows, groups], kth, floor, rows, groups * GROUP)
+        if len(found_rows):
+            best_scores, best_ids = _merge(best_scores, best_ids, found_rows, found, cols + start)
+    if width > n_groups * GROUP:  # the memory's last < GROUP columns, looked at one by one
+        found_rows, found, cols = _candidates(out[:, n_groups * GROUP:], best_scores[:, -1:], floor,
+                                              torch.arange(n_rows), torch.full((n_rows,), n_groups * GROUP))
+        if len(found_rows):
+            best_scores, best_ids = _merge(best_scores, best_ids, found_rows, found, cols + start)
+    torch.set_num_threads(threads)  # the next matmul
+    return best_scores, best_ids
 
 
 def _sorted_padded(scores: np.ndarray, ids: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +285,7 @@ def search(
     """Return (scores float32 (Q, k), ids int64 (Q, k)): each query's k best entries, best first.
 
     Queries run `block_size` at a time (a tqdm bar titled `progress`, none when None), so memory is
-    O(block_size x k) beyond the index (exact search adds a fixed 64 MiB score buffer). Equal scores
+    O(block_size x k) beyond the index (exact search adds a fixed 32 MiB score buffer). Equal scores
     are ordered by entry id. Where the index holds fewer than k entries (or an approximate index finds
     fewer), the row is padded with id -1 and score -inf.
     """
