@@ -2,7 +2,7 @@
 
 The memory holds 240,000 image vectors and 220,000 report vectors (D = 512, unit length) of 65,000
 patients; the queries are the 240,000 image vectors themselves, each searched image->image and
-image->report with its own patient excluded (`ann.search_excluding`), k = 16. Two kinds of data:
+image->report with its own patient excluded (`ann.search_excluding`), k = 16. Three kinds of data:
 
 - uniform: every image and report vector is an independent uniform random unit vector
   (normalise(N(0, I))). No neighbour structure at all: the pessimistic case.
@@ -10,12 +10,17 @@ image->report with its own patient excluded (`ann.search_excluding`), k = 16. Tw
   patient offset u ~ N(0, I/D); each of its images and reports is normalise(c + 0.6 u + 1.2 e) with
   its own e ~ N(0, I/D). Expected cosines: same patient 0.49, same centre 0.36, unrelated 0 ± 0.044,
   so a query's nearest neighbours (own patient excluded) are far closer than a typical entry.
+  Discrete, well separated clusters: the easy case for IVF.
+- lowrank: no clusters, a continuous 32-dimensional structure: each patient has z ~ N(0, I_32),
+  each of its images and reports is normalise((z + 0.5 ε) W + 0.5 e) with ε ~ N(0, I_32),
+  e ~ N(0, I_512) and one fixed W (32 x 512) with N(0, 1/32) entries.
 
 Patients: each has 1 + Multinomial(240,000 - 65,000, p ∝ LogNormal(0, 1.2)) images (mean 3.7, a long
 tail of patients with a hundred or more), images in random order; each of the 220,000 reports belongs
 to the patient of a distinct random image.
 
-Measured: the bare float32 matmul rate on this CPU and exact search's rate relative to it; for exact
+Measured: the bare float32 matmul rate on this CPU and exact search's rate relative to it (alternating
+the two, 7 rounds, so that both meet the same load from other jobs); for exact
 search, IVF (index.nlist 1024) and HNSW (index.hnsw_m 32, index.ef_construction 80) the build time
 (in full, both memories) and the search time, extrapolated linearly from a sample of queries (search
 cost is linear in the number of queries: each query is searched independently); recall@16 of the
@@ -25,8 +30,8 @@ than exact search). The projected stage time is both builds + both searches over
 
 Usage: .venv/bin/python benchmarks/neighbours.py [--scale 1.0] [--data uniform clustered]
        [--exact-queries 20000] [--approx-queries 4000] [--recall-sample 1000]
-       [--nprobe 1 2 4 8 16 32 64 128 256] [--ef-search 16 32 64 128 256 512 1024]
-(about 30 minutes at full scale on a 2-core VM; --scale 0.05 is a one-minute smoke run).
+       [--nprobe 1 2 4 8 16 32 64 128 256] [--ef-search 16 32 64 128 256 512 1024] [--ratio-rounds 7]
+(about 30 minutes at full scale on an otherwise idle 2-core VM; --scale 0.05 is a one-minute smoke run).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from mtcxr import ann
 D, K = 512, 16
 IMAGES, REPORTS, PATIENTS, CENTRES = 240_000, 220_000, 65_000, 2_000
 PATIENT_SPREAD, ITEM_SPREAD = 0.6, 1.2
+LATENT, LATENT_SPREAD, LOWRANK_NOISE = 32, 0.5, 0.5
+DATA = ("uniform", "clustered", "lowrank")
 TARGET_RECALL, TARGET_MINUTES = 0.95, 15.0
 START = time.perf_counter()
 
@@ -82,7 +89,7 @@ def make_groups(n_images: int, n_reports: int, n_patients: int, rng: np.random.G
 
 
 def make_memory(name: str, scale: float, seed: int = 0) -> Memory:
-    """The `uniform` or `clustered` memory (see the module docstring) at `scale` times MIMIC's size."""
+    """The `uniform`, `clustered` or `lowrank` memory (see the module docstring) at `scale` times MIMIC's size."""
     rng = np.random.default_rng(seed)
     n_images, n_reports, n_patients = (max(1, round(n * scale)) for n in (IMAGES, REPORTS, PATIENTS))
     image_groups, report_groups = make_groups(n_images, n_reports, n_patients, rng)
@@ -91,18 +98,27 @@ def make_memory(name: str, scale: float, seed: int = 0) -> Memory:
         x = rng.standard_normal((len(groups), D), dtype=np.float32)
         if name == "uniform":
             return unit(x)
+        if name == "lowrank":
+            x *= LOWRANK_NOISE
+            for rows in np.array_split(np.arange(len(groups)), 16):  # (n x 32) latents, a part at a time
+                latent = latent_of[groups[rows]] + LATENT_SPREAD * rng.standard_normal((len(rows), LATENT), dtype=np.float32)
+                x[rows] += latent @ mixing
+            return unit(x)
         x *= ITEM_SPREAD / np.sqrt(D)
         x += centres[centre_of[groups]]
         x += offsets[groups]
         return unit(x)
 
-    if name == "clustered":
+    if name == "lowrank":
+        mixing = rng.standard_normal((LATENT, D), dtype=np.float32) / np.sqrt(LATENT)
+        latent_of = rng.standard_normal((n_patients, LATENT), dtype=np.float32)
+    elif name == "clustered":
         n_centres = max(1, round(CENTRES * scale))
         centres = unit(rng.standard_normal((n_centres, D), dtype=np.float32))
         centre_of = rng.integers(0, n_centres, n_patients)
         offsets = rng.standard_normal((n_patients, D), dtype=np.float32) * (PATIENT_SPREAD / np.sqrt(D))
     elif name != "uniform":
-        raise ValueError(f"unknown data {name!r}")
+        raise ValueError(f"unknown data {name!r}; one of {', '.join(DATA)}")
     return Memory(name, draw(image_groups), draw(report_groups), image_groups, report_groups)
 
 
@@ -123,6 +139,23 @@ def gemm_rate(b: int, n: int, library: str, repeats: int = 5) -> float:
         run()
         times.append(time.perf_counter() - start)
     return 2 * b * n * D / float(np.median(times)) / 1e9
+
+
+def exact_vs_bare(rounds: int, n_queries: int, scale: float) -> list[tuple[float, float]]:
+    """(exact search GFLOP/s, bare matmul GFLOP/s) pairs, measured alternately so that both meet the same load.
+
+    Exact search: `search_excluding` of n_queries uniform image queries against a uniform image memory
+    of 240,000 x scale entries. Bare: the (1024 x 512) @ (512 x 8,192) matmul of its blocks, alone.
+    """
+    memory = make_memory("uniform", scale, seed=3)
+    index = ann.build_index(memory.images, "flat")
+    queries = np.random.default_rng(4).permutation(len(memory.images))[:n_queries]
+    pairs = []
+    for _ in range(rounds):
+        bare = gemm_rate(1024, ann.SCORE_BUFFER_ELEMENTS // 1024, "torch")
+        clock, _, _ = timed_search(index, memory, queries, "i2i")
+        pairs.append((2 * len(queries) * len(memory.images) * D / clock.wall / 1e9, bare))
+    return pairs
 
 
 @dataclass
@@ -254,11 +287,12 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of MIMIC's size")
-    parser.add_argument("--data", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"])
+    parser.add_argument("--data", nargs="+", default=list(DATA), choices=DATA)
     parser.add_argument("--exact-queries", type=int, default=20_000, help="queries exact search is timed on")
     parser.add_argument("--approx-queries", type=int, default=4_000, help="queries each approximate setting is timed on")
     parser.add_argument("--recall-sample", type=int, default=1_000, help="queries recall@16 is measured on")
     parser.add_argument("--faiss-flat", type=int, default=1_000, help="queries FAISS's own flat search is timed on (0: skip)")
+    parser.add_argument("--ratio-rounds", type=int, default=7, help="rounds of exact search vs bare matmul (0: skip)")
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=80)
@@ -280,6 +314,15 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"  {name}: {rate:.1f}")
     note(f"bare matmul {bare:.1f} GFLOP/s")
+
+    if args.ratio_rounds:
+        pairs = exact_vs_bare(args.ratio_rounds, 4_096, args.scale)
+        ratios = [search / bare for search, bare in pairs]
+        print(f"\nexact search vs bare matmul, alternately ({args.ratio_rounds} rounds of 4,096 queries against "
+              f"{round(IMAGES * args.scale):,} entries, then the bare matmul): "
+              + ", ".join(f"{search:.0f}/{bare:.0f}" for search, bare in pairs)
+              + f" GFLOP/s; ratio median {np.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f})")
+        note("exact vs bare measured")
 
     results = []
     for name in args.data:

@@ -65,16 +65,50 @@ def test_exact_search_of_the_memory_itself_finds_each_entry_first() -> None:
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
-def test_equal_scores_are_ordered_by_entry_id() -> None:
+@pytest.mark.parametrize("buffer_columns", [None, 70, 7])  # one chunk; groups and a tail; tail only
+def test_equal_scores_are_ordered_by_entry_id(buffer_columns: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     # Small integers: every product is exact in float32, so duplicated entries tie exactly.
-    base = np.random.default_rng(3).integers(-3, 4, size=(20, 8)).astype(np.float32)
-    entries = np.concatenate([base, base, base])  # entry i ties with i + 20 and i + 40
-    scores, ids = ann.search(ann.build_index(entries, "flat"), base, 9)
-    want_scores, _ = reference(entries, base, 9)
-    np.testing.assert_array_equal(scores, want_scores)
-    tied = scores[:, 1:] == scores[:, :-1]
-    assert tied.sum() >= 2 * 20  # each row holds at least one triple
-    assert np.all(ids[:, 1:][tied] > ids[:, :-1][tied])
+    base = np.random.default_rng(3).integers(-3, 4, size=(40, 8)).astype(np.float32)
+    entries = np.concatenate([base, base, base, base])  # entry i ties with i + 40, i + 80 and i + 120
+    if buffer_columns:
+        monkeypatch.setattr(ann, "SCORE_BUFFER_ELEMENTS", buffer_columns * len(base))
+    scores, ids = ann.search(ann.build_index(entries, "flat"), base, 10)
+    want = reference(entries, base, 10)  # ties by ascending id, at the cut-off too
+    np.testing.assert_array_equal(scores, want[0])
+    np.testing.assert_array_equal(ids, want[1])
+    assert (scores[:, 1:] == scores[:, :-1]).sum() >= 3 * 40  # each row holds at least one tied quadruple
+    groups = np.arange(len(entries)) % 40  # an entry's copies share its group: excluded together
+    got = ann.search_excluding(ann.build_index(entries, "flat"), base, 10, np.arange(40), groups)
+    want = reference(entries, base, 10, np.arange(40), groups)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_search_takes_read_only_and_empty_queries_and_keeps_the_thread_count() -> None:
+    import warnings
+
+    import torch
+
+    entries = random_unit(200, 16, 17)
+    queries = random_unit(5, 16, 18)
+    queries.setflags(write=False)
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ann.search(ann.build_index(entries, "flat"), queries, 4)
+    assert_same(got, reference(entries, queries, 4))
+    assert torch.get_num_threads() == threads
+    scores, ids = ann.search(ann.build_index(entries, "flat"), np.empty((0, 16), np.float32), 4)
+    assert scores.shape == ids.shape == (0, 4)
+
+
+def test_a_flat_index_read_back_from_disk_is_searched_the_same(tmp_path) -> None:
+    import faiss
+
+    entries, queries = random_unit(300, 16, 19), random_unit(20, 16, 20)
+    faiss.write_index(ann.build_index(entries, "flat"), str(tmp_path / "images.faiss"))
+    got = ann.search(faiss.read_index(str(tmp_path / "images.faiss")), queries, 5)
+    assert_same(got, reference(entries, queries, 5))
 
 
 def test_search_pads_when_the_memory_holds_fewer_than_k() -> None:

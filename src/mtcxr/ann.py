@@ -6,11 +6,13 @@ here is an inner-product index, so a score is a cosine similarity. `build_index`
 latter never returns an entry of the query's own patient), and `measure_recall` / `recall_at_k`
 compare an approximate index with exact search, which the stage logs for the approximate kinds.
 
-Exact search does not go through FAISS's own flat search: on the CPUs measured
-(benchmarks/neighbours.md) its bundled BLAS and top-k pass ran at about a fifth of a bare float32
-matmul, so `search` multiplies with torch and selects with `torch.topk` instead (same index, same
-results up to float rounding); set the thread count with `torch.set_num_threads` (and
-`faiss.omp_set_num_threads` for ivf/hnsw). Pure functions: no Snakemake, no files.
+Exact search does not go through FAISS's own flat search: on the 2-core VM measured
+(benchmarks/neighbours.md) IndexFlatIP.search, with the OpenBLAS bundled in the faiss-cpu wheel,
+ran at about a sixth of a bare float32 matmul. `search` reads the flat index's vectors in place,
+multiplies with torch a chunk of the memory at a time and keeps each query's top k by looking only
+at the groups of scores whose maximum can enter it (same index, same results up to float rounding,
+ties by entry id). Threads: `torch.set_num_threads` for exact search, `faiss.omp_set_num_threads`
+for ivf/hnsw. Pure functions: no Snakemake, no files.
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ def _sorted_padded(scores: np.ndarray, ids: np.ndarray, k: int, keep: np.ndarray
 
 
 class _Searcher:
-    """Runs blocks of queries against one index: torch matmul + top-k for a flat index, FAISS otherwise."""
+    """Runs blocks of queries against one index: `_exact_block` for a flat index, FAISS's search otherwise."""
 
     def __init__(self, index: faiss.Index, block_size: int) -> None:
         # block_size: the most queries one call gets (the score buffer is sized for it)
