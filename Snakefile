@@ -33,6 +33,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/xtra.smk"
+include: "workflow/rules/generation.smk"
 
 
 # Cheap rules run on the submitting node even under a cluster profile.
@@ -42,6 +43,7 @@ localrules:
     summarize,
     figures,
     xtra_figure,
+    generation_figure,
 
 
 rule all:

@@ -62,7 +62,7 @@ def test_every_artifact_is_written(tiny_results):
 
     summary = pl.read_csv(r / "metrics/summary.csv")
     assert summary.columns == SUMMARY_COLUMNS
-    assert set(summary["variant"]) == {"zeroshot", "multitask", "xtra"}
+    assert set(summary["variant"].drop_nulls()) == {"zeroshot", "multitask", "xtra"}
     recall = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall"))
     assert sorted(recall["k"].unique()) == [1, 5, 10]
     assert ((recall["ci_low"] <= recall["value"]) & (recall["value"] <= recall["ci_high"])).all()
@@ -89,6 +89,39 @@ def test_xtra_results(tiny_results):
     assert history.group_by("method").agg(pl.col("chosen").sum())["chosen"].to_list() == [1, 1]
     assert (r / "figures/xtra_auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## X-TRA: multi-label classification" in (r / "metrics/summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_generation_results(tiny_results):
+    r = tiny_results
+    images = read_table(r / "data/images.parquet", "images")
+    test_studies = images.filter((pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"]))["study_id"].n_unique()
+    metrics = read_table(r / "metrics/generation.parquet", "generation_metrics")
+    methods = set(metrics.select("backbone", "variant", "method").unique().rows())
+    assert methods == {(None, None, "random"), (None, None, "most_frequent"), ("demo", "zeroshot", "retrieval"),
+                       ("demo", "zeroshot", "oracle"), ("demo", "multitask", "retrieval"), ("demo", "multitask", "oracle"),
+                       ("demo", "xtra", "retrieval"), ("demo", "xtra", "oracle"), ("demo", "xtra", "xtra")}
+    assert set(metrics["n_studies"]) == {test_studies}
+    bleu4 = metrics.filter(pl.col("metric") == "bleu4")
+    assert bleu4["value"].is_between(0, 1).all() and bleu4["ci_low"].le(bleu4["ci_high"]).all()
+    # The oracle picks, among the same top k, the report closest to the reference: never worse on ROUGE-L.
+    rouge = dict(((v, m), x) for v, m, x in metrics.filter(pl.col("metric") == "rouge_l")
+                 .select("variant", "method", "value").iter_rows())
+    for variant in ("zeroshot", "multitask", "xtra"):
+        assert rouge[(variant, "oracle")] >= rouge[(variant, "retrieval")]
+    generated = read_table(r / "generation/demo/multitask/retrieval.parquet", "generated")
+    studies = read_table(r / "data/studies.parquet", "studies")
+    split_of = dict(studies.select("study_id", "split").iter_rows())
+    assert {split_of[s] for s in generated["source_study_id"]} == {"train"}  # never a test report
+    assert set(generated.filter(pl.col("method") == "retrieval")["rank"]) == {1}  # choice: top1
+    summary = pl.read_csv(r / "metrics/summary.csv")
+    rows = summary.filter(pl.col("task").str.starts_with("generation_"))
+    assert set(rows["metric"]) == {"bleu4", "meteor", "rouge_l", "cider", "ce_f1_micro", "ce_f1_micro5"}
+    assert rows.filter(pl.col("task") == "generation_random")["backbone"].is_null().all()
+    markdown = (r / "metrics/summary.md").read_text()
+    assert "## Report generation by retrieval" in markdown and "Examples (" in markdown
+    assert (r / "figures/generation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pl.read_csv(r / "metrics/generation.csv").height == metrics.height
 
 
 @pytest.mark.slow
@@ -148,7 +181,8 @@ def test_html_report_builds(tiny_results):
                            "--config", f"results={tiny_results}"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     html = report.read_text()
-    for name in ("summary.csv", "paired_vs_zeroshot.csv", "tsne_demo.png", "recall_at_k.png"):
+    for name in ("summary.csv", "paired_vs_zeroshot.csv", "tsne_demo.png", "recall_at_k.png", "generation.csv",
+                 "generation.png"):
         assert name in html
 
 

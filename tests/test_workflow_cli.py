@@ -49,6 +49,7 @@ def test_config_value_from_the_command_line(tmp_path: Path):
     counts = jobs_planned(done)
     assert counts["train_head"] == 6 and counts["preprocess_images"] == 2  # config.yaml: 6 variants, 2 shards
     assert counts["build_memory"] == 1 and counts["retrieve_neighbours"] == 3 and counts["train_xtra"] == 1
+    assert counts["generate_reports"] == 6 and counts["generate_xtra_reports"] == 1 and counts["score_generation"] == 1
     assert str(tmp_path / "results_small") in done.stdout
 
 
@@ -73,6 +74,20 @@ def test_evaluate_target_rule(tmp_path: Path):
     counts = jobs_planned(done)
     assert counts["evaluate_variant"] == 6 and counts["evaluate"] == 1
     assert "summarize" not in counts and "figures" not in counts
+
+
+def test_generation_can_be_turned_off(tmp_path: Path):
+    done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path}", "generation={enabled: false}")
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    assert not {"generate_baselines", "generate_reports", "score_generation", "generation_figure"} & set(counts)
+    assert counts["summarize"] == 1
+
+
+def test_missing_java_stops_before_any_job(tmp_path: Path):
+    done = snakemake("-n", "--config", f"results={tmp_path}", "generation={java: /no/such/java}")
+    assert_message_alone(done, "generation.java is '/no/such/java', which is not an executable file; install it with "
+                               "`sudo apt-get install default-jre-headless`")
 
 
 def test_schema_error_is_one_paragraph(tmp_path: Path):

@@ -12,6 +12,7 @@ import polars as pl
 
 from mtcxr import metrics
 from mtcxr.evaluate import SUMMARY_SCHEMA
+from mtcxr.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,10 @@ HEADLINE = [
     ("t2i", "precision", "P"), ("t2i", "balanced_precision", "P"), ("classification", "auc", None),
     ("classification", "silhouette", None),
 ]
+# Report generation: the corpus metrics that go into summary.csv and summary.md, in reading order.
+GENERATION_HEADLINE = ("bleu4", "meteor", "rouge_l", "cider", "ce_f1_micro", "ce_f1_micro5")
+GENERATION_NAMES = {"bleu4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr",
+                    "ce_f1_micro": "CE F1 (14)", "ce_f1_micro5": "CE F1 (5)"}
 PAIRED = [("i2t", "recall", 10), ("i2t", "balanced_precision", "P"), ("t2i", "recall", 10), ("t2i", "balanced_precision", "P")]
 
 
@@ -35,18 +40,25 @@ def _with_precision_k(columns: list[tuple], summary: pl.DataFrame) -> list[tuple
 def summarize(metric_files: list[str], query_files: list[str], reject_files: list[str], output_parquet: str,
               output_csv: str, output_md: str, output_paired: str, n_boot: int = 1000, seed: int = 0,
               xtra_auc_files: Sequence[str] = (), xtra_paired_files: Sequence[str] = (),
-              output_xtra: str | None = None) -> pl.DataFrame:
+              output_xtra: str | None = None, generation_metrics: str | None = None,
+              generation_studies: str | None = None, examples: int = 3) -> pl.DataFrame:
     """Concatenate per-variant metrics, write summary.{parquet,csv,md} and the paired tests; return the summary.
 
     X-TRA's tables (`evaluate_xtra`), where given, add their macro-AUC rows to the summary (task
-    `labels_<method>`, metric `macro_auc`) and every per-label row to `output_xtra`.
+    `labels_<method>`, metric `macro_auc`) and every per-label row to `output_xtra`. Report
+    generation's metrics (`score_generation`), where given, add their headline rows (task
+    `generation_<method>`; the baselines have no backbone) and a section with `examples` example
+    reports to summary.md.
     """
+    generation = read_table(generation_metrics, "generation_metrics") if generation_metrics else None
     xtra_auc = pl.concat([pl.read_parquet(path) for path in xtra_auc_files]) if xtra_auc_files else None
     xtra_paired = pl.concat([pl.read_parquet(path) for path in xtra_paired_files]) if xtra_paired_files else None
     parts = [pl.read_parquet(path) for path in metric_files]
     if xtra_auc is not None:
         parts.append(_xtra_summary_rows(xtra_auc))
-    summary = pl.concat(parts).cast(SUMMARY_SCHEMA)
+    if generation is not None:
+        parts.append(_generation_summary_rows(generation))
+    summary = pl.concat([part.cast(SUMMARY_SCHEMA) for part in parts])
     summary = summary.sort("backbone", "variant", "task", "metric", "k", nulls_last=False)
     Path(output_parquet).parent.mkdir(parents=True, exist_ok=True)
     summary.write_parquet(output_parquet)
@@ -56,7 +68,11 @@ def summarize(metric_files: list[str], query_files: list[str], reject_files: lis
     if output_xtra is not None:
         _xtra_table(xtra_auc, xtra_paired).write_csv(output_xtra, float_precision=6)
     rejects = pl.concat([pl.read_parquet(path) for path in reject_files]) if reject_files else pl.DataFrame()
-    Path(output_md).write_text(markdown_report(summary, paired, rejects, xtra_paired))
+    markdown = markdown_report(summary, paired, rejects, xtra_paired)
+    if generation is not None:
+        studies = read_table(generation_studies, "generation_scores") if generation_studies else None
+        markdown += "\n" + "\n".join(_generation_markdown(generation, studies, examples, seed))
+    Path(output_md).write_text(markdown)
     log.info("summary: %d rows over %d backbone/variant pairs; %d rejected items", summary.height,
              summary.select("backbone", "variant").n_unique(), rejects.height)
     return summary
@@ -68,6 +84,74 @@ def _xtra_summary_rows(auc: pl.DataFrame) -> pl.DataFrame:
         "backbone", "variant", pl.concat_str([pl.lit("labels_"), pl.col("method")]).alias("task"),
         pl.lit("macro_auc").alias("metric"), pl.lit(None, dtype=pl.Int64).alias("k"), "value", "ci_low", "ci_high",
         pl.col("n_images").alias("n_queries"))
+
+
+def _generation_summary_rows(generation: pl.DataFrame) -> pl.DataFrame:
+    """The headline corpus metrics of every generation method as summary rows (task `generation_<method>`)."""
+    return generation.filter(pl.col("metric").is_in(GENERATION_HEADLINE) & pl.col("observation").is_null()).select(
+        "backbone", "variant", pl.concat_str([pl.lit("generation_"), pl.col("method")]).alias("task"), "metric",
+        pl.lit(None, dtype=pl.Int64).alias("k"), "value", "ci_low", "ci_high", pl.col("n_studies").alias("n_queries"))
+
+
+def _generation_markdown(generation: pl.DataFrame, studies: pl.DataFrame | None, examples: int, seed: int) -> list[str]:
+    """Report generation by method (metric and 95% CI; paired difference against the random report), then examples."""
+    headline = generation.filter(pl.col("metric").is_in(GENERATION_HEADLINE) & pl.col("observation").is_null())
+    n = int(headline["n_studies"].max() or 0)
+    lines = [f"## Report generation by retrieval ({n} test studies, corpus metrics, 95% CI)", "",
+             "| method | " + " | ".join(GENERATION_NAMES[m] for m in GENERATION_HEADLINE) + " |",
+             "|---|" + "---|" * len(GENERATION_HEADLINE)]
+    methods = headline.select("backbone", "variant", "method").unique(maintain_order=True).rows()
+    for backbone, variant, method in methods:
+        part = headline.filter((pl.col("method") == method) & _same(pl.col("backbone"), backbone)
+                               & _same(pl.col("variant"), variant))
+        cells = []
+        for metric in GENERATION_HEADLINE:
+            hit = part.filter(pl.col("metric") == metric)
+            cells.append(f"{_fixed(hit['value'][0])} [{_fixed(hit['ci_low'][0])}, {_fixed(hit['ci_high'][0])}]"
+                         if hit.height else "–")
+        name = method if backbone is None else f"{backbone} / {variant} / {method}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Difference against the random train report (paired bootstrap over studies, 95% CI, two-sided p):", "",
+              "| method | BLEU-4 | CE F1 (14) |", "|---|---|---|"]
+    for backbone, variant, method in methods:
+        if method == "random":
+            continue
+        cells = []
+        for metric in ("bleu4", "ce_f1_micro"):
+            hit = headline.filter((pl.col("method") == method) & _same(pl.col("backbone"), backbone)
+                                  & _same(pl.col("variant"), variant) & (pl.col("metric") == metric))
+            row = hit.row(0, named=True) if hit.height else None
+            cells.append(_paired_cell({"difference": row["difference"], "ci_low": row["difference_low"],
+                                       "ci_high": row["difference_high"], "p_value": row["p_value"], "n_boot": row["n_boot"]})
+                         if row and row["difference"] is not None else "–")
+        name = method if backbone is None else f"{backbone} / {variant} / {method}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if studies is not None and examples and studies.height:
+        lines += _generation_examples(studies, headline, examples, seed)
+    return lines
+
+
+def _same(column: pl.Expr, value: str | None) -> pl.Expr:
+    return column.is_null() if value is None else column == value
+
+
+def _generation_examples(studies: pl.DataFrame, headline: pl.DataFrame, examples: int, seed: int) -> list[str]:
+    """`examples` test studies (seeded) with the reference and the report of the best retrieval method by CE F1."""
+    ranked = headline.filter((pl.col("metric") == "ce_f1_micro") & pl.col("method").is_in(["retrieval", "xtra"]))
+    if not ranked.height:
+        return []
+    best = ranked.sort("value", descending=True).row(0, named=True)
+    chosen = studies.filter((pl.col("method") == best["method"]) & (pl.col("backbone") == best["backbone"])
+                            & (pl.col("variant") == best["variant"])).sort("study_id")
+    picks = np.sort(np.random.default_rng(seed).choice(chosen.height, min(examples, chosen.height), replace=False))
+    clip = lambda text: (text[:300] + " …") if len(text) > 300 else text  # noqa: E731
+    lines = [f"Examples ({best['backbone']} / {best['variant']} / {best['method']}, the best by CE F1; "
+             "studies drawn by seed):", "", "| study | reference | generated | BLEU-4 | CE F1 |", "|---|---|---|---|---|"]
+    for row in chosen[picks.tolist()].iter_rows(named=True):
+        reference, generated = (clip(row[key]).replace("|", "/") for key in ("reference", "generated"))
+        lines.append(f"| {row['study_id']} | {reference} | {generated} | {_fixed(row['bleu4'])} | {_fixed(row['ce_f1'])} |")
+    return lines + [""]
 
 
 def _xtra_table(auc: pl.DataFrame | None, paired: pl.DataFrame | None) -> pl.DataFrame:
@@ -179,7 +263,8 @@ def markdown_report(summary: pl.DataFrame, paired: pl.DataFrame, rejects: pl.Dat
              "is having the query's normal/abnormal status. Every number is in `summary.csv`.", ""]
     headline, paired_columns = _with_precision_k(HEADLINE, summary), _with_precision_k(PAIRED, summary)
     headers = [f"{task} {metric}" + (f"@{k}" if k is not None else "") for task, metric, k in headline]
-    for backbone in summary["backbone"].unique().sort().to_list():
+    retrieval = summary.filter(~pl.col("task").str.starts_with("generation_"))
+    for backbone in retrieval["backbone"].drop_nulls().unique().sort().to_list():
         lines += [f"## Backbone `{backbone}`", "", "| variant | " + " | ".join(headers) + " |",
                   "|---|" + "---|" * len(headers)]
         variants = summary.filter(pl.col("backbone") == backbone)["variant"].unique().to_list()

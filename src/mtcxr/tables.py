@@ -69,18 +69,64 @@ LABELS_SCHEMA = {
     "source": pl.String,
 }
 
+# A report written for a test study by one generation method (mtcxr.generation): `rank` is the
+# chosen candidate's 1-based rank among the retrieved (null for the baselines that retrieve nothing),
+# `source_study_id` the train study whose report it is.
+GENERATED_SCHEMA = {
+    "study_id": pl.String,
+    "image_id": pl.String,
+    "method": pl.String,
+    "backbone": pl.String,
+    "variant": pl.String,
+    "rank": pl.Int32,
+    "source_study_id": pl.String,
+    "generated": pl.String,
+    "reference": pl.String,
+}
+GENERATION_METHODS = ("retrieval", "oracle", "xtra", "random", "most_frequent")
+# Per study and method: the texts, per-study scores, the findings the labeler read, and the
+# sufficient statistics the bootstrap recomputes corpus BLEU and METEOR from (mtcxr.generation_scores).
+GENERATION_SCORES_SCHEMA = {
+    "study_id": pl.String, "backbone": pl.String, "variant": pl.String, "method": pl.String,
+    "generated": pl.String, "reference": pl.String,
+    **{f"bleu{n}": pl.Float64 for n in range(1, 5)},
+    "meteor": pl.Float64, "rouge_l": pl.Float64, "cider": pl.Float64, "ce_f1": pl.Float64,
+    "reference_positive": pl.List(pl.String), "generated_positive": pl.List(pl.String),
+    "bleu_guess": pl.List(pl.Int64), "bleu_correct": pl.List(pl.Int64),
+    "test_length": pl.Int64, "reference_length": pl.Int64, "meteor_stats": pl.List(pl.Float64),
+}
+# One corpus metric of one method: value, 95% bootstrap CI, and the paired difference against the
+# random-report baseline (null on the baseline's own rows); `observation` for per-finding efficacy.
+GENERATION_METRICS_SCHEMA = {
+    "backbone": pl.String, "variant": pl.String, "method": pl.String, "metric": pl.String,
+    "observation": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+    "n_studies": pl.Int64, "difference": pl.Float64, "difference_low": pl.Float64,
+    "difference_high": pl.Float64, "p_value": pl.Float64, "n_boot": pl.Int64,
+}
+
 CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "studies": STUDIES_SCHEMA,
     "images": IMAGES_SCHEMA,
     "rejects": REJECTS_SCHEMA,
     "labels": LABELS_SCHEMA,
+    "generated": GENERATED_SCHEMA,
+    "generation_scores": GENERATION_SCORES_SCHEMA,
+    "generation_metrics": GENERATION_METRICS_SCHEMA,
 }
-UNIQUE_KEYS = {"studies": "study_id", "images": "image_id", "labels": "study_id"}
+UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
+    "studies": "study_id", "images": "image_id", "labels": "study_id",
+    "generated": ("study_id", "method", "backbone", "variant"),
+    "generation_scores": ("study_id", "method", "backbone", "variant"),
+    "generation_metrics": ("backbone", "variant", "method", "metric", "observation"),
+}
 NOT_NULL = {
     "studies": ("study_id", "patient_id", "split", "report", "dataset"),
     "images": ("image_id", "study_id", "patient_id", "split", "view", "path"),
     "rejects": ("item", "stage", "reason"),
     "labels": ("study_id", "abnormal", "source"),
+    "generated": ("study_id", "method", "source_study_id", "generated", "reference"),
+    "generation_scores": ("study_id", "method", "generated", "reference", "meteor_stats"),
+    "generation_metrics": ("method", "metric", "value", "n_studies"),
 }
 
 
@@ -113,9 +159,13 @@ def validate_table(df: pl.DataFrame, name: str) -> pl.DataFrame:
         if nulls:
             raise ContractError(f"{name}.{column} has {nulls} null value(s); it must be set on every row.")
     key = UNIQUE_KEYS.get(name)
-    if key is not None and df[key].n_unique() != df.height:
-        duplicated = df.filter(pl.col(key).is_duplicated())[key].unique().sort().head(5).to_list()
-        raise ContractError(f"{name}.{key} must be unique; duplicated values include {duplicated}.")
+    if key is not None:
+        columns = [key] if isinstance(key, str) else list(key)
+        duplicated = df.filter(pl.struct(columns).is_duplicated())
+        if duplicated.height:
+            shown = duplicated.select(columns).unique().sort(columns).head(5).rows()
+            shown = [row[0] for row in shown] if isinstance(key, str) else shown
+            raise ContractError(f"{name}.{'+'.join(columns)} must be unique; duplicated values include {shown}.")
     if "split" in df.columns:
         bad = df.filter(~pl.col("split").is_in(SPLITS))["split"].unique().to_list()
         if bad:
@@ -132,6 +182,10 @@ def validate_table(df: pl.DataFrame, name: str) -> pl.DataFrame:
         bad = df.filter(~pl.col("source").is_in(LABEL_SOURCES))["source"].unique().to_list()
         if bad:
             raise ContractError(f"labels.source has values {bad}; allowed: {list(LABEL_SOURCES)}.")
+    if name == "generated":
+        bad = df.filter(~pl.col("method").is_in(GENERATION_METHODS))["method"].unique().to_list()
+        if bad:
+            raise ContractError(f"generated.method has values {bad}; allowed: {list(GENERATION_METHODS)}.")
     return df
 
 

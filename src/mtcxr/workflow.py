@@ -39,6 +39,10 @@ def preflight(config: dict) -> list[str]:
             check_backbone_available(spec)
         except BackboneError as error:
             raise ConfigError(f"backbones.{name}: {error}") from None
+    if config["generation"]["enabled"]:
+        from mtcxr.nlg import find_java
+
+        find_java(config["generation"]["java"])  # METEOR needs it; say so before hours of upstream jobs
     return ingest_inputs(config["dataset"], config["text"]["section"], config["seed"], config["on_bad_item"])
 
 

@@ -84,12 +84,25 @@ class RetrievalAugmentedClassifier(nn.Module):
         hidden = self.query(query)
         if not self.config["retrieval"]:
             return self.classifier(hidden)
+        keys = self._keys(tokens, kinds, states)
+        pooled, _ = self.attention(hidden[:, None, :], keys, keys, need_weights=False)
+        return self.classifier(torch.cat([hidden, pooled[:, 0]], dim=-1))
+
+    def _keys(self, tokens: torch.Tensor, kinds: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         keys = self.token(tokens) + self.kind(kinds)
         if self.labels is not None:
             keys = keys + self.labels(states + self.label_offsets).sum(dim=2)
-        keys = self.token_norm(keys)
-        pooled, _ = self.attention(hidden[:, None, :], keys, keys, need_weights=False)
-        return self.classifier(torch.cat([hidden, pooled[:, 0]], dim=-1))
+        return self.token_norm(keys)
+
+    def attention_weights(self, query: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor,
+                          states: torch.Tensor) -> torch.Tensor:
+        """(B, T) attention of each query over its neighbour tokens, averaged over heads (rows sum to 1)."""
+        if not self.config["retrieval"]:
+            raise ValueError("a query-only classifier (retrieval=False) attends over no neighbours")
+        keys = self._keys(tokens, kinds, states)
+        _, weights = self.attention(self.query(query)[:, None, :], keys, keys, need_weights=True,
+                                    average_attn_weights=True)
+        return weights[:, 0]
 
 
 class NeighbourTokens:

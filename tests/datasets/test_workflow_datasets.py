@@ -114,14 +114,23 @@ def check_carried_through(results: Path, preprocess_rejects: set[str]) -> pl.Dat
     assert sorted(text_ids) == sorted(studies["study_id"])
 
     summary = pl.read_csv(results / "metrics/summary.csv")
-    assert set(summary["variant"]) == {"zeroshot", "multitask"}
+    assert set(summary["variant"].drop_nulls()) == {"zeroshot", "multitask"}
     test_frontal = images.filter(
         (pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"]) & pl.col("image_id").is_in(list(cached))
     )
     i2t = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall"))
     assert set(i2t["n_queries"]) == {test_frontal.height} and test_frontal.height > 0
     assert (i2t["value"].is_between(0, 1)).all()
-    n_rejects = all_rejects(results).height
+    # Report generation: a test study it cannot score is a reject with a reason, never dropped silently.
+    generation_rejects = read_table(results / "generation/rejects.parquet", "rejects")
+    test_studies = set(studies.filter(pl.col("split") == "test")["study_id"])
+    assert set(generation_rejects["item"]) <= test_studies
+    known = ("no findings text", "the findings text holds only", "no frontal image", "every frontal image was rejected")
+    assert all(reason.startswith(known)
+               for reason in generation_rejects["reason"])
+    scored = read_table(results / "metrics/generation.parquet", "generation_metrics")
+    assert set(scored["n_studies"]) == {len(test_studies) - generation_rejects.height}
+    n_rejects = all_rejects(results).height + generation_rejects.height
     assert f"## Rejected items: {n_rejects}" in (results / "metrics/summary.md").read_text()
     return images
 

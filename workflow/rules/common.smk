@@ -11,6 +11,7 @@ SHARDS = list(range(config["images"]["shards"]))
 BACKBONES = list(config["backbones"])
 VARIANTS = list(config["variants"])
 XTRA_VARIANTS = list(config["xtra"]["variants"])
+GENERATION = config["generation"]["enabled"]
 DEMO_DIR = f"{RESULTS}/models/demo_backbone"
 ENV = "../envs/mtcxr.yaml"
 
@@ -41,7 +42,29 @@ def image_embeddings(wildcards):
 
 
 def all_reject_tables(wildcards):
-    return [f"{RESULTS}/data/rejects.parquet"] + expand(f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet", shard=SHARDS)
+    generation = [f"{RESULTS}/generation/rejects.parquet"] if GENERATION else []
+    return ([f"{RESULTS}/data/rejects.parquet"] + expand(f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet", shard=SHARDS)
+            + generation)
+
+
+def pixel_reject_tables(wildcards):
+    """The images preprocess_images rejected: generation never queries with one of them."""
+    return expand(f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet", shard=SHARDS)
+
+
+def generation_tables(wildcards):
+    """Every generation method's reports: the baselines, retrieval per backbone x variant, X-TRA per memory."""
+    return ([f"{RESULTS}/generation/baselines.parquet"]
+            + expand(f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet", backbone=BACKBONES, variant=VARIANTS)
+            + expand(f"{RESULTS}/generation/{{backbone}}/{{variant}}/xtra.parquet", backbone=BACKBONES, variant=XTRA_VARIANTS))
+
+
+def generation_summary_inputs(wildcards):
+    """The generation metrics and per-study scores `summarize` reads, when generation is on."""
+    if not GENERATION:
+        return {}
+    return {"generation": f"{RESULTS}/metrics/generation.parquet",
+            "generation_studies": f"{RESULTS}/metrics/generation_per_study.parquet"}
 
 
 def index_dirs(wildcards):
@@ -86,6 +109,7 @@ def xtra_tables(suffix):
 
 def final_outputs():
     xtra = [f"{RESULTS}/figures/xtra_auc.png"] if XTRA_VARIANTS else []
+    xtra += [f"{RESULTS}/figures/generation.png", f"{RESULTS}/metrics/generation.csv"] if GENERATION else []
     return [
         f"{RESULTS}/metrics/summary.csv",
         f"{RESULTS}/metrics/summary.md",

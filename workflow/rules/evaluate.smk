@@ -58,6 +58,7 @@ rule evaluate:
 
 rule summarize:
     input:
+        unpack(generation_summary_inputs),
         metrics=metric_tables,
         queries=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet", backbone=BACKBONES, variant=VARIANTS),
         xtra_auc=xtra_tables("parquet"),
@@ -72,6 +73,7 @@ rule summarize:
     params:
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],
+        examples=config["generation"]["examples"],
     log:
         f"{RESULTS}/logs/summarize.log",
     threads: 1

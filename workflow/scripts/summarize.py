@@ -15,6 +15,9 @@ summarize(
     xtra_auc_files=list(snakemake.input.xtra_auc),
     xtra_paired_files=list(snakemake.input.xtra_paired),
     output_xtra=snakemake.output.xtra,
+    generation_metrics=snakemake.input.get("generation"),
+    generation_studies=snakemake.input.get("generation_studies"),
+    examples=snakemake.params.examples,
     n_boot=snakemake.params.bootstrap,
     seed=snakemake.params.seed,
 )

@@ -1,0 +1,121 @@
+# Report generation by retrieval: every test study's report written by retrieving a train report
+# (mtcxr.generation), scored with pycocoevalcap's NLG metrics and clinical efficacy (mtcxr.generation_scores).
+
+
+rule generate_baselines:
+    input:
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        pixel_rejects=pixel_reject_tables,
+    output:
+        reports=f"{RESULTS}/generation/baselines.parquet",
+        rejects=f"{RESULTS}/generation/rejects.parquet",
+    params:
+        reference=config["generation"]["reference"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/generate_baselines.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/generate_baselines.py"
+
+
+rule generate_reports:
+    input:
+        images=image_embeddings,
+        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        pixel_rejects=pixel_reject_tables,
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+    output:
+        reports=f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet",
+    params:
+        generation=config["generation"],
+    log:
+        f"{RESULTS}/logs/generate_reports/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate_reports/{{backbone}}/{{variant}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/generate_reports.py"
+
+
+rule generate_xtra_reports:
+    input:
+        memory=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory",
+        test=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/test.parquet",
+        models=xtra_model_files,
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        pixel_rejects=pixel_reject_tables,
+    output:
+        reports=f"{RESULTS}/generation/{{backbone}}/{{variant}}/xtra.parquet",
+    params:
+        model_dir=xtra_model_dir,
+        generation=config["generation"],
+    log:
+        f"{RESULTS}/logs/generate_xtra_reports/{{backbone}}/{{variant}}.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/generate_xtra_reports.py"
+
+
+rule score_generation:
+    input:
+        reports=generation_tables,
+    output:
+        per_study=f"{RESULTS}/metrics/generation_per_study.parquet",
+        metrics=f"{RESULTS}/metrics/generation.parquet",
+        csv=report(f"{RESULTS}/metrics/generation.csv", caption="../report/generation_table.rst", category="Metrics"),
+    params:
+        java=config["generation"]["java"],
+        uncertain=config["generation"]["uncertain"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["seed"],
+    log:
+        f"{RESULTS}/logs/score_generation.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_generation.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        ENV
+    script:
+        "../scripts/score_generation.py"
+
+
+rule generation_figure:
+    input:
+        metrics=f"{RESULTS}/metrics/generation.parquet",
+    output:
+        figure=report(f"{RESULTS}/figures/generation.png", caption="../report/generation.rst", category="Figures"),
+    log:
+        f"{RESULTS}/logs/generation_figure.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/generation_figure.py"
