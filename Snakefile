@@ -44,6 +44,7 @@ localrules:
     figures,
     xtra_figure,
     generation_figure,
+    training_figure,
 
 
 rule all:

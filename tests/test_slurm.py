@@ -1,7 +1,7 @@
 """The workflow submitted to a real single-node Slurm through profiles/slurm (issue 6).
 
 A session fixture stands the cluster up with tests/slurm/slurm_up.sh (Debian packages
-slurm-wlm, slurmdbd, mariadb-server, munge; DESIGN §8) and always stops it with
+slurm-wlm, slurmdbd, mariadb-server, munge; docs/design.md, Clusters) and always stops it with
 tests/slurm/slurm_down.sh. Runs as root, in CI (`pytest -m slurm`) or with MTCXR_SLURM=1.
 
 Two tests:

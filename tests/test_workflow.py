@@ -59,6 +59,11 @@ def test_every_artifact_is_written(tiny_results):
         assert (r / f"index/demo/{variant}/texts.faiss").is_file()
     history = pl.read_parquet(r / "models/demo/multitask/history.parquet")
     assert history.height == 3 and {"train_clip", "train_supcon", "train_bce"} <= set(history.columns)
+    # train.select: best keeps the epoch with the lowest validation loss, marked and named in head.json.
+    kept = int(history["validate_total"].arg_min())
+    assert history["chosen"].to_list() == [epoch == kept for epoch in range(3)]
+    assert json.loads((r / "models/demo/multitask/head.json").read_text())["chosen_epoch"] == kept
+    assert (r / "figures/training_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     summary = pl.read_csv(r / "metrics/summary.csv")
     assert summary.columns == SUMMARY_COLUMNS
@@ -182,7 +187,7 @@ def test_html_report_builds(tiny_results):
     assert done.returncode == 0, done.stderr[-3000:]
     html = report.read_text()
     for name in ("summary.csv", "paired_vs_zeroshot.csv", "tsne_demo.png", "recall_at_k.png", "generation.csv",
-                 "generation.png"):
+                 "generation.png", "training_demo.png"):
         assert name in html
 
 

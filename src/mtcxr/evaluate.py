@@ -1,4 +1,4 @@
-"""Stage `evaluate`: retrieval and clinical-relevance metrics of one (backbone, variant) index (DESIGN §6).
+"""Stage `evaluate`: retrieval and clinical-relevance metrics of one (backbone, variant) index (README, Method choices).
 
 Writes one long-format table, one row per number (backbone, variant, task, metric, k, value,
 ci_low, ci_high, n_queries), and beside it the per-query values that `summarize` needs for the

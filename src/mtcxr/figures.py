@@ -159,3 +159,28 @@ def generation_figure(metrics_path: str, output: str) -> None:
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=130)
     plt.close(fig)
+
+
+def training_figure(histories: dict[str, str], output: str, backbone: str) -> None:
+    """Train and validation loss per epoch of every trained variant, the kept epoch marked."""
+    tables = {variant: pl.read_parquet(path) for variant, path in histories.items()}
+    tables = {variant: table for variant, table in tables.items() if table.height and "train_total" in table.columns}
+    fig, axes = plt.subplots(1, max(1, len(tables)), figsize=(3.6 * max(1, len(tables)), 3.2), squeeze=False)
+    for ax, (variant, table) in zip(axes[0], tables.items()):
+        ax.plot(table["epoch"], table["train_total"], color="tab:blue", label="train loss")
+        if "validate_total" in table.columns:
+            ax.plot(table["epoch"], table["validate_total"], color="tab:orange", label="validation loss")
+        chosen = table.filter(pl.col("chosen"))["epoch"] if "chosen" in table.columns else []
+        if len(chosen):
+            ax.axvline(chosen[0], color="grey", ls="--", lw=0.9, label=f"kept: epoch {chosen[0]}")
+        ax.set_title(f"{backbone} / {variant}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    if not tables:
+        axes[0][0].text(0.5, 0.5, "no trained variant", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    axes[0][0].set_ylabel("loss (the variant's own objective)")
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)

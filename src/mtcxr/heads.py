@@ -1,4 +1,4 @@
-"""The projector heads of the multi-task method (DESIGN §5), described by a small JSON config."""
+"""The projector heads of the multi-task method (docs/design.md, Models), described by a small JSON config."""
 
 from __future__ import annotations
 

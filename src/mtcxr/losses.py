@@ -1,4 +1,4 @@
-"""The losses of the projector heads (DESIGN §5): CLIP, supervised contrastive, BCE, and X-TRA's
+"""The losses of the projector heads (docs/design.md, Models): CLIP, supervised contrastive, BCE, and X-TRA's
 multi-label supervised contrastive loss (`label_supcon`)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Retrieval and clinical-relevance metrics (DESIGN §6): pure functions over NumPy arrays.
+"""Retrieval and clinical-relevance metrics (docs/design.md, Metrics): pure functions over NumPy arrays.
 
 Search is exact and blocked over queries, so memory is O(block × keys) and the full query × key
-similarity matrix is never held (DESIGN §9). Rankings break score ties by the lower key index, and
+similarity matrix is never held (docs/design.md, Performance principles). Rankings break score ties by the lower key index, and
 `topk_search` and `first_hit_ranks` share one scoring routine so they agree on every tie.
 """
 

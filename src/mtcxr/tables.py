@@ -1,4 +1,4 @@
-"""Table contracts between stages (DESIGN §4): column names, dtypes and checks.
+"""Table contracts between stages (docs/design.md, Table contracts): column names, dtypes and checks.
 
 Every stage writes its tables through `write_table`, which checks them against
 the contract here, so a stage can never hand the next one a table of the wrong
@@ -146,7 +146,7 @@ def conform(df: pl.DataFrame, name: str) -> pl.DataFrame:
     if missing:
         raise ContractError(
             f"{name} table lacks column(s) {missing}; it has {df.columns}. "
-            f"The {name} contract (DESIGN §4) needs {list(schema)}."
+            f"The {name} contract (docs/design.md, Table contracts) needs {list(schema)}."
         )
     return df.select([pl.col(column).cast(dtype, strict=True) for column, dtype in schema.items()])
 

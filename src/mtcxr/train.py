@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from mtcxr.backbone import choose_device
 from mtcxr.heads import ProjectionHeads, save_heads
 from mtcxr.losses import bce_loss, clip_loss, label_supcon_loss, supcon_loss
 from mtcxr.pairs import SplitEmbeddings, load_split
+from mtcxr.selection import EpochSelector
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("clip", "supcon", "label_supcon", "bce")
@@ -71,8 +73,17 @@ def fit_heads(
     logit_scale: float = 100.0,
     seed: int = 0,
     device: str = "auto",
+    select: str = "best",
+    criterion: str = "validate_loss",
+    patience: int = 10,
 ) -> tuple[ProjectionHeads, pl.DataFrame]:
-    """Train heads on `train` with the given loss weights; return them and a per-epoch history."""
+    """Train heads on `train` with the given loss weights; return them and a per-epoch history.
+
+    With `select: best` the returned heads are those of the epoch with the best validation
+    `criterion` (mtcxr.selection), and training stops after `patience` epochs without improvement
+    (0: never); the history's `chosen` column marks the kept epoch.
+    """
+    selector = EpochSelector(select, criterion, patience)
     unknown = set(weights) - set(LOSS_NAMES)
     if unknown:
         raise ValueError(f"unknown loss(es) {sorted(unknown)} in the variant's `losses`; choose from {list(LOSS_NAMES)}")
@@ -96,6 +107,7 @@ def fit_heads(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator().manual_seed(seed)
     history = []
+    best_state = None
     for epoch in tqdm(range(epochs), desc="train head", unit="epoch"):
         heads.train()
         order = torch.randperm(len(image), generator=generator).to(torch_device)
@@ -121,9 +133,35 @@ def fit_heads(
                 v_image, v_text, v_abnormal, v_labels = tensors(validate)
                 v_terms = composite_loss(heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight, v_labels)
             row.update({f"validate_{k}": v.item() for k, v in v_terms.items()})
+            row["validate_recall"] = validation_recall(heads, validate, torch_device)
         history.append(row)
+        value = row.get("validate_total" if criterion == "validate_loss" else "validate_recall")
+        if selector.update(epoch, value):
+            best_state = copy.deepcopy(heads.state_dict())
+        if selector.should_stop:
+            log.info("early stop after epoch %d: %d epochs without a better %s", epoch, patience, criterion)
+            break
+    heads.load_state_dict(best_state)
     heads.eval()
-    return heads.cpu(), pl.DataFrame(history)
+    table = pl.DataFrame(history).with_columns(chosen=pl.col("epoch") == selector.best_epoch)
+    log.info("kept epoch %d of %d (%s, %s %s)", selector.best_epoch, len(history), select, criterion,
+             "n/a" if selector.best_value is None else f"{selector.best_value:.4f}")
+    return heads.cpu(), table
+
+
+RECALL_K = 10
+
+
+@torch.no_grad()
+def validation_recall(heads: ProjectionHeads, split: SplitEmbeddings, device: torch.device) -> float:
+    """Image->report Recall@10 on `split`: each image against the split's study reports, a hit its own."""
+    images = heads.image(torch.from_numpy(split.image_vectors).to(device))
+    reports = heads.text(torch.from_numpy(split.text_vectors).to(device))
+    scores = images @ reports.T
+    own = torch.from_numpy(split.image_study).to(device)
+    own_score = scores.gather(1, own[:, None])
+    ranks = (scores > own_score).sum(dim=1)
+    return float((ranks < RECALL_K).float().mean())
 
 
 def train_head(
@@ -149,7 +187,8 @@ def train_head(
     train = load("train")
     logit_scale = float(train.metadata.get("logit_scale", 100.0))
     weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
-    hyper = {k: train_cfg[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "hidden_dim", "supcon_temperature") if k in train_cfg}
+    hyper = {k: train_cfg[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "hidden_dim",
+                                       "supcon_temperature", "select", "criterion", "patience") if k in train_cfg}
     if variant_cfg.get("train", True) and weights:
         if len(train.image_ids) < 2:
             raise ValueError(f"train split has {len(train.image_ids)} usable image(s); at least 2 are needed to train {variant}")
@@ -159,11 +198,13 @@ def train_head(
     else:
         log.info("%s: no training; the untrained head is the identity (zero-shot backbone)", variant)
         heads = ProjectionHeads(train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale, seed=seed)
-        history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64)})
+        history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64), "chosen": pl.Series([], dtype=pl.Boolean)})
     Path(output_weights).parent.mkdir(parents=True, exist_ok=True)
     extra = {"variant": variant, "losses": weights, "trained": bool(variant_cfg.get("train", True) and weights),
              "train_images": int(len(train.image_ids)), "backbone": train.metadata.get("backbone"),
-             "spec": train.metadata.get("spec"), "seconds": round(time.perf_counter() - started, 2), **hyper}
+             "spec": train.metadata.get("spec"), "seconds": round(time.perf_counter() - started, 2), **hyper,
+             "chosen_epoch": int(history.filter(pl.col("chosen"))["epoch"][0]) if history.height else None,
+             "epochs_run": history.height}
     save_heads(heads, output_weights, output_config, extra)
     history.write_parquet(output_history)
     log.info("%s heads written to %s", variant, output_weights)

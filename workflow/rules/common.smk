@@ -86,6 +86,16 @@ def metric_tables(wildcards):
     return expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet", backbone=BACKBONES, variant=VARIANTS)
 
 
+def trained_history_map(wildcards):
+    """Variant -> history.parquet of every variant of this backbone that trains (not `zeroshot`)."""
+    trained = [v for v, cfg in config["variants"].items() if cfg.get("train", True)]
+    return {v: f"{RESULTS}/models/{wildcards.backbone}/{v}/history.parquet" for v in trained}
+
+
+def trained_histories(wildcards):
+    return list(trained_history_map(wildcards).values())
+
+
 def xtra_model_dir(wildcards):
     return f"{RESULTS}/xtra/{wildcards.backbone}/{wildcards.variant}/model"
 
@@ -115,7 +125,7 @@ def final_outputs():
         f"{RESULTS}/metrics/summary.md",
         f"{RESULTS}/labels/agreement.parquet",
         f"{RESULTS}/figures/recall_at_k.png",
-    ] + expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES) + xtra
+    ] + expand(f"{RESULTS}/figures/{{name}}_{{backbone}}.png", name=["tsne", "training"], backbone=BACKBONES) + xtra
 
 
 def variant_config(wildcards):

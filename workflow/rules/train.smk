@@ -27,3 +27,22 @@ rule train_head:
         ENV
     script:
         "../scripts/train_head.py"
+
+
+rule training_figure:
+    input:
+        histories=trained_histories,
+    output:
+        figure=report(f"{RESULTS}/figures/training_{{backbone}}.png", caption="../report/training.rst", category="Figures"),
+    params:
+        histories=trained_history_map,
+    log:
+        f"{RESULTS}/logs/training_figure/{{backbone}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/training_figure.py"

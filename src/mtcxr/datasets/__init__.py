@@ -13,7 +13,7 @@ KINDS = ("synthetic", "mimic_cxr", "iu_xray", "manifest")
 
 @dataclass
 class IngestResult:
-    """What a dataset reader returns: the four tables of DESIGN §4 before they are written."""
+    """What a dataset reader returns: the four tables of the contracts (docs/design.md, Table contracts) before they are written."""
 
     studies: pl.DataFrame
     images: pl.DataFrame

@@ -5,7 +5,7 @@ This module also holds the assembly step that every real-dataset reader ends wit
 image, and `assemble` applies the shared rules, so MIMIC-CXR, IU X-ray and
 manifests reject, filter and split in exactly the same way.
 
-Manifest rules (DESIGN §7):
+Manifest rules (docs/design.md, Datasets):
 
 - One row per image. Required: `image_path` (absolute, or relative to the
   manifest's folder) and the text, either `report` (taken verbatim as the

@@ -1,6 +1,6 @@
 """Dataset kind `mimic_cxr`: MIMIC-CXR-JPG 2.0/2.1 images and metadata with the MIMIC-CXR reports.
 
-Layout under `dataset.root` (DESIGN §7): `mimic-cxr-2.0.0-metadata.csv[.gz]`,
+Layout under `dataset.root` (docs/design.md, Datasets): `mimic-cxr-2.0.0-metadata.csv[.gz]`,
 `mimic-cxr-2.0.0-split.csv[.gz]`, optionally `mimic-cxr-2.0.0-chexpert.csv[.gz]`,
 and the images at `files/p{first 2 digits}/p{subject_id}/s{study_id}/{dicom_id}.jpg`.
 Reports come from `dataset.reports` (the `mimic-cxr-reports.zip` of MIMIC-CXR, read in
