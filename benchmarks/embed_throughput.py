@@ -42,7 +42,7 @@ from mtcxr.demo_backbone import demo_model_cfg
 from mtcxr.embed import embed_image_shard, embed_texts
 from mtcxr.imaging import encode_png
 from mtcxr.preprocess import PIXELS_SCHEMA, WRITE_EVERY
-from mtcxr.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
+from mtcxr.datasets.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
 from mtcxr.tables import write_table
 
 # Forward FLOPs per item (multiply-add = 2 FLOPs), for the fraction of peak on a GPU.

@@ -4,7 +4,7 @@ Builds the generated-report tables a MIMIC run of `configs/mimic_cxr.yaml` hands
 3,269 test studies (the official split's test studies) and 15 methods (the random and
 most-frequent baselines; retrieval and oracle for each of the preset's 6 head variants; X-TRA's
 augmented query). References and generated reports are synthetic findings sections
-(`mtcxr.synthetic`), each method's report for a study drawn from a pool of train reports, so
+(`mtcxr.datasets.synthetic`), each method's report for a study drawn from a pool of train reports, so
 that METEOR aligns realistic sentences; pass --iu-reports to draw them from IU X-ray's real
 findings instead (`indiana_reports.csv`). Then it runs `mtcxr.generation_scores.score_generation`
 exactly as the rule does (1,000 bootstrap resamples) and reports the wall time of each part.
@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from mtcxr import generation_scores, nlg
-from mtcxr.synthetic import draw_studies, report_sections, write_report
+from mtcxr.datasets.synthetic import draw_studies, report_sections, write_report
 from mtcxr.tables import write_table
 
 

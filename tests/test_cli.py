@@ -216,7 +216,7 @@ def test_search_k_below_one_is_refused(results: Path, k: str, capsys) -> None:
 def test_search_missing_index_folder(tmp_path: Path, capsys) -> None:
     assert main(["search", "--index", str(tmp_path / "nope"), "--text", "x"]) == 2
     error = one_line_error(capsys)
-    assert f"--index {tmp_path / 'nope'}: no such folder" in error and "results/index/demo/multitask" in error
+    assert f"--index {tmp_path / 'nope'}: no such folder" in error and "results/index/demo/multitask/seed0" in error
 
 
 def test_search_folder_without_index_json(tmp_path: Path, capsys) -> None:

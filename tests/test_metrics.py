@@ -302,3 +302,52 @@ def test_cosine_silhouette_separated_clusters():
 def test_cosine_silhouette_one_class_is_nan(caplog):
     with caplog.at_level(logging.WARNING, logger="mtcxr.metrics"):
         assert np.isnan(cosine_silhouette(np.eye(3), np.zeros(3)))
+
+
+def test_seed_query_bootstrap_holds_seed_and_query_variance():
+    from mtcxr.metrics import seed_query_bootstrap, seed_query_ci
+
+    # Seeds differ, queries within a seed do not: all the spread is between seeds.
+    by_seed = np.repeat(np.array([[0.2], [0.4], [0.9]]), 50, axis=1)
+    observed, resampled = seed_query_bootstrap(by_seed, n_boot=2000, seed=0)
+    assert observed == pytest.approx(0.5)
+    # Every resample is a mean of three drawn seed levels: within [0.2, 0.9], and on a grid of 1/3 steps.
+    assert resampled.min() >= 0.2 - 1e-12 and resampled.max() <= 0.9 + 1e-12
+    assert resampled.std() > 0.1
+    # One seed: only the queries vary, and the spread is the query bootstrap's.
+    one = np.random.default_rng(0).random((1, 400))
+    value, low, high = seed_query_ci(one, n_boot=2000, seed=0)
+    se = one.std() / np.sqrt(400)
+    assert value == pytest.approx(one.mean())
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.15)
+    # Same seed, same answer.
+    assert np.array_equal(seed_query_bootstrap(by_seed, 100, 3)[1], seed_query_bootstrap(by_seed, 100, 3)[1])
+
+
+def test_seed_query_bootstrap_balances_groups():
+    from mtcxr.metrics import seed_query_bootstrap
+
+    values = np.array([[1.0] * 10 + [0.0] * 90, [1.0] * 10 + [0.0] * 90])
+    groups = np.array([True] * 10 + [False] * 90)
+    observed, resampled = seed_query_bootstrap(values, 200, 0, groups=groups)
+    assert observed == pytest.approx(0.5)  # (1 + 0) / 2, not 0.1
+    assert np.allclose(resampled, 0.5)  # each group is constant
+
+
+def test_paired_bootstrap_seeds_constant_shift_and_sign():
+    from mtcxr.metrics import paired_bootstrap_seeds
+
+    rng = np.random.default_rng(0)
+    baseline = rng.random(300)
+    shifted = np.stack([baseline + 0.1, baseline + 0.1, baseline + 0.1])
+    test = paired_bootstrap_seeds(baseline, shifted, n_boot=500, seed=0)
+    assert test["difference"] == pytest.approx(0.1)
+    assert test["ci_low"] == pytest.approx(0.1) and test["ci_high"] == pytest.approx(0.1)
+    assert test["p_value"] == pytest.approx(1 / 501)
+    # Seeds that disagree in sign: the pooled difference is not significant.
+    mixed = np.stack([baseline + 0.1, baseline - 0.1, baseline + 0.02])
+    test = paired_bootstrap_seeds(baseline, mixed, n_boot=500, seed=0)
+    assert test["difference"] == pytest.approx(0.02 / 3)
+    assert test["ci_low"] < 0 < test["ci_high"] and test["p_value"] > 0.2
+    with pytest.raises(ValueError, match="expected baseline"):
+        paired_bootstrap_seeds(baseline, baseline, n_boot=10)

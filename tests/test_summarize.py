@@ -1,4 +1,4 @@
-"""Stage `summarize`: the paired tests against `zeroshot` and how summary.md prints them."""
+"""Stage `summarize`: the paired tests against `zeroshot`, the across-seed rows, and how summary.md prints them."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
-from mtcxr.evaluate import QUERY_SCHEMA, SUMMARY_SCHEMA
 from mtcxr.summarize import summarize
+from mtcxr.tables import CONTRACTS, read_table
 
 N = 40
 ABNORMAL = np.arange(N) % 2 == 0
@@ -18,35 +19,73 @@ RECALL = {"zeroshot": np.zeros(N), "multitask": np.ones(N)}
 T2I_RECALL = {"zeroshot": np.zeros(N), "multitask": (np.arange(N) < 3).astype(float)}
 
 
-def write_variant(folder: Path, variant: str) -> tuple[str, str]:
-    """Write one variant's metrics and per-query files; return their paths."""
-    per_query = [("i2t", "recall", 10, RECALL[variant]), ("i2t", "precision", 10, NOISY_PRECISION[variant]),
-                 ("t2i", "recall", 10, T2I_RECALL[variant])]
-    queries = pl.concat([pl.DataFrame({"task": task, "metric": metric, "k": k, "query": np.arange(N), "abnormal": ABNORMAL,
-                                       "value": values}, schema=QUERY_SCHEMA) for task, metric, k, values in per_query])
-    rows = [{"task": task, "metric": metric, "k": k, "value": values.mean(), "ci_low": values.min(), "ci_high": values.max()}
-            for task, metric, k, values in per_query]
-    rows.append({"task": "classification", "metric": "silhouette", "k": None, "value": -4e-5, "ci_low": None, "ci_high": None})
-    summary = pl.DataFrame([{"backbone": "demo", "variant": variant, **row, "n_queries": N} for row in rows], schema=SUMMARY_SCHEMA)
-    summary.write_parquet(folder / f"{variant}_metrics.parquet")
-    queries.write_parquet(folder / f"{variant}_queries.parquet")
-    return str(folder / f"{variant}_metrics.parquet"), str(folder / f"{variant}_queries.parquet")
+def write_run(folder: Path, variant: str, seed: int | None, per_query: list[tuple]) -> tuple[str, str]:
+    """Write one run's metrics and per-query files (contracts `metrics`, `metric_queries`); return their paths."""
+    queries = pl.concat([pl.DataFrame({"task": task, "metric": metric, "k": k, "query": np.arange(N),
+                                       "abnormal": ABNORMAL, "value": values}, schema=CONTRACTS["metric_queries"])
+                         for task, metric, k, values in per_query])
+    rows = [{"task": task, "metric": metric, "k": k, "value": float(np.mean(values)), "ci_low": float(np.min(values)),
+             "ci_high": float(np.max(values))} for task, metric, k, values in per_query]
+    rows.append({"task": "classification", "metric": "silhouette", "k": None, "value": -4e-5})
+    run = {"backbone": "demo", "variant": variant, "seed": seed, "n_seeds": None if seed is None else 1, "n_queries": N}
+    table = pl.DataFrame([{c: {**run, **row}.get(c) for c in CONTRACTS["metrics"]} for row in rows],
+                         schema=CONTRACTS["metrics"])
+    name = f"{variant}_{seed}"
+    table.write_parquet(folder / f"{name}_metrics.parquet")
+    queries.write_parquet(folder / f"{name}_queries.parquet")
+    return str(folder / f"{name}_metrics.parquet"), str(folder / f"{name}_queries.parquet")
+
+
+def run_summarize(folder: Path, files: list[tuple[str, str]]) -> pl.DataFrame:
+    return summarize([m for m, _ in files], [q for _, q in files], [], str(folder / "s.parquet"), str(folder / "s.csv"),
+                     str(folder / "s.md"), str(folder / "paired.csv"), n_boot=1000, seed=0)
 
 
 def test_paired_tests_snap_float_noise_and_floor_p(tmp_path: Path):
-    files = [write_variant(tmp_path, variant) for variant in ("zeroshot", "multitask")]
-    summarize([m for m, _ in files], [q for _, q in files], [], str(tmp_path / "s.parquet"), str(tmp_path / "s.csv"),
-              str(tmp_path / "s.md"), str(tmp_path / "paired.csv"), n_boot=1000, seed=0)
+    files = [write_run(tmp_path, variant, None if variant == "zeroshot" else 0,
+                       [("i2t", "recall", 10, RECALL[variant]), ("i2t", "precision", 10, NOISY_PRECISION[variant]),
+                        ("t2i", "recall", 10, T2I_RECALL[variant])]) for variant in ("zeroshot", "multitask")]
+    run_summarize(tmp_path, files)
     paired = pl.read_csv(tmp_path / "paired.csv").sort("task", "metric")
-    columns = ["task", "metric", "difference", "ci_low", "ci_high", "p_value", "n_boot"]
+    columns = ["task", "metric", "seed", "difference", "ci_low", "ci_high", "p_value", "method", "n_boot"]
     assert paired.select(columns).rows() == [
-        ("i2t", "balanced_precision", 0.0, 0.0, 0.0, 1.0, 1000),  # was -5.55e-17 [-5.55e-17, -5.55e-17] p=0
-        ("i2t", "recall", 1.0, 1.0, 1.0, 0.000999, 1000),  # 1/1001, written to 6 decimals
-        ("t2i", "recall", 0.075, 0.0, 0.175, 0.07, 1000),
+        ("i2t", "balanced_precision", 0, 0.0, 0.0, 0.0, 1.0, "query_bootstrap", 1000),  # was -5.55e-17 p=0
+        ("i2t", "recall", 0, 1.0, 1.0, 1.0, 0.000999, "query_bootstrap", 1000),  # 1/1001, written to 6 decimals
+        ("t2i", "recall", 0, 0.075, 0.0, 0.175, 0.07, "query_bootstrap", 1000),
     ]
     report = (tmp_path / "s.md").read_text()
-    # Columns: i2t recall@10, i2t balanced_precision@10, t2i recall@10, t2i balanced_precision@10 (no data).
-    cells = ["+1.000 [+1.000, +1.000] p < 0.001", "0.000 [0.000, 0.000] p = 1", "+0.075 [0.000, +0.175] p = 0.07", "–"]
+    # Columns with data: i2t recall@10, i2t balanced_precision@10, t2i recall@10.
+    cells = ["+1.000 [+1.000, +1.000] p < 0.001", "0.000 [0.000, 0.000] p = 1", "+0.075 [0.000, +0.175] p = 0.07"]
     assert f"| multitask | {' | '.join(cells)} |" in report
+    assert "paired bootstrap over test queries" in report
     assert "-0.000" not in report
     assert "| 0.000 |" in report  # the silhouette of -0.00004
+
+
+def test_across_seed_rows_mean_sd_and_seed_query_test(tmp_path: Path):
+    """Three seeds whose recall differs by seed only: the mean and sd are the seeds', the interval
+    covers the seed spread (a query-only bootstrap would give [x, x]), and the paired test pools seeds."""
+    files = [write_run(tmp_path, "zeroshot", None, [("i2t", "recall", 10, np.zeros(N))])]
+    levels = {0: 0.2, 1: 0.4, 2: 0.9}  # per seed, every query scores the same
+    files += [write_run(tmp_path, "multitask", seed, [("i2t", "recall", 10, np.full(N, level))])
+              for seed, level in levels.items()]
+    summary = run_summarize(tmp_path, files)
+    across = summary.filter((pl.col("variant") == "multitask") & (pl.col("n_seeds") == 3) & (pl.col("task") == "i2t"))
+    row = across.row(0, named=True)
+    assert row["seed"] is None and row["value"] == pytest.approx(0.5)
+    assert row["sd"] == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))
+    assert 0.2 <= row["ci_low"] < 0.4 and 0.7 < row["ci_high"] <= 0.9
+    per_seed = summary.filter((pl.col("variant") == "multitask") & (pl.col("n_seeds") == 1) & (pl.col("task") == "i2t"))
+    assert sorted(per_seed["seed"].to_list()) == [0, 1, 2]
+    assert read_table(tmp_path / "s.parquet", "metrics").height == summary.height
+
+    paired = pl.read_csv(tmp_path / "paired.csv")
+    pooled = paired.filter(pl.col("method") == "seed_query_bootstrap").row(0, named=True)
+    assert pooled["seed"] is None and pooled["n_seeds"] == 3
+    assert pooled["difference"] == pytest.approx(0.5) and 0.2 <= pooled["ci_low"] and pooled["ci_high"] <= 0.9
+    assert paired.filter(pl.col("method") == "query_bootstrap").height == 3  # one per seed, each [x, x]
+
+    report = (tmp_path / "s.md").read_text()
+    assert "mean ± standard deviation over 3 training seeds" in report
+    assert f"| multitask | – | – | 0.500 ± {np.std([0.2, 0.4, 0.9], ddof=1):.3f} |" in report
+    assert "seed-and-query bootstrap" in report

@@ -15,7 +15,8 @@ from mtcxr.tables import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-SUMMARY_COLUMNS = ["backbone", "variant", "task", "metric", "k", "value", "ci_low", "ci_high", "n_queries"]
+SUMMARY_COLUMNS = ["backbone", "variant", "seed", "task", "metric", "k", "value", "ci_low", "ci_high", "sd", "n_seeds",
+                   "n_queries"]
 
 
 def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -53,22 +54,27 @@ def test_every_artifact_is_written(tiny_results):
     assert sorted(text_ids) == sorted(studies["study_id"])
 
     assert (r / "models/demo_backbone/open_clip_config.json").is_file()
-    for variant in ("zeroshot", "multitask"):
-        assert (r / f"models/demo/{variant}/head.safetensors").is_file()
-        assert (r / f"index/demo/{variant}/images.faiss").is_file()
-        assert (r / f"index/demo/{variant}/texts.faiss").is_file()
-    history = pl.read_parquet(r / "models/demo/multitask/history.parquet")
+    for variant, seeds in (("zeroshot", [0]), ("multitask", [0, 1])):
+        for seed in seeds:
+            assert (r / f"models/demo/{variant}/seed{seed}/head.safetensors").is_file()
+            assert (r / f"index/demo/{variant}/seed{seed}/images.faiss").is_file()
+            assert (r / f"index/demo/{variant}/seed{seed}/texts.faiss").is_file()
+    assert not (r / "models/demo/zeroshot/seed1").exists()  # untrained: one run
+    assert (r / "models/demo/multitask/seed0/head.safetensors").read_bytes() != (
+        r / "models/demo/multitask/seed1/head.safetensors").read_bytes()
+    history = pl.read_parquet(r / "models/demo/multitask/seed0/history.parquet")
     assert history.height == 3 and {"train_clip", "train_supcon", "train_bce"} <= set(history.columns)
     # train.select: best keeps the epoch with the lowest validation loss, marked and named in head.json.
     kept = int(history["validate_total"].arg_min())
     assert history["chosen"].to_list() == [epoch == kept for epoch in range(3)]
-    assert json.loads((r / "models/demo/multitask/head.json").read_text())["chosen_epoch"] == kept
+    head = json.loads((r / "models/demo/multitask/seed0/head.json").read_text())
+    assert head["chosen_epoch"] == kept and head["seed"] == 0
     assert (r / "figures/training_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     summary = pl.read_csv(r / "metrics/summary.csv")
     assert summary.columns == SUMMARY_COLUMNS
     assert set(summary["variant"].drop_nulls()) == {"zeroshot", "multitask", "xtra"}
-    recall = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall"))
+    recall = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall") & (pl.col("n_seeds").fill_null(1) == 1))
     assert sorted(recall["k"].unique()) == [1, 5, 10]
     assert ((recall["ci_low"] <= recall["value"]) & (recall["value"] <= recall["ci_high"])).all()
     assert summary.filter(pl.col("metric") == "silhouette")["k"].is_null().all()
@@ -77,6 +83,45 @@ def test_every_artifact_is_written(tiny_results):
     assert "| zeroshot |" in (r / "metrics/summary.md").read_text()
     for figure in ("figures/tsne_demo.png", "figures/recall_at_k.png"):
         assert (r / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_seeds_protocols_and_findings(tiny_results):
+    """train.seeds [0, 1]: per-seed rows, across-seed mean/sd, the pooled paired test; every protocol's rows."""
+    r = tiny_results
+    summary = read_table(r / "metrics/summary.parquet", "metrics")
+    recall = summary.filter((pl.col("variant") == "multitask") & (pl.col("task") == "i2t") & (pl.col("metric") == "recall")
+                            & (pl.col("k") == 10))
+    per_seed = recall.filter(pl.col("n_seeds") == 1).sort("seed")
+    across = recall.filter(pl.col("n_seeds") == 2).row(0, named=True)
+    assert per_seed["seed"].to_list() == [0, 1] and across["seed"] is None
+    assert across["value"] == pytest.approx(per_seed["value"].mean())
+    assert across["sd"] == pytest.approx(per_seed["value"].std())
+    assert across["ci_low"] <= across["value"] <= across["ci_high"]
+    paired = pl.read_csv(r / "metrics/paired_vs_zeroshot.csv").filter(pl.col("variant") == "multitask")
+    assert set(paired["method"]) == {"query_bootstrap", "seed_query_bootstrap"}
+    assert paired.filter(pl.col("method") == "seed_query_bootstrap")["n_seeds"].unique().to_list() == [2]
+
+    images = read_table(r / "data/images.parquet", "images")
+    frontal_test = images.filter((pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"]))
+    cxr_clip = summary.filter((pl.col("task") == "cxr_clip_i2t") & (pl.col("variant") == "zeroshot"))
+    assert sorted(cxr_clip.filter(pl.col("metric") == "recall")["k"].to_list()) == [1, 5, 10]
+    assert set(cxr_clip["n_queries"]) == {frontal_test["study_id"].n_unique()}  # one image per study
+    assert cxr_clip.filter(pl.col("metric") == "mean_rank")["value"][0] >= 1
+    five = summary.filter(pl.col("task").str.starts_with("label_5x200_") & (pl.col("variant") == "zeroshot"))
+    assert set(five["task"]) == {"label_5x200_i2t", "label_5x200_t2i"} and set(five["metric"]) == {"precision"}
+    assert five["value"].is_between(0, 1).all()
+    log = (r / "logs/evaluate/demo/zeroshot/seed0.log").read_text()
+    assert "fewer than 200; all are used" in log  # the tiny test split has far fewer than 5 x 200
+
+    findings = pl.read_csv(r / "metrics/finding_precision.csv")
+    assert {"i2t", "t2i"} <= set(findings["task"]) and findings["value"].is_between(0, 1).all()
+    assert set(findings.filter(pl.col("n_seeds") == 2)["variant"]) == {"multitask", "xtra"}  # the trained ones
+    assert (r / "figures/finding_precision_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (r / "metrics/summary.md").read_text()
+    for text in ("mean ± standard deviation over 2 training seeds", "seed-and-query bootstrap", "### Published protocols",
+                 "### Clinical precision by query finding"):
+        assert text in markdown
 
 
 @pytest.mark.slow
@@ -187,14 +232,14 @@ def test_html_report_builds(tiny_results):
     assert done.returncode == 0, done.stderr[-3000:]
     html = report.read_text()
     for name in ("summary.csv", "paired_vs_zeroshot.csv", "tsne_demo.png", "recall_at_k.png", "generation.csv",
-                 "generation.png", "training_demo.png"):
+                 "generation.png", "training_demo.png", "finding_precision_demo.png", "finding_precision.csv"):
         assert name in html
 
 
 @pytest.mark.slow
 def test_zeroshot_head_is_seeded(tiny_results):
     """Two runs of train_head for the untrained zeroshot variant write identical weights."""
-    weights = tiny_results / "models/demo/zeroshot/head.safetensors"
+    weights = tiny_results / "models/demo/zeroshot/seed0/head.safetensors"
     first = weights.read_bytes()
     again = subprocess.run([*SNAKEMAKE, "--cores", "1", "--nolock", str(weights), "--forcerun", "train_head",
                             "--configfile", "tests/configs/tiny.yaml", "--config", f"results={tiny_results}"],
@@ -214,8 +259,8 @@ def _neighbour_inputs(results: Path, memory: Path) -> dict:
                 text_embeddings=str(results / "embeddings/demo/texts.parquet"),
                 images_path=str(results / "data/images.parquet"), studies_path=str(results / "data/studies.parquet"),
                 labels_path=str(results / "labels/labels.parquet"),
-                head_weights=str(results / "models/demo/xtra/head.safetensors"),
-                head_config=str(results / "models/demo/xtra/head.json"), split="test", frontal_only=True,
+                head_weights=str(results / "models/demo/xtra/seed0/head.safetensors"),
+                head_config=str(results / "models/demo/xtra/seed0/head.json"), split="test", frontal_only=True,
                 index_cfg={"nprobe": 8, "ef_search": 16})
 
 

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     label.set_defaults(run=_label)
 
     search = commands.add_parser("search", help="query a built retrieval index")
-    search.add_argument("--index", required=True, help="results/index/<backbone>/<variant>")
+    search.add_argument("--index", required=True, help="results/index/<backbone>/<variant>/seed<N>")
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--image", help="query image (returns reports)")
     query.add_argument("--text", help="query report text (returns images)")

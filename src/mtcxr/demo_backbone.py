@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
 from mtcxr.losses import clip_loss
-from mtcxr.synthetic import pretraining_pairs
+from mtcxr.datasets.synthetic import pretraining_pairs
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def demo_model_cfg(embed_dim: int, image_size: int) -> dict:
 
 def pretrain_demo_backbone(
     output_dir: str | Path,
-    n_studies: int = 4000,
-    image_size: int = 96,
+    n_studies: int = 1000,
+    image_size: int = 64,
     embed_dim: int = 128,
     epochs: int = 12,
     batch_size: int = 128,

@@ -68,7 +68,7 @@ def embed_image_shard(
     backbone_name: str,
     spec: str,
     demo_dir: str | Path | None = None,
-    batch_size: int = 128,
+    batch_size: int = 256,
     device: str = "auto",
     threads: int = 1,
     workers: int | None = None,

@@ -1,4 +1,6 @@
-"""Stage `figures`: t-SNE of test image embeddings (zeroshot beside multitask) and Recall@K with CI bars."""
+"""Stage `figures`: t-SNE of test image embeddings (zeroshot beside multitask), Recall@K with CI
+bars, and clinical precision by query finding; the other stages' figures (training, X-TRA, report
+generation) are drawn here too."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from mtcxr import metrics  # noqa: E402
 from mtcxr.embeddings import read_embeddings  # noqa: E402
-from mtcxr.tables import read_table  # noqa: E402
+from mtcxr.tables import CHEXPERT_DISPLAY, headline_rows, read_table, validate_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 COLOURS = {False: "#1b9e77", True: "#d95f02"}
@@ -51,8 +53,11 @@ def tsne_figure(index_dirs: dict[str, str], labels_path: str, output: str, perpl
 
 
 def recall_figure(summary_path: str, output: str) -> None:
-    """Recall@K per variant for i2t and t2i, one panel per task and backbone, with 95% CI bars."""
-    summary = pl.read_parquet(summary_path).filter(pl.col("metric") == "recall")
+    """Recall@K per variant for i2t and t2i, one panel per task and backbone, with 95% CI bars.
+
+    A variant trained with several seeds shows its across-seed mean and seed-and-query interval.
+    """
+    summary = headline_rows(read_table(summary_path, "metrics").filter(pl.col("metric") == "recall"))
     backbones = summary["backbone"].unique().sort().to_list()
     tasks = ["i2t", "t2i"]
     fig, axes = plt.subplots(len(backbones), 2, figsize=(11, 4 * len(backbones)), squeeze=False)
@@ -79,13 +84,51 @@ def recall_figure(summary_path: str, output: str) -> None:
     plt.close(fig)
 
 
+def finding_precision_figure(findings: pl.DataFrame, backbone: str, output: str) -> None:
+    """Heatmap of image->report clinical precision by query finding (rows) and variant (columns),
+    each cell annotated with its value and the finding's number of queries."""
+    table = headline_rows(findings.filter((pl.col("backbone") == backbone) & (pl.col("task") == "i2t")))
+    variants = sorted(table["variant"].unique().to_list(), key=lambda v: (v != "zeroshot", v))
+    names = [name for name in CHEXPERT_DISPLAY if name in set(table["finding"].to_list())]
+    grid = np.full((len(names), len(variants)), np.nan)
+    counts = {}
+    for row in table.iter_rows(named=True):
+        grid[names.index(row["finding"]), variants.index(row["variant"])] = row["value"]
+        counts[row["finding"]] = row["n_queries"]
+    fig, ax = plt.subplots(figsize=(1.3 * max(2, len(variants)) + 3.2, 0.42 * max(2, len(names)) + 1.6))
+    if names:
+        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if value < 0.6 else "black")
+        ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+        ax.set_yticks(range(len(names)), [f"{CHEXPERT_DISPLAY[n]} (n={counts[n]})" for n in names])
+        fig.colorbar(image, ax=ax, label="share of the top k reports with the finding")
+        k = table["k"][0]
+        ax.set_title(f"{backbone}: image → report clinical precision by query finding (P@{k})", fontsize=10)
+    else:
+        ax.text(0.5, 0.5, "no test image has a positive finding", ha="center", va="center")
+        ax.set_axis_off()
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
 def make_figures(index_dirs: dict[str, dict[str, str]], labels_path: str, summary_path: str, output_tsne: list[str],
-                 output_recall: str, perplexity: float = 30.0, seed: int = 0) -> None:
-    """Write the t-SNE figure of each backbone (in `index_dirs` order) and the Recall@K figure."""
+                 output_recall: str, findings_path: str | None = None, output_findings: list[str] = (),
+                 perplexity: float = 30.0, seed: int = 0) -> None:
+    """Write the t-SNE figure of each backbone (in `index_dirs` order), the Recall@K figure and, with
+    `findings_path` (finding_precision.csv), each backbone's per-finding figure."""
     for (backbone, variants), output in zip(index_dirs.items(), output_tsne):
         tsne_figure(variants, labels_path, output, perplexity=perplexity, seed=seed)
         log.info("t-SNE of %s written to %s", backbone, output)
     recall_figure(summary_path, output_recall)
+    if findings_path is not None:
+        findings = validate_table(pl.read_csv(findings_path, infer_schema_length=None), "finding_precision")
+        for backbone, output in zip(index_dirs, output_findings):
+            finding_precision_figure(findings, backbone, output)
 
 
 METHOD_STYLE = {"xtra": ("#d95f02", "X-TRA (retrieval-augmented)"), "query_only": ("#7570b3", "same classifier, no retrieval"),
@@ -162,24 +205,44 @@ def generation_figure(metrics_path: str, output: str) -> None:
 
 
 def training_figure(histories: dict[str, str], output: str, backbone: str) -> None:
-    """Train and validation loss per epoch of every trained variant, the kept epoch marked."""
-    tables = {variant: pl.read_parquet(path) for variant, path in histories.items()}
-    tables = {variant: table for variant, table in tables.items() if table.height and "train_total" in table.columns}
-    fig, axes = plt.subplots(1, max(1, len(tables)), figsize=(3.6 * max(1, len(tables)), 3.2), squeeze=False)
-    for ax, (variant, table) in zip(axes[0], tables.items()):
-        ax.plot(table["epoch"], table["train_total"], color="tab:blue", label="train loss")
-        if "validate_total" in table.columns:
-            ax.plot(table["epoch"], table["validate_total"], color="tab:orange", label="validation loss")
-        chosen = table.filter(pl.col("chosen"))["epoch"] if "chosen" in table.columns else []
-        if len(chosen):
-            ax.axvline(chosen[0], color="grey", ls="--", lw=0.9, label=f"kept: epoch {chosen[0]}")
+    """Train and validation loss per epoch of every trained variant, the kept epoch marked.
+
+    `histories` maps "variant/seedN" (or "variant") to its history.parquet; a variant's seeds share
+    one panel, one colour per seed: train loss solid, validation loss dashed, the kept epoch a dot.
+    """
+    from matplotlib.lines import Line2D
+
+    by_variant: dict[str, dict[str, pl.DataFrame]] = {}
+    for key, path in histories.items():
+        table = pl.read_parquet(path)
+        if table.height and "train_total" in table.columns:
+            variant, _, run = key.partition("/")
+            by_variant.setdefault(variant, {})[run] = table
+    columns = min(3, max(1, len(by_variant)))
+    rows = -(-max(1, len(by_variant)) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.5 * rows), squeeze=False)
+    for ax, (variant, runs) in zip(axes.flat, by_variant.items()):
+        handles = []
+        for colour, (run, table) in enumerate(runs.items()):
+            ax.plot(table["epoch"], table["train_total"], color=f"C{colour}", lw=1.1)
+            curve = "validate_total" if "validate_total" in table.columns else "train_total"
+            if curve == "validate_total":
+                ax.plot(table["epoch"], table[curve], color=f"C{colour}", lw=1.1, ls="--")
+            chosen = table.filter(pl.col("chosen")) if "chosen" in table.columns else table.head(0)
+            kept = f", kept epoch {chosen['epoch'][0]}" if chosen.height else ""
+            if chosen.height:
+                ax.plot(chosen["epoch"], chosen[curve], "o", color=f"C{colour}", ms=6)
+            handles.append(Line2D([], [], color=f"C{colour}", label=f"{run.replace('seed', 'seed ') or 'run'}{kept}"))
+        handles += [Line2D([], [], color="grey", label="train"), Line2D([], [], color="grey", ls="--", label="validation"),
+                    Line2D([], [], color="grey", marker="o", ls="", label="kept epoch")]
         ax.set_title(f"{backbone} / {variant}", fontsize=10)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    if not tables:
+        ax.set_ylabel("loss (own objective)")
+        ax.legend(handles=handles, fontsize=7)
+    for ax in list(axes.flat)[len(by_variant):]:
+        ax.set_axis_off()
+    if not by_variant:
         axes[0][0].text(0.5, 0.5, "no trained variant", ha="center", va="center")
-        axes[0][0].set_axis_off()
-    axes[0][0].set_ylabel("loss (the variant's own objective)")
     fig.tight_layout()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=130)

@@ -1,8 +1,9 @@
 """Stage `build_index`: FAISS exact inner-product indexes over the test gallery (`mtcxr search` is in search.py).
 
-An index folder holds `images.faiss` + `images.parquet` (image_id, study_id, projected vector),
+An index folder holds `images.faiss` + `images.parquet` (image_id, study_id, view, projected vector),
 `texts.faiss` + `texts.parquet` (one row per distinct normalised report: text_id, the studies
-sharing it, the text, projected vector), `prototypes.npy` (mean projected normal and abnormal
+sharing it, the text, projected vector), `studies.parquet` (every study's own report and projected
+vector, for the published protocols' exact-text dedup), `prototypes.npy` (mean projected normal and abnormal
 train reports) and `index.json` (backbone, variant, head files). The file paths in `index.json` are
 relative to the index folder, so a results folder still works after it is moved or copied; read them
 with `read_index_info`.
@@ -82,7 +83,7 @@ def build_index(
     metadata = {"backbone": backbone_name, "variant": variant, "spec": gallery.metadata.get("spec"), "normalized": True}
     faiss.write_index(flat_ip_index(images), str(out / "images.faiss"))
     write_embeddings(out / "images.parquet", "image_id", list(gallery.image_ids), images, metadata,
-                     {"study_id": list(gallery.study_ids[gallery.image_study])})
+                     {"study_id": list(gallery.study_ids[gallery.image_study]), "view": list(gallery.image_views)})
     faiss.write_index(flat_ip_index(texts[first]), str(out / "texts.faiss"))
     studies_of_text: list[list[str]] = [[] for _ in first]
     for study, text_id in zip(gallery.study_ids, of_study):
@@ -90,6 +91,9 @@ def build_index(
     write_embeddings(out / "texts.parquet", "text_id", [f"t{i:07d}" for i in range(len(first))], texts[first], metadata,
                      {"study_ids": [" ".join(s) for s in studies_of_text], "report": [gallery.reports[i] for i in first]})
     pl.DataFrame({"study_id": list(gallery.study_ids), "text_row": of_study}).write_parquet(out / "study_texts.parquet")
+    # Every study's own report and vector: the published protocols deduplicate by exact text instead.
+    write_embeddings(out / "studies.parquet", "study_id", list(gallery.study_ids), texts, metadata,
+                     {"report": gallery.reports})
 
     train_texts = project(heads.text, train.text_vectors)
     prototypes = np.stack([_mean_or_zero(train_texts[~train.abnormal]), _mean_or_zero(train_texts[train.abnormal])])
@@ -98,6 +102,7 @@ def build_index(
         **metadata, "split": split, "frontal_only": frontal_only, "images": len(images), "texts": len(first),
         "head_weights": _relative(head_weights, out), "head_config": _relative(head_config, out),
         "demo_dir": _relative(demo_dir, out) if demo_dir else None, "trained": head_cfg.get("trained", False),
+        "seed": head_cfg.get("seed") if head_cfg.get("trained", False) else None,
     }, indent=2) + "\n")
     log.info("%s/%s index: %d images, %d distinct reports (%d studies)", backbone_name, variant, len(images), len(first), len(of_study))
 

@@ -44,7 +44,7 @@ def ingest_inputs(dataset_cfg: dict, text_section: str, seed: int, on_bad_item: 
     if kind == "synthetic":
         return []
     if kind == "mimic_cxr":
-        from mtcxr.datasets.manifest import check_section, dataset_options
+        from mtcxr.datasets.assembly import check_section, dataset_options
         from mtcxr.datasets.mimic_cxr import mimic_cxr_files
 
         check_section(text_section)

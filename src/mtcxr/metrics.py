@@ -393,6 +393,12 @@ def paired_bootstrap(
         raise ValueError(f"paired arrays must have the same shape, got {a.shape} and {b.shape}")
     difference, distribution = _bootstrap_distribution(b - a, n_boot, seed, np.mean, groups)
     tolerance = PAIRED_ZERO_TOLERANCE * max(float(np.abs(a).max()), float(np.abs(b).max()))
+    return _paired_result(difference, distribution, tolerance, n_boot, level)
+
+
+def _paired_result(difference: float, distribution: np.ndarray, tolerance: float, n_boot: int,
+                   level: float) -> dict[str, float]:
+    """{difference, ci_low, ci_high, p_value} from a bootstrap distribution of a difference (see paired_bootstrap)."""
 
     def snap(value: float) -> float:
         # `0.0 if ...` also turns -0.0 into 0.0, which would otherwise print as "-0.000".
@@ -409,6 +415,73 @@ def paired_bootstrap(
         p_value = 1.0
     p_value = min(1.0, max(p_value_floor(n_boot), p_value))
     return {"difference": difference, "ci_low": low, "ci_high": high, "p_value": p_value}
+
+
+def seed_query_bootstrap(
+    per_query: np.ndarray, n_boot: int = 1000, seed: int = 0, groups: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Return (observed, (n_boot,) resampled) mean over training seeds of a per-query mean.
+
+    `per_query` is (S, Q): one row per training seed, the same Q test queries in every row. Each
+    resample draws S seeds with replacement and Q queries with replacement (the same queries for
+    every drawn seed, since all seeds answer the same test set), so the spread holds both the
+    training-seed and the test-query variance. With `groups` the query means are class-balanced
+    and queries are resampled within each group. With one seed this is the query bootstrap.
+    """
+    values = np.asarray(per_query, dtype=np.float64)
+    if values.ndim != 2 or not values.shape[0] or not values.shape[1]:
+        raise ValueError(f"per-query values must be a non-empty (seeds, queries) array, got shape {values.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    n_seeds, n_queries = values.shape
+    rng = np.random.default_rng(seed)
+    # Seed weights: how often each seed was drawn, over S; a resample's value is the weighted mean.
+    weights = np.stack([np.bincount(rng.integers(0, n_seeds, n_seeds), minlength=n_seeds) for _ in range(n_boot)])
+    weights = weights / n_seeds
+    masks = [np.ones(n_queries, dtype=bool)] if groups is None else [np.asarray(groups) == g for g in np.unique(groups)]
+    observed = float(np.mean([values[:, mask].mean() for mask in masks]))
+    resampled = np.zeros(n_boot, dtype=np.float64)
+    for mask in masks:
+        part = values[:, mask]
+        chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // part.shape[1])
+        for start in range(0, n_boot, chunk):
+            stop = min(n_boot, start + chunk)
+            weighted = weights[start:stop] @ part  # (chunk, Q_group): each resample's seed mixture per query
+            picks = rng.integers(0, part.shape[1], size=weighted.shape)
+            resampled[start:stop] += np.take_along_axis(weighted, picks, axis=1).mean(axis=1)
+    return observed, resampled / len(masks)
+
+
+def seed_query_ci(per_query: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                  groups: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Return (value, low, high): the across-seed mean of a per-query metric (S, Q) and its
+    percentile interval under `seed_query_bootstrap`."""
+    value, distribution = seed_query_bootstrap(per_query, n_boot, seed, groups)
+    low, high = _percentile_interval(distribution, level)
+    return value, low, high
+
+
+def paired_bootstrap_seeds(
+    per_query_a: np.ndarray,
+    per_query_b: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Return {difference, ci_low, ci_high, p_value} for b − a averaged over b's training seeds.
+
+    `per_query_a` is the baseline's (Q,) values (an untrained variant: one run), `per_query_b` the
+    (S, Q) values of S training seeds on the same queries. The differences b_s − a are resampled by
+    `seed_query_bootstrap` (seeds and queries); CI and p-value are read as in `paired_bootstrap`.
+    """
+    a = np.asarray(per_query_a, dtype=np.float64)
+    b = np.asarray(per_query_b, dtype=np.float64)
+    if b.ndim != 2 or a.shape != b.shape[1:]:
+        raise ValueError(f"expected baseline (Q,) and runs (S, Q), got {a.shape} and {b.shape}")
+    difference, distribution = seed_query_bootstrap(b - a[None, :], n_boot, seed, groups)
+    tolerance = PAIRED_ZERO_TOLERANCE * max(float(np.abs(a).max()), float(np.abs(b).max()))
+    return _paired_result(difference, distribution, tolerance, n_boot, level)
 
 
 # --------------------------------------------------------------------------------------------------

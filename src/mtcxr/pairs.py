@@ -25,6 +25,7 @@ class SplitEmbeddings:
     abnormal: np.ndarray  # (S,) bool
     positive_labels: np.ndarray  # (S, 14) bool: label == 1
     metadata: dict
+    image_views: np.ndarray | None = None  # (I,) str: PA, AP, LATERAL, ... (set by load_split)
 
     @property
     def image_abnormal(self) -> np.ndarray:
@@ -63,6 +64,7 @@ def load_split(
         image_ids=kept_ids,
         image_vectors=image_vectors[[image_row[i] for i in kept_ids]] if len(kept_ids) else image_vectors[:0],
         image_study=np.array([study_index[s] for s in images["study_id"]], dtype=np.int64),
+        image_views=images["view"].to_numpy().astype(object),
         study_ids=study_ids,
         reports=studies["report"].to_list(),
         text_vectors=text_vectors[[text_row[s] for s in study_ids]] if len(study_ids) else text_vectors[:0],

@@ -16,21 +16,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from mtcxr.imaging import BadImage, encode_png, image_size, load_grayscale
-from mtcxr.tables import read_table, write_table
+from mtcxr.tables import pixels_schema, read_table, write_table
 
 log = logging.getLogger(__name__)
 
-PIXELS_SCHEMA = pa.schema(
-    [
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("study_id", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("view", pa.string(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("png", pa.binary(), nullable=False),
-    ]
-)
+PIXELS_SCHEMA = pixels_schema()
 WRITE_EVERY = 512  # rows per record batch: bounds memory whatever the shard size
 
 

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from mtcxr.errors import InputError
 from mtcxr.index import PATH_KEYS, read_index_info
 
-MAX_PIXELS = 50_000_000  # a query image larger than this is not a radiograph
+MAX_PIXELS = 60_000_000  # the schema's images.max_pixels: a query image larger than this is not a radiograph
 REBUILD = "rerun `snakemake --cores all --forcerun build_index` to rebuild the index"
 
 
@@ -38,10 +38,10 @@ def _index_info(folder: Path) -> dict:
     if not folder.is_dir():
         problem = "not a folder" if folder.exists() else "no such folder"
         raise InputError(f"--index {folder}: {problem}; give a folder written by build_index, "
-                        "e.g. results/index/demo/multitask (run the workflow first: `snakemake --cores all`)")
+                        "e.g. results/index/demo/multitask/seed0 (run the workflow first: `snakemake --cores all`)")
     if not info_path.is_file():
         raise InputError(f"{info_path} not found; --index must be a folder written by build_index, "
-                        f"e.g. results/index/demo/multitask, or {REBUILD}")
+                        f"e.g. results/index/demo/multitask/seed0, or {REBUILD}")
     try:
         info = read_index_info(folder)
     except (ValueError, TypeError) as error:  # bad JSON or not an object (ValueError), a path not a string

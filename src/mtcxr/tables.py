@@ -104,6 +104,35 @@ GENERATION_METRICS_SCHEMA = {
     "difference_high": pl.Float64, "p_value": pl.Float64, "n_boot": pl.Int64,
 }
 
+# Retrieval metrics (mtcxr.evaluate, mtcxr.summarize): one row per number. `seed` is the head's
+# training seed (null for an untrained variant and for across-seed rows); an across-seed row has
+# `n_seeds` > 1, the mean over seeds in `value` and their standard deviation in `sd`.
+METRICS_SCHEMA = {
+    "backbone": pl.String, "variant": pl.String, "seed": pl.Int64, "task": pl.String, "metric": pl.String,
+    "k": pl.Int64, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "sd": pl.Float64,
+    "n_seeds": pl.Int64, "n_queries": pl.Int64,
+}
+# The per-query values behind each mean metric, for the paired tests; `query` numbers the queries of a task.
+METRIC_QUERIES_SCHEMA = {
+    "task": pl.String, "metric": pl.String, "k": pl.Int64, "query": pl.Int64, "abnormal": pl.Boolean,
+    "value": pl.Float64,
+}
+# A variant minus the baseline on the same queries (mtcxr.summarize): per seed, and across seeds
+# (seed null) with the method that resampled seeds and queries named in `method`.
+PAIRED_SCHEMA = {
+    "backbone": pl.String, "variant": pl.String, "seed": pl.Int64, "baseline": pl.String, "task": pl.String,
+    "metric": pl.String, "k": pl.Int64, "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+    "p_value": pl.Float64, "method": pl.String, "n_boot": pl.Int64, "n_seeds": pl.Int64, "n_queries": pl.Int64,
+}
+PAIRED_METHODS = ("query_bootstrap", "seed_query_bootstrap")
+# Clinical precision by query finding (mtcxr.evaluate): over the test queries positive for `finding`,
+# the fraction of the top k retrieved items positive for it too.
+FINDING_PRECISION_SCHEMA = {
+    "backbone": pl.String, "variant": pl.String, "seed": pl.Int64, "task": pl.String, "finding": pl.String,
+    "k": pl.Int64, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "sd": pl.Float64,
+    "n_seeds": pl.Int64, "n_queries": pl.Int64,
+}
+
 CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "studies": STUDIES_SCHEMA,
     "images": IMAGES_SCHEMA,
@@ -112,12 +141,20 @@ CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "generated": GENERATED_SCHEMA,
     "generation_scores": GENERATION_SCORES_SCHEMA,
     "generation_metrics": GENERATION_METRICS_SCHEMA,
+    "metrics": METRICS_SCHEMA,
+    "metric_queries": METRIC_QUERIES_SCHEMA,
+    "paired": PAIRED_SCHEMA,
+    "finding_precision": FINDING_PRECISION_SCHEMA,
 }
 UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
     "studies": "study_id", "images": "image_id", "labels": "study_id",
     "generated": ("study_id", "method", "backbone", "variant"),
     "generation_scores": ("study_id", "method", "backbone", "variant"),
     "generation_metrics": ("backbone", "variant", "method", "metric", "observation"),
+    "metrics": ("backbone", "variant", "seed", "n_seeds", "task", "metric", "k"),
+    "metric_queries": ("task", "metric", "k", "query"),
+    "paired": ("backbone", "variant", "seed", "task", "metric", "k"),
+    "finding_precision": ("backbone", "variant", "seed", "n_seeds", "task", "finding", "k"),
 }
 NOT_NULL = {
     "studies": ("study_id", "patient_id", "split", "report", "dataset"),
@@ -127,7 +164,28 @@ NOT_NULL = {
     "generated": ("study_id", "method", "source_study_id", "generated", "reference"),
     "generation_scores": ("study_id", "method", "generated", "reference", "meteor_stats"),
     "generation_metrics": ("method", "metric", "value", "n_studies"),
+    "metrics": ("task", "metric", "n_queries"),
+    "metric_queries": ("task", "metric", "query", "value"),
+    "paired": ("backbone", "variant", "baseline", "task", "metric", "method", "n_boot", "n_queries"),
+    "finding_precision": ("backbone", "variant", "task", "finding", "k", "n_queries"),
 }
+
+
+def pixels_schema():
+    """The Arrow schema of a pixel-cache shard (`data/pixels/shard-{i}.parquet`, mtcxr.preprocess):
+    one cached grayscale PNG per image. Written in record batches by a pyarrow writer, as the PNG bytes
+    of a shard do not fit in memory at once; every column is non-null."""
+    import pyarrow as pa  # here: the other stages need not load it
+
+    return pa.schema([
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("study_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("view", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("png", pa.binary(), nullable=False),
+    ])
 
 
 class ContractError(ValueError):
@@ -186,6 +244,10 @@ def validate_table(df: pl.DataFrame, name: str) -> pl.DataFrame:
         bad = df.filter(~pl.col("method").is_in(GENERATION_METHODS))["method"].unique().to_list()
         if bad:
             raise ContractError(f"generated.method has values {bad}; allowed: {list(GENERATION_METHODS)}.")
+    if name == "paired":
+        bad = df.filter(~pl.col("method").is_in(PAIRED_METHODS))["method"].unique().to_list()
+        if bad:
+            raise ContractError(f"paired.method has values {bad}; allowed: {list(PAIRED_METHODS)}.")
     return df
 
 
@@ -242,3 +304,10 @@ def read_table(path: str | Path, name: str) -> pl.DataFrame:
 def abnormal_from_no_finding(no_finding: pl.Expr) -> pl.Expr:
     """A study is abnormal unless No Finding is positive (CheXpert's definition of normal)."""
     return no_finding.fill_null(0) != 1
+
+
+def headline_rows(df: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a `metrics` or `finding_precision` table that stand for each variant: its across-seed
+    rows where it was trained with several seeds, else its one run."""
+    most = pl.col("n_seeds").fill_null(1).max().over("backbone", "variant")
+    return df.filter(pl.col("n_seeds").fill_null(1) == most)

@@ -201,7 +201,7 @@ def train_head(
         history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64), "chosen": pl.Series([], dtype=pl.Boolean)})
     Path(output_weights).parent.mkdir(parents=True, exist_ok=True)
     extra = {"variant": variant, "losses": weights, "trained": bool(variant_cfg.get("train", True) and weights),
-             "train_images": int(len(train.image_ids)), "backbone": train.metadata.get("backbone"),
+             "seed": int(seed), "train_images": int(len(train.image_ids)), "backbone": train.metadata.get("backbone"),
              "spec": train.metadata.get("spec"), "seconds": round(time.perf_counter() - started, 2), **hyper,
              "chosen_epoch": int(history.filter(pl.col("chosen"))["epoch"][0]) if history.height else None,
              "epochs_run": history.height}

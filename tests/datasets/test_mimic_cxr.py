@@ -10,7 +10,7 @@ import pytest
 from conftest import MIMIC_FULL, MIMIC_IMPRESSION_ONLY, MIMIC_NO_HEADINGS, write_mimic_tree
 
 from mtcxr.datasets.errors import DatasetError
-from mtcxr.datasets.mimic_cxr import _central_directory, parse_report_sections, read_mimic_cxr
+from mtcxr.datasets.mimic_cxr import _zip_texts, parse_report_sections, read_mimic_cxr
 from mtcxr.tables import validate_table
 
 FULL_FINDINGS = "The lungs are clear. No pleural effusion or pneumothorax."
@@ -258,17 +258,16 @@ def test_corrupt_zip_member_is_rejected(mimic_root: Path):
     ]
 
 
-def test_zip64_central_directory_is_streamed(tmp_path: Path):
+def test_zip64_reports_are_read_by_study(tmp_path: Path):
     # More than 65,535 members: the end record points to a ZIP64 one, as in the real reports zip.
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as target:
         for number in range(65_600):
             target.writestr(f"files/p10/p10000000/s{50_000_000 + number}.txt", f"IMPRESSION: {number}.")
-    with zipfile.ZipFile(archive) as reference:
-        expected = [(info.filename, info.header_offset, info.compress_size, info.CRC) for info in reference.infolist()]
-    with archive.open("rb") as handle:
-        listed = [(name, entry[4], entry[3], entry[2]) for name, entry in _central_directory(handle)]
-    assert listed == expected
+        target.writestr("files/p10/p10000001/s50000007.txt", "IMPRESSION: a repeated member.")
+    numbers = pl.Series([50_065_599, -1, 50_000_007, 49_999_999, 50_000_000])
+    texts = [sorted(chunk) for chunk in _zip_texts(archive, numbers)]
+    assert texts == [[(0, "IMPRESSION: 65599."), (2, "IMPRESSION: 7."), (4, "IMPRESSION: 0.")]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +283,12 @@ def test_missing_metadata_names_the_file(mimic_root: Path):
 def test_missing_reports_names_the_zip(mimic_root: Path):
     (mimic_root / "mimic-cxr-reports.zip").unlink()
     with pytest.raises(DatasetError, match=r"mimic-cxr-reports\.zip does not exist.*dataset\.reports"):
+        read_mimic_cxr({"root": str(mimic_root)}, "both", 0)
+
+
+def test_unreadable_zip_names_it(mimic_root: Path):
+    (mimic_root / "mimic-cxr-reports.zip").write_bytes(b"not a zip archive")
+    with pytest.raises(DatasetError, match=r"mimic-cxr-reports\.zip is not a readable zip \(.+\); re-download"):
         read_mimic_cxr({"root": str(mimic_root)}, "both", 0)
 
 

@@ -29,7 +29,7 @@ from conftest import (
 from PIL import Image
 
 from mtcxr.embeddings import read_embeddings
-from mtcxr.synthetic import read_synthetic
+from mtcxr.datasets.synthetic import read_synthetic
 from mtcxr.tables import CHEXPERT_DISPLAY, CHEXPERT_LABELS, read_table
 
 REPO = Path(__file__).resolve().parents[2]

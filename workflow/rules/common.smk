@@ -12,6 +12,13 @@ BACKBONES = list(config["backbones"])
 VARIANTS = list(config["variants"])
 XTRA_VARIANTS = list(config["xtra"]["variants"])
 GENERATION = config["generation"]["enabled"]
+# Training seeds: each trained variant once per seed; an untrained variant (zeroshot) runs once, at
+# the first seed. X-TRA, report generation and the t-SNE figure use the first seed's heads.
+SEEDS = [int(seed) for seed in config["train"]["seeds"]]
+PRIMARY_SEED = SEEDS[0]
+CXR_CLIP_IMAGES = config["evaluate"]["cxr_clip_images"]
+if CXR_CLIP_IMAGES == "auto":  # CXR-CLIP's Open-I test set takes every frontal image; MIMIC-CXR one per study
+    CXR_CLIP_IMAGES = "every_frontal" if config["dataset"]["kind"] == "iu_xray" else "first_frontal"
 DEMO_DIR = f"{RESULTS}/models/demo_backbone"
 ENV = "../envs/mtcxr.yaml"
 
@@ -20,6 +27,7 @@ wildcard_constraints:
     backbone="|".join(BACKBONES) or "none",
     variant="|".join(VARIANTS) or "none",
     shard=r"\d+",
+    seed=r"\d+",
     split="train|validate|test",
 
 
@@ -35,6 +43,26 @@ def demo_dir_param(wildcards):
 def demo_dir_input(wildcards):
     """Make the demo backbone an input only of the jobs that load it."""
     return [DEMO_DIR] if backbone_spec(wildcards) == "demo" else []
+
+
+def is_trained(variant):
+    return config["variants"][variant].get("train", True)
+
+
+def variant_seeds(variant):
+    """The training seeds a variant runs with: every seed when it trains, else the first."""
+    return SEEDS if is_trained(variant) else [PRIMARY_SEED]
+
+
+def run_paths(pattern, backbones=None):
+    """`pattern` ({backbone}, {variant}, {seed}) for every backbone x variant x its seeds."""
+    return [pattern.format(backbone=backbone, variant=variant, seed=seed) for backbone in (backbones or BACKBONES)
+            for variant in VARIANTS for seed in variant_seeds(variant)]
+
+
+def primary_head(name):
+    """A file of the first seed's heads of {backbone}/{variant}: what X-TRA and generation build on."""
+    return f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{PRIMARY_SEED}/{name}"
 
 
 def image_embeddings(wildcards):
@@ -68,9 +96,9 @@ def generation_summary_inputs(wildcards):
 
 
 def index_dirs(wildcards):
-    """Variants shown side by side in the t-SNE figure: zeroshot and multitask when configured."""
+    """Variants shown side by side in the t-SNE figure (first seed): zeroshot and multitask when configured."""
     shown = [v for v in ("zeroshot", "multitask") if v in VARIANTS] or VARIANTS[:2]
-    return {b: {v: f"{RESULTS}/index/{b}/{v}" for v in shown} for b in BACKBONES}
+    return {b: {v: f"{RESULTS}/index/{b}/{v}/seed{PRIMARY_SEED}" for v in shown} for b in BACKBONES}
 
 
 def index_folders(wildcards):
@@ -82,14 +110,14 @@ def ingest_inputs(wildcards):
 
 
 def metric_tables(wildcards):
-    """Every backbone x variant metrics table: the inputs of the `evaluate` target."""
-    return expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet", backbone=BACKBONES, variant=VARIANTS)
+    """Every backbone x variant x seed metrics table: the inputs of the `evaluate` target."""
+    return run_paths(f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.parquet")
 
 
 def trained_history_map(wildcards):
-    """Variant -> history.parquet of every variant of this backbone that trains (not `zeroshot`)."""
-    trained = [v for v, cfg in config["variants"].items() if cfg.get("train", True)]
-    return {v: f"{RESULTS}/models/{wildcards.backbone}/{v}/history.parquet" for v in trained}
+    """"variant/seedN" -> history.parquet of every run of this backbone that trains (not `zeroshot`)."""
+    return {f"{v}/seed{s}": f"{RESULTS}/models/{wildcards.backbone}/{v}/seed{s}/history.parquet"
+            for v in VARIANTS if is_trained(v) for s in SEEDS}
 
 
 def trained_histories(wildcards):
@@ -123,9 +151,11 @@ def final_outputs():
     return [
         f"{RESULTS}/metrics/summary.csv",
         f"{RESULTS}/metrics/summary.md",
+        f"{RESULTS}/metrics/finding_precision.csv",
         f"{RESULTS}/labels/agreement.parquet",
         f"{RESULTS}/figures/recall_at_k.png",
-    ] + expand(f"{RESULTS}/figures/{{name}}_{{backbone}}.png", name=["tsne", "training"], backbone=BACKBONES) + xtra
+    ] + expand(f"{RESULTS}/figures/{{name}}_{{backbone}}.png", name=["tsne", "training", "finding_precision"],
+               backbone=BACKBONES) + xtra
 
 
 def variant_config(wildcards):

@@ -5,15 +5,17 @@ rule build_index:
         image_table=f"{RESULTS}/data/images.parquet",
         studies=f"{RESULTS}/data/studies.parquet",
         labels=f"{RESULTS}/labels/labels.parquet",
-        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
-        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.json",
     output:
-        folder=directory(f"{RESULTS}/index/{{backbone}}/{{variant}}"),
+        folder=directory(f"{RESULTS}/index/{{backbone}}/{{variant}}/seed{{seed}}"),
     params:
         demo_dir=demo_dir_param,
         frontal_only=config["evaluate"]["frontal_only"],
     log:
-        f"{RESULTS}/logs/build_index/{{backbone}}/{{variant}}.log",
+        f"{RESULTS}/logs/build_index/{{backbone}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/build_index/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -26,20 +28,24 @@ rule build_index:
 
 rule evaluate_variant:
     input:
-        index=f"{RESULTS}/index/{{backbone}}/{{variant}}",
+        index=f"{RESULTS}/index/{{backbone}}/{{variant}}/seed{{seed}}",
         labels=f"{RESULTS}/labels/labels.parquet",
     output:
-        metrics=f"{RESULTS}/metrics/{{backbone}}/{{variant}}.parquet",
-        queries=f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet",
+        metrics=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.parquet",
+        queries=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.queries.parquet",
+        findings=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.findings.parquet",
     params:
         ks=config["evaluate"]["ks"],
         precision_k=config["evaluate"]["precision_k"],
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],
+        protocols=config["evaluate"]["protocols"],
+        cxr_clip_images=CXR_CLIP_IMAGES,
+        label_5x200=config["evaluate"]["label_5x200"],
     log:
-        f"{RESULTS}/logs/evaluate/{{backbone}}/{{variant}}.log",
+        f"{RESULTS}/logs/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{backbone}}/{{variant}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -60,7 +66,8 @@ rule summarize:
     input:
         unpack(generation_summary_inputs),
         metrics=metric_tables,
-        queries=expand(f"{RESULTS}/metrics/{{backbone}}/{{variant}}.queries.parquet", backbone=BACKBONES, variant=VARIANTS),
+        queries=run_paths(f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.queries.parquet"),
+        findings=run_paths(f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.findings.parquet"),
         xtra_auc=xtra_tables("parquet"),
         xtra_paired=xtra_tables("paired.parquet"),
         rejects=all_reject_tables,
@@ -70,6 +77,7 @@ rule summarize:
         md=f"{RESULTS}/metrics/summary.md",
         paired=report(f"{RESULTS}/metrics/paired_vs_zeroshot.csv", caption="../report/paired.rst", category="Metrics"),
         xtra=report(f"{RESULTS}/metrics/xtra_auc.csv", caption="../report/xtra_table.rst", category="Metrics"),
+        findings=report(f"{RESULTS}/metrics/finding_precision.csv", caption="../report/finding_table.rst", category="Metrics"),
     params:
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],
@@ -89,10 +97,13 @@ rule summarize:
 rule figures:
     input:
         summary=f"{RESULTS}/metrics/summary.parquet",
+        findings=f"{RESULTS}/metrics/finding_precision.csv",
         labels=f"{RESULTS}/labels/labels.parquet",
         indexes=index_folders,
     output:
         tsne=report(expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES), caption="../report/tsne.rst", category="Figures"),
+        findings=report(expand(f"{RESULTS}/figures/finding_precision_{{backbone}}.png", backbone=BACKBONES),
+                        caption="../report/finding_precision.rst", category="Figures"),
         recall=report(f"{RESULTS}/figures/recall_at_k.png", caption="../report/recall.rst", category="Figures"),
     params:
         index_dirs=index_dirs,

@@ -33,8 +33,8 @@ rule generate_reports:
         studies=f"{RESULTS}/data/studies.parquet",
         labels=f"{RESULTS}/labels/labels.parquet",
         pixel_rejects=pixel_reject_tables,
-        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
-        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+        weights=primary_head("head.safetensors"),
+        config=primary_head("head.json"),
     output:
         reports=f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet",
     params:

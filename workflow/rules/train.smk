@@ -6,18 +6,18 @@ rule train_head:
         studies=f"{RESULTS}/data/studies.parquet",
         labels=f"{RESULTS}/labels/labels.parquet",
     output:
-        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
-        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
-        history=f"{RESULTS}/models/{{backbone}}/{{variant}}/history.parquet",
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.json",
+        history=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/history.parquet",
     params:
         variant=variant_config,
         train=config["train"],
         frontal_only=config["evaluate"]["frontal_only"],
-        seed=config["seed"],
+        seed=lambda wildcards: int(wildcards.seed),
     log:
-        f"{RESULTS}/logs/train_head/{{backbone}}/{{variant}}.log",
+        f"{RESULTS}/logs/train_head/{{backbone}}/{{variant}}/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_head/{{backbone}}/{{variant}}.tsv"
+        f"{RESULTS}/benchmarks/train_head/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,

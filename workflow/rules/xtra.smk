@@ -9,8 +9,8 @@ rule build_memory:
         image_table=f"{RESULTS}/data/images.parquet",
         studies=f"{RESULTS}/data/studies.parquet",
         labels=f"{RESULTS}/labels/labels.parquet",
-        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
-        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+        weights=primary_head("head.safetensors"),
+        config=primary_head("head.json"),
     output:
         folder=directory(f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory"),
     params:
@@ -40,8 +40,8 @@ rule retrieve_neighbours:
         image_table=f"{RESULTS}/data/images.parquet",
         studies=f"{RESULTS}/data/studies.parquet",
         labels=f"{RESULTS}/labels/labels.parquet",
-        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.safetensors",
-        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/head.json",
+        weights=primary_head("head.safetensors"),
+        config=primary_head("head.json"),
     output:
         neighbours=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/{{split}}.parquet",
     params:

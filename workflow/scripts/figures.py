@@ -10,6 +10,8 @@ make_figures(
     summary_path=snakemake.input.summary,
     output_tsne=list(snakemake.output.tsne),
     output_recall=snakemake.output.recall,
+    findings_path=snakemake.input.findings,
+    output_findings=list(snakemake.output.findings),
     perplexity=snakemake.params.perplexity,
     seed=snakemake.params.seed,
 )

@@ -7,6 +7,8 @@ from mtcxr.summarize import summarize  # noqa: E402
 summarize(
     metric_files=list(snakemake.input.metrics),
     query_files=list(snakemake.input.queries),
+    finding_files=list(snakemake.input.findings),
+    output_findings=snakemake.output.findings,
     reject_files=list(snakemake.input.rejects),
     output_parquet=snakemake.output.parquet,
     output_csv=snakemake.output.csv,

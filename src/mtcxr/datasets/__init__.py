@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import polars as pl
-
-from mtcxr.tables import empty_table
+# The readers import their shared names from `assembly`, never from this package, so that the
+# lazy reader imports below close no circle.
+from mtcxr.datasets.assembly import IngestResult
 
 KINDS = ("synthetic", "mimic_cxr", "iu_xray", "manifest")
 
-
-@dataclass
-class IngestResult:
-    """What a dataset reader returns: the four tables of the contracts (docs/design.md, Table contracts) before they are written."""
-
-    studies: pl.DataFrame
-    images: pl.DataFrame
-    rejects: pl.DataFrame
-    labels: pl.DataFrame
-
-    @classmethod
-    def empty(cls) -> "IngestResult":
-        return cls(*(empty_table(name) for name in ("studies", "images", "rejects", "labels")))
+__all__ = ["KINDS", "IngestResult", "read_dataset"]
 
 
 def read_dataset(dataset_cfg: dict, text_section: str, seed: int, work_dir: str | None = None,
@@ -37,7 +23,7 @@ def read_dataset(dataset_cfg: dict, text_section: str, seed: int, work_dir: str 
 
     kind = dataset_cfg.get("kind")
     if kind == "synthetic":
-        from mtcxr.synthetic import read_synthetic
+        from mtcxr.datasets.synthetic import read_synthetic
 
         return read_synthetic(dataset_cfg, text_section, seed, work_dir)
     if kind == "mimic_cxr":

@@ -36,9 +36,8 @@ from pathlib import Path
 
 import polars as pl
 
-from mtcxr.datasets import IngestResult
-from mtcxr.datasets.errors import DatasetError
-from mtcxr.datasets.manifest import (
+from mtcxr.datasets.assembly import (
+    IngestResult,
     assemble,
     check_section,
     clean_text,
@@ -49,6 +48,7 @@ from mtcxr.datasets.manifest import (
     rejects_frame,
     require_columns,
 )
+from mtcxr.datasets.errors import DatasetError
 
 REPORTS = "indiana_reports.csv"
 PROJECTIONS = "indiana_projections.csv"

@@ -26,34 +26,29 @@ Choices, and why:
   table with source "dataset"; without it there are no dataset labels.
 - **Cost.** Ingest never touches an image: width and height come from the
   metadata's Columns and Rows, and a missing JPEG is rejected by preprocessing.
-  Memory stays nearly flat as the set grows (benchmarks/datasets.md): the CSVs
+  Memory grows far less than the set (benchmarks/datasets.md): the CSVs
   are decompressed and parsed a block at a time, and `write_mimic_cxr` reads,
   parses, judges and writes the studies a chunk at a time in their final order,
   each report's raw text dropped as soon as it is parsed. What is held whole is
-  the per-image keys (ids, split, view, size), the rejects and the labels.
+  the per-image keys (ids, split, view, size), zipfile's index of the reports zip,
+  the rejects and the labels.
 """
 
 from __future__ import annotations
 
 import gzip
-import itertools
 import logging
 import re
-import struct
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
 
-import numpy as np
 import polars as pl
 
-from mtcxr.datasets import IngestResult
-from mtcxr.datasets.errors import DatasetError
-from mtcxr.datasets.views import canonical_view
-from mtcxr.datasets.manifest import (
+from mtcxr.datasets.assembly import (
+    IngestResult,
     check_kept,
     check_section,
     dataset_options,
@@ -70,6 +65,8 @@ from mtcxr.datasets.manifest import (
     sorted_rejects,
     study_reasons,
 )
+from mtcxr.datasets.errors import DatasetError
+from mtcxr.datasets.views import canonical_view
 from mtcxr.tables import SPLITS, empty_table, table_writer, write_table
 
 log = logging.getLogger(__name__)
@@ -220,8 +217,8 @@ def write_mimic_cxr(cfg: dict, text_section: str, paths: Mapping[str, str | Path
 
     The rules are `assemble`'s, applied CHUNK studies at a time in their final order:
     each chunk's reports are read and parsed, its studies and images judged and written,
-    then dropped. Memory holds the per-image keys (ids, split, view, size), the rejects
-    and the labels, never the report text or the image paths.
+    then dropped. Memory holds the per-image keys (ids, split, view, size), the zip's
+    index, the rejects and the labels, never the report text or the image paths.
     """
     check_section(text_section)
     views, policy = dataset_options(cfg)
@@ -482,125 +479,43 @@ def _sections(height: int, texts: Iterator[tuple[int, str | None]]) -> pl.DataFr
     )
 
 
-ZIP_ENTRY = np.dtype([("flags", "u2"), ("method", "u2"), ("crc", "u4"), ("compressed", "i8"), ("offset", "i8")])
-
-
 def _zip_texts(path: Path, numbers: pl.Series) -> Iterator[Iterator[tuple[int, str | None]]]:
     """For each CHUNK of study `numbers`, yield its (row in chunk, text) pairs; text None if unreadable.
 
-    Each member is read straight from its offset, a chunk's members in file order (see
-    `_zip_entries` for the central directory).
+    A chunk's members are read in file order.
     """
     try:
-        with open(path, "rb") as directory, open(path, "rb") as data:
-            entries = _zip_entries(directory, numbers.to_numpy())
-            for start in range(0, len(entries), CHUNK):
-                chunk = entries[start : start + CHUNK]
-                rows = np.flatnonzero(chunk["offset"] >= 0)
-                rows = rows[np.argsort(chunk["offset"][rows], kind="stable")]
-                yield ((row, _member_text(data, entry)) for row, entry in zip(rows.tolist(), chunk[rows].tolist()))
-    except (zipfile.BadZipFile, OSError, struct.error) as error:
+        # zipfile holds ~0.6 kB per member: MIMIC-sized ingest 12 s, peak 480 MiB (benchmarks/datasets.md).
+        with zipfile.ZipFile(path) as archive:
+            members = _report_members(archive, numbers)
+            for start in range(0, len(members), CHUNK):
+                chunk = [(row, info) for row, info in enumerate(members[start : start + CHUNK]) if info is not None]
+                chunk.sort(key=lambda pair: pair[1].header_offset)
+                yield ((row, _member_text(archive, info)) for row, info in chunk)
+    # NotImplementedError: a central directory entry asks for a zip version beyond zipfile's.
+    except (zipfile.BadZipFile, OSError, NotImplementedError) as error:
         raise DatasetError(f"{path} is not a readable zip ({error}); re-download {REPORTS_ZIP}.") from error
 
 
-def _zip_entries(directory: BinaryIO, numbers: np.ndarray) -> np.ndarray:
-    """The zip entry of each study's report by study row (offset -1 where it has none); a repeated member's first.
-
-    The central directory is streamed and matched to the studies CHUNK members at a
-    time, into one fixed-size record per study, so memory does not grow with the number
-    of members (zipfile.ZipFile keeps an object per member, about 0.5 kB each, and its
-    per-member `open` costs five times the inflating itself over 227,835 small files).
-    """
-    order = np.argsort(numbers, kind="stable")
-    sorted_numbers = numbers[order]
-    entries = np.zeros(len(numbers), ZIP_ENTRY)
-    entries["offset"] = -1
-    members = (
-        (int(match.group(2)), entry)
-        for name, entry in _central_directory(directory)
-        if (match := REPORT_MEMBER.search(name))
-    )
-    while len(numbers) and (batch := list(itertools.islice(members, CHUNK))):
-        found = np.array([number for number, _ in batch])
-        at = np.searchsorted(sorted_numbers, found).clip(max=len(numbers) - 1)
-        hit = sorted_numbers[at] == found
-        rows, first = np.unique(order[at[hit]], return_index=True)
-        records = np.array([entry for _, entry in batch], ZIP_ENTRY)[hit][first]
-        free = entries["offset"][rows] < 0
-        entries[rows[free]] = records[free]
-    return entries
+def _report_members(archive: zipfile.ZipFile, numbers: pl.Series) -> list[zipfile.ZipInfo | None]:
+    """The member holding each study's report, by study row (None where it has none); a repeated member's first."""
+    row_of: dict[int, int] = {}
+    for row, number in enumerate(numbers.to_list()):
+        row_of.setdefault(number, row)
+    members: list[zipfile.ZipInfo | None] = [None] * len(numbers)
+    for info in archive.infolist():
+        match = REPORT_MEMBER.search(info.filename)
+        row = row_of.get(int(match.group(2))) if match else None
+        if row is not None and members[row] is None:
+            members[row] = info
+    return members
 
 
-ZipEntry = tuple[int, int, int, int, int]  # flags, method, crc, compressed size, local header offset
-CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
-END = struct.Struct("<4sHHHHIIH")
-END64 = struct.Struct("<4sQHHIIQQQQ")
-LOCATOR64 = struct.Struct("<4sIQI")
-
-
-def _central_directory(handle: BinaryIO) -> Iterator[tuple[str, ZipEntry]]:
-    """Yield (member name, entry) from a zip's central directory, ZIP64 included, without holding it."""
-    size = handle.seek(0, 2)
-    tail_size = min(size, END.size + 65_535)
-    handle.seek(size - tail_size)
-    tail = handle.read(tail_size)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0:
-        raise zipfile.BadZipFile("no end of central directory record")
-    _, _, _, _, count, _, offset, _ = END.unpack_from(tail, at)
-    if count == 0xFFFF or offset == 0xFFFFFFFF:
-        _, _, end64_offset, _ = LOCATOR64.unpack_from(tail, at - LOCATOR64.size)
-        handle.seek(end64_offset)
-        _, _, _, _, _, _, _, count, _, offset = END64.unpack(handle.read(END64.size))
-    handle.seek(offset)
-    for _ in range(count):
-        fields = CENTRAL.unpack(handle.read(CENTRAL.size))
-        if fields[0] != b"PK\x01\x02":
-            raise zipfile.BadZipFile("bad central directory entry")
-        flags, method, crc, compressed, uncompressed = fields[3], fields[4], fields[7], fields[8], fields[9]
-        name_length, extra_length, comment_length, local_offset = fields[10], fields[11], fields[12], fields[16]
-        name = handle.read(name_length).decode("utf-8" if flags & 0x800 else "cp437")
-        extra = handle.read(extra_length)
-        handle.seek(comment_length, 1)
-        if 0xFFFFFFFF in (compressed, uncompressed, local_offset):
-            compressed, local_offset = _zip64_sizes(extra, uncompressed, compressed, local_offset)
-        yield name, (flags, method, crc, compressed, local_offset)
-
-
-def _zip64_sizes(extra: bytes, uncompressed: int, compressed: int, local_offset: int) -> tuple[int, int]:
-    position = 0
-    while position + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, position)
-        if tag == 0x0001:
-            values = iter(struct.unpack_from(f"<{length // 8}Q", extra, position + 4))
-            if uncompressed == 0xFFFFFFFF:
-                next(values)
-            if compressed == 0xFFFFFFFF:
-                compressed = next(values)
-            if local_offset == 0xFFFFFFFF:
-                local_offset = next(values)
-            break
-        position += 4 + length
-    return compressed, local_offset
-
-
-def _member_text(handle: BinaryIO, entry: ZipEntry) -> str | None:
-    flags, method, crc, compressed, local_offset = entry
-    if flags & 0x1 or method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        return None  # encrypted, or a compression MIMIC's zip does not use
+def _member_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
+    """The member's text, None if it cannot be read (corrupt, failing its CRC, encrypted)."""
     try:
-        handle.seek(local_offset)
-        header = handle.read(30)
-        if header[:4] != b"PK\x03\x04":
-            return None
-        name_length, extra_length = struct.unpack_from("<HH", header, 26)
-        handle.seek(name_length + extra_length, 1)
-        data = handle.read(compressed)
-        if method == zipfile.ZIP_DEFLATED:
-            data = zlib.decompress(data, -15)
-    except (zlib.error, OSError, struct.error):
-        return None
-    if zlib.crc32(data) != crc:
+        data = archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError):
         return None
     return data.decode("utf-8", errors="replace")
 

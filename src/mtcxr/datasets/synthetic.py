@@ -16,7 +16,7 @@ import polars as pl
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from mtcxr.datasets import IngestResult
+from mtcxr.datasets.assembly import IngestResult
 from mtcxr.datasets.splits import DEFAULT_FRACTIONS, assign_patient_splits, check_split_hygiene
 from mtcxr.tables import CHEXPERT_LABELS, abnormal_from_no_finding, empty_table
 
