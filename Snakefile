@@ -2,7 +2,7 @@
 from snakemake.utils import min_version
 
 from mtcxr.config import run_config
-from mtcxr.workflow import check_not_running, stop_on_input_error
+from mtcxr.preflight import check_not_running, stop_on_input_error
 
 min_version("9.0")
 

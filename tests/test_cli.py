@@ -393,3 +393,23 @@ def test_label_errors_through_the_installed_command(tmp_path: Path) -> None:
                                "report", "-o", str(tmp_path / "o.parquet")], capture_output=True, text=True)
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_faiss_files_rank_as_the_evaluation_does(built):
+    """`mtcxr search` answers from the index's FAISS files, `evaluate` from exact blocked matmuls
+    (it needs every query's rank of its own report): both return the same top k."""
+    import faiss
+
+    from mtcxr.embeddings import read_embeddings
+    from mtcxr.metrics import topk_search
+
+    folder = built / INDEX
+    _, images, _ = read_embeddings(folder / "images.parquet", "image_id")
+    _, texts, _ = read_embeddings(folder / "texts.parquet", "text_id")
+    for queries, name, keys in ((images, "texts", texts), (texts, "images", images)):
+        index = faiss.read_index(str(folder / f"{name}.faiss"))
+        k = min(3, index.ntotal)
+        faiss_scores, faiss_rows = index.search(np.ascontiguousarray(queries), k)
+        scores, rows = topk_search(queries, keys, k)
+        np.testing.assert_allclose(faiss_scores, scores, atol=1e-5)
+        assert (faiss_rows == rows).all()

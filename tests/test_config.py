@@ -38,7 +38,8 @@ def test_partial_configfile_merges_over_the_default(tmp_path: Path):
     partial = write(tmp_path, "partial.yaml", {"evaluate": {"bootstrap": 200}, "images": {"shards": 3}})
     config = resolve(partial)
     assert config["evaluate"]["bootstrap"] == 200 and config["evaluate"]["ks"] == [1, 5, 10, 50]
-    assert config["images"] == {"shards": 3, "cache_size": 128, "max_pixels": 60000000, "max_aspect_ratio": 5}
+    assert config["images"] == {"shards": 3, "cache_size": 128, "max_pixels": 60000000, "frontal_only": True,
+                                "max_aspect_ratio": 5}
     assert config["dataset"]["kind"] == "synthetic"
 
 
@@ -139,3 +140,21 @@ def test_xtra_variants_must_exist():
     with pytest.raises(ConfigError, match=r"xtra.variants names \['nope'\], which are not in variants.*xtra.variants: \[\]"):
         resolve(xtra={"variants": ["nope"]})
     assert resolve(xtra={"variants": []})["xtra"]["variants"] == []
+
+
+def test_a_moved_key_names_its_new_place():
+    with pytest.raises(ConfigError, match=r"config key evaluate.frontal_only is now images.frontal_only"):
+        resolve(evaluate={"frontal_only": False})
+    assert resolve(images={"frontal_only": False})["images"]["frontal_only"] is False
+    assert resolve()["images"]["frontal_only"] is True
+
+
+def test_train_seeds_and_protocol_defaults():
+    config = resolve()
+    assert config["train"]["seeds"] == [0, 1, 2]  # config.yaml: the demo trains three seeds
+    assert config["evaluate"]["protocols"] == ["mtcxr", "cxr_clip", "label_5x200"]
+    assert config["evaluate"]["label_5x200"] == {"per_class": 200, "seed": 0}
+    with pytest.raises(ConfigError, match=r"config key train.seeds"):
+        resolve(train={"seeds": []})
+    with pytest.raises(ConfigError, match=r"config key evaluate.protocols.0"):
+        resolve(evaluate={"protocols": ["clip_benchmark"]})

@@ -44,7 +44,7 @@ PAIRS = [
     (xtra_evaluate.evaluate_xtra, "uncertain", "xtra.uncertain"),
     (figures.tsne_figure, "perplexity", "figures.tsne_perplexity"),
     (figures.make_figures, "perplexity", "figures.tsne_perplexity"),
-    (train.train_head, "frontal_only", "evaluate.frontal_only"),
+    (train.train_head, "frontal_only", "images.frontal_only"),
     *[(demo_backbone.pretrain_demo_backbone, name, f"demo_backbone.{name}")
       for name in ("n_studies", "image_size", "embed_dim", "epochs", "batch_size", "learning_rate")],
 ]

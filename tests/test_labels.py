@@ -1,9 +1,13 @@
 """The report labeler: every observation positive/negated/uncertain, cue scopes, sentence splitting,
-de-identification tokens, No Finding, files and CLI, the extract_labels stage, and real IU reports."""
+de-identification tokens, No Finding, reading the term regexes, files and CLI, the extract_labels
+stage and its agreement table, and real IU reports."""
 
 from __future__ import annotations
 
 import math
+import random
+import re
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +15,9 @@ import pytest
 
 from mtcxr.cli import main
 from mtcxr.errors import InputError
-from mtcxr.labels import AGREEMENT_SCHEMA, extract_labels, label_file, label_reports
+from mtcxr.labeler import engine, regex_subset
+from mtcxr.labeler.vocabulary import TERMS
+from mtcxr.labels import AGREEMENT_SCHEMA, agreement_table, extract_labels, label_file, label_reports
 from mtcxr.tables import CHEXPERT_LABELS, LABELS_SCHEMA, empty_table, write_table
 
 IU_XRAY = Path(__file__).resolve().parents[2] / "shared/data/iu_xray"
@@ -188,6 +194,69 @@ def test_progress_bar_goes_to_stderr(capsys) -> None:
     assert "labelling" in captured.err and "100/100" in captured.err and captured.out == ""
 
 
+# --- the term regexes, read by mtcxr.labeler.regex_subset ---------------------------------------
+
+
+def sample(node: regex_subset.Node, rng: random.Random | None) -> str:
+    """A string the parsed regex matches: a random one, or the shortest when rng is None."""
+    kind = node[0]
+    if kind == "chars":
+        return node[1][0] if rng is None else rng.choice(node[1])
+    if kind == "empty":
+        return ""
+    if kind == "seq":
+        return "".join(sample(child, rng) for child in node[1])
+    if kind == "alt":
+        if rng is None:
+            return min((sample(child, None) for child in node[1]), key=len)
+        return sample(rng.choice(node[1]), rng)
+    _, low, high, body = node
+    count = low if rng is None else rng.randint(low, low + 3 if high is None else high)
+    return "".join(sample(body, rng) for _ in range(count))
+
+
+@pytest.mark.parametrize(("pattern", "shortest", "starts"), [
+    ("fx", 2, {"fx"}),
+    ("(?:bi)?hilar", 5, {"bih", "hil"}),
+    ("kerley b?(?:-| )?lines?", 11, {"ker"}),
+    (r"(?:hypo|under)[- ]?(?:inflat|expan)\w*", 9, {"hyp", "und"}),
+    ("a{2}", 2, {"aa"}),
+    ("a{,2}b", 1, {"b", "ab", "aab"}),
+    ("(?:x?){4,}y", 1, {"y", "xy", "xxy", "xxx"}),
+    ("ectasia|ectatic", 7, {"ect"}),
+    (r"[a-c\d]", 1, set("abc0123456789")),
+    (r"\bab\b", 2, {"ab"}),
+    (r"a\.b", 3, {"a.b"}),
+])
+def test_regex_subset_shortest_match_and_starts(pattern: str, shortest: int, starts: set[str]) -> None:
+    node = regex_subset.parse(pattern)
+    assert regex_subset.min_length(node) == shortest
+    assert regex_subset.prefixes(node, 3) == starts
+
+
+@pytest.mark.parametrize("pattern", ["(a)", "(?P<x>a)", "(?=a)b", r"a\1", "a*+", "a{2}{3}", "(?i)a", "(?:a", "a)", "*a",
+                                     "[a", "[z-a]", r"\x41"])
+def test_regex_subset_rejects_what_it_does_not_read(pattern: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(pattern))):
+        regex_subset.parse(pattern)
+
+
+def test_every_term_is_read_right_and_found_where_it_starts() -> None:
+    """Strings a parsed term matches are matched by the term itself (so the parser read it right),
+    start with one of its computed starts, and are found by the engine's dispatch at a word start."""
+    for regex, _, _ in TERMS:
+        node = regex_subset.parse(regex)
+        starts = regex_subset.prefixes(node, 3)
+        shortest = sample(node, None)
+        assert len(shortest) == regex_subset.min_length(node) and re.fullmatch(regex, shortest), regex
+        rng = random.Random(regex)
+        for text in [shortest, *(sample(node, rng) for _ in range(30))]:
+            assert re.fullmatch(regex, text) and text[:3] in starts, (regex, text)
+            padded = f" {text} "
+            entry = engine._MENTION_DISPATCH.get(padded[1:4])
+            assert entry is not None and entry[0].match(padded, 1), (regex, text)
+
+
 @pytest.fixture()
 def reports_frame() -> pl.DataFrame:
     return pl.DataFrame(
@@ -356,6 +425,39 @@ def test_extract_labels_extracted_source_ignores_dataset_rows(tmp_path: Path) ->
     assert written.filter(pl.col("study_id") == "s4")["pneumonia"].item() == 1
     pneumonia = pl.read_parquet(tmp_path / "agreement.parquet").filter(pl.col("observation") == "pneumonia")
     assert pneumonia.select("n", "agreement", "precision").row(0) == (1, 0.0, 0.0)
+
+
+def test_agreement_table_null_semantics() -> None:
+    """Where a score is 0/0 it is null; a defined zero stays 0 (kappa too), and nothing warns."""
+    ids = [f"s{i}" for i in range(4)]
+
+    def table(columns: dict[str, list[int | None]]) -> pl.DataFrame:
+        values = {name: columns.get(name, [None] * 4) for name in CHEXPERT_LABELS}
+        return pl.DataFrame({"study_id": ids, **values}, schema={"study_id": pl.String, **{n: pl.Int8 for n in CHEXPERT_LABELS}})
+
+    dataset = table({"edema": [0, 0, 0, 0], "atelectasis": [1, 1, 0, 0], "fracture": [1, 1, 1, 1],
+                     "pneumonia": [1, -1, 0, None]})
+    extracted = table({"edema": [1, 0, 1, 0], "atelectasis": [None, 0, 0, 0], "fracture": [1, -1, 1, 1],
+                       "pneumonia": [0, 1, 1, 0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = {row["observation"]: row for row in agreement_table(dataset, extracted).iter_rows(named=True)}
+    score = ("precision", "recall", "f1", "kappa")
+    # The dataset has no positives: recall undefined; precision, F1 and kappa are 0.
+    assert tuple(rows["edema"][name] for name in score) == (0.0, None, 0.0, 0.0)
+    # Nothing extracted: precision undefined; recall and F1 are 0.
+    assert tuple(rows["atelectasis"][name] for name in score) == (None, 0.0, 0.0, 0.0)
+    # Both all positive: perfect, but kappa of two constant vectors is undefined.
+    assert tuple(rows["fracture"][name] for name in score) == (1.0, 1.0, 1.0, None)
+    # Both all negative (nothing mentioned): everything undefined but agreement.
+    assert tuple(rows["cardiomegaly"][name] for name in score) == (None, None, None, None)
+    assert rows["cardiomegaly"]["agreement"] == 1.0
+    # Dataset [1, 1, 0, 0], extracted [0, 1, 1, 0]: tp 1, fp 1, fn 1; po 1/2, pe 1/2, kappa 0.
+    pneumonia = rows["pneumonia"]
+    assert (pneumonia["precision"], pneumonia["recall"], pneumonia["f1"]) == (0.5, 0.5, 0.5)
+    assert pneumonia["kappa"] == pytest.approx(0.0, abs=1e-12)
+    assert pneumonia["exact_agreement"] == 0.0 and pneumonia["agreement"] == 0.5
+    assert agreement_table(dataset, extracted.with_columns(study_id=pl.lit("other"))).height == 0
 
 
 def test_extract_labels_rejects_unknown_source(tmp_path: Path) -> None:

@@ -137,3 +137,16 @@ def test_label_supcon_loss_on_cuda_matches_cpu():
     labels = torch.rand(16, 14, generator=torch.Generator().manual_seed(5)) < 0.3
     on_cpu = label_supcon_loss(features, labels).item()
     assert label_supcon_loss(features.cuda(), labels.cuda()).item() == pytest.approx(on_cpu, rel=1e-5)
+
+
+def test_the_schema_lists_exactly_the_registered_losses():
+    """One registry: the names a variant's `losses:` may hold are the keys of mtcxr.losses.LOSSES."""
+    from pathlib import Path
+
+    import yaml
+
+    from mtcxr.losses import LOSSES
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    variant = schema["properties"]["variants"]["additionalProperties"]
+    assert set(variant["properties"]["losses"]["properties"]) == set(LOSSES)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtcxr.workflow import RUN_MARKER, check_not_running, clear_running, mark_running
+from mtcxr.preflight import RUN_MARKER, check_not_running, clear_running, mark_running
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

@@ -83,11 +83,27 @@ def run_config(default_file: str | Path, configfiles: Iterable[str | Path], comm
     override = merged(override, dict(command_line))
     schema = load_yaml(schema_file)
     config = layered(load_yaml(default_file), override)
+    check_moved_keys(config)
     config = coerced(config, schema)
     validate(config, schema)
     with_defaults(config, schema)
     check_variants(config, loss_names(schema))
     return config
+
+
+# Keys that moved: (old path, new path). An old config gets the move named, not "unexpected key".
+MOVED_KEYS = ((("evaluate", "frontal_only"), ("images", "frontal_only")),)
+
+
+def check_moved_keys(config: Mapping) -> None:
+    """Raise ConfigError naming the new place of a key the config sets where it used to live."""
+    for old, new in MOVED_KEYS:
+        node = config
+        for part in old[:-1]:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and old[-1] in node:
+            raise ConfigError(f"config key {'.'.join(old)} is now {'.'.join(new)} (it decides which images every stage "
+                              f"uses, not only evaluation): rename it in config.yaml, your --configfile or --config.")
 
 
 def loss_names(schema: Mapping) -> list[str]:

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
@@ -135,8 +134,3 @@ def embed_texts(
             writer.write(chunk["study_id"].to_list(), backbone.encode_texts(chunk["report"].to_list()))
     log.info("embedded %d reports with %s (%s); %d truncated", studies.height, backbone_name, spec, truncated)
     return studies.height
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)

@@ -1,7 +1,14 @@
 """The losses of the projector heads (docs/design.md, Models): CLIP, supervised contrastive, BCE, and X-TRA's
-multi-label supervised contrastive loss (`label_supcon`)."""
+multi-label supervised contrastive loss (`label_supcon`).
+
+`LOSSES` is the one registry of loss names a variant's `losses:` may use (the config schema lists the
+same names; a test holds them equal); `composite_loss` sums a variant's weighted terms.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -85,3 +92,68 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | No
     """Binary cross-entropy on normal (0) / abnormal (1) logits; `pos_weight` offsets class imbalance."""
     weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=weight)
+
+
+@dataclass
+class LossBatch:
+    """One batch as every loss term sees it: projected embeddings, classes, label sets and settings."""
+
+    image: torch.Tensor  # (B, D) projected, L2-normalised
+    text: torch.Tensor  # (B, D) projected, L2-normalised
+    abnormal: torch.Tensor  # (B,) bool
+    labels: torch.Tensor | None  # (B, 14) bool: CheXpert label == 1
+    logit_scale: torch.Tensor | float
+    abnormal_logit: Callable[[torch.Tensor], torch.Tensor]
+    supcon_temperature: float
+    pos_weight: float | None
+
+
+def _clip_term(batch: LossBatch) -> torch.Tensor:
+    return clip_loss(batch.image, batch.text, batch.logit_scale)
+
+
+def _supcon_term(batch: LossBatch) -> torch.Tensor:
+    # Both modalities are views of the study: a normal image should sit with normal reports too.
+    features = torch.cat([batch.image, batch.text])
+    return supcon_loss(features, torch.cat([batch.abnormal, batch.abnormal]).long(), batch.supcon_temperature)
+
+
+def _label_supcon_term(batch: LossBatch) -> torch.Tensor:
+    if batch.labels is None:
+        raise ValueError("the `label_supcon` loss needs the batch's label sets; pass `labels`")
+    # As for `supcon`, image and report are two views of the study, so labels repeat for both halves.
+    features = torch.cat([batch.image, batch.text])
+    return label_supcon_loss(features, torch.cat([batch.labels, batch.labels]), batch.supcon_temperature)
+
+
+def _bce_term(batch: LossBatch) -> torch.Tensor:
+    return bce_loss(batch.abnormal_logit(batch.image), batch.abnormal.float(), batch.pos_weight)
+
+
+LOSSES: dict[str, Callable[[LossBatch], torch.Tensor]] = {
+    "clip": _clip_term, "supcon": _supcon_term, "label_supcon": _label_supcon_term, "bce": _bce_term,
+}
+LOSS_NAMES = tuple(LOSSES)
+
+
+def check_loss_names(weights: dict[str, float]) -> None:
+    """Raise ValueError naming any loss of a variant's `losses:` that is not in the registry."""
+    unknown = set(weights) - set(LOSSES)
+    if unknown:
+        raise ValueError(f"unknown loss(es) {sorted(unknown)} in the variant's `losses`; choose from {list(LOSSES)}")
+
+
+def composite_loss(heads, image: torch.Tensor, text: torch.Tensor, abnormal: torch.Tensor, weights: dict[str, float],
+                   supcon_temperature: float, pos_weight: float, labels: torch.Tensor | None = None
+                   ) -> dict[str, torch.Tensor]:
+    """Weighted sum of the variant's losses on one batch of `heads` inputs; returns each term and `total`.
+
+    `labels` (batch x 14, bool: CheXpert label == 1) are the images' studies' label sets; only
+    `label_supcon` reads them. Terms with weight 0 are not computed.
+    """
+    check_loss_names(weights)
+    batch = LossBatch(heads.image(image), heads.text(text), abnormal, labels, heads.logit_scale,
+                      heads.abnormal_logit, supcon_temperature, pos_weight)
+    terms = {name: LOSSES[name](batch) for name in LOSSES if weights.get(name)}
+    terms["total"] = sum(weights[name] * value for name, value in terms.items())
+    return terms

@@ -243,14 +243,6 @@ def _group_statistic(
     return float(np.mean([statistic(values[groups == group]) for group in np.unique(groups)]))
 
 
-def class_balanced(values: np.ndarray, query_classes: np.ndarray) -> float:
-    """Return the mean over classes of the per-class mean of `values` (e.g. normal vs abnormal queries).
-
-    Each class weighs the same whatever its number of queries.
-    """
-    return _group_statistic(values, query_classes)
-
-
 def _check_label_sets(query_labels: np.ndarray, retrieved_labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (query labels (Q, 1, L), top-k retrieved labels (Q, k', L)) as bool after checking shapes."""
     query_labels = np.asarray(query_labels, dtype=bool)

@@ -1,6 +1,6 @@
 """Stage `retrieve_neighbours`: every image's top-k neighbours in X-TRA's memory, one table per split.
 
-A query is an image of the split (frontal ones when `evaluate.frontal_only`), projected through
+A query is an image of the split (frontal ones when `images.frontal_only`), projected through
 the same heads as the memory. It retrieves the k nearest memory images (image->image) and the
 k nearest memory reports (image->report), never an entry of its own patient, hence never of
 its own study: a train image would otherwise find itself, or its own report, and learn to

@@ -133,6 +133,14 @@ FINDING_PRECISION_SCHEMA = {
     "n_seeds": pl.Int64, "n_queries": pl.Int64,
 }
 
+# Per CheXpert observation, the dataset's labels against the extracted ones (mtcxr.labels): counts,
+# raw and exact agreement, precision/recall/F1 with the dataset as reference, Cohen's kappa (null where undefined).
+AGREEMENT_SCHEMA = {
+    "observation": pl.String, "display_name": pl.String, "n": pl.Int64, "dataset_positive": pl.Int64,
+    "extracted_positive": pl.Int64, "agreement": pl.Float64, "exact_agreement": pl.Float64,
+    "precision": pl.Float64, "recall": pl.Float64, "f1": pl.Float64, "kappa": pl.Float64,
+}
+
 CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "studies": STUDIES_SCHEMA,
     "images": IMAGES_SCHEMA,
@@ -145,6 +153,7 @@ CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "metric_queries": METRIC_QUERIES_SCHEMA,
     "paired": PAIRED_SCHEMA,
     "finding_precision": FINDING_PRECISION_SCHEMA,
+    "agreement": AGREEMENT_SCHEMA,
 }
 UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
     "studies": "study_id", "images": "image_id", "labels": "study_id",
@@ -155,6 +164,7 @@ UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
     "metric_queries": ("task", "metric", "k", "query"),
     "paired": ("backbone", "variant", "seed", "task", "metric", "k"),
     "finding_precision": ("backbone", "variant", "seed", "n_seeds", "task", "finding", "k"),
+    "agreement": "observation",
 }
 NOT_NULL = {
     "studies": ("study_id", "patient_id", "split", "report", "dataset"),
@@ -168,6 +178,7 @@ NOT_NULL = {
     "metric_queries": ("task", "metric", "query", "value"),
     "paired": ("backbone", "variant", "baseline", "task", "metric", "method", "n_boot", "n_queries"),
     "finding_precision": ("backbone", "variant", "task", "finding", "k", "n_queries"),
+    "agreement": ("observation", "display_name", "n"),
 }
 
 

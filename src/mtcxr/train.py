@@ -14,50 +14,11 @@ from tqdm import tqdm
 
 from mtcxr.backbone import choose_device
 from mtcxr.heads import ProjectionHeads, save_heads
-from mtcxr.losses import bce_loss, clip_loss, label_supcon_loss, supcon_loss
+from mtcxr.losses import LOSS_NAMES, check_loss_names, composite_loss  # noqa: F401 (LOSS_NAMES: re-exported)
 from mtcxr.pairs import SplitEmbeddings, load_split
 from mtcxr.selection import EpochSelector
 
 log = logging.getLogger(__name__)
-LOSS_NAMES = ("clip", "supcon", "label_supcon", "bce")
-
-
-def composite_loss(
-    heads: ProjectionHeads,
-    image: torch.Tensor,
-    text: torch.Tensor,
-    abnormal: torch.Tensor,
-    weights: dict[str, float],
-    supcon_temperature: float,
-    pos_weight: float,
-    labels: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Weighted sum of the variant's losses on one batch; returns each term and `total`.
-
-    `labels` (batch x 14, bool: CheXpert label == 1) are the images' studies' label sets; only
-    `label_supcon` reads them.
-    """
-    image_projected, text_projected = heads.image(image), heads.text(text)
-    terms: dict[str, torch.Tensor] = {}
-    if weights.get("clip"):
-        terms["clip"] = clip_loss(image_projected, text_projected, heads.logit_scale)
-    if weights.get("supcon"):
-        # Both modalities are views of the study: a normal image should sit with normal reports too.
-        features = torch.cat([image_projected, text_projected])
-        terms["supcon"] = supcon_loss(features, torch.cat([abnormal, abnormal]).long(), supcon_temperature)
-    if weights.get("label_supcon"):
-        if labels is None:
-            raise ValueError("the `label_supcon` loss needs the batch's label sets; pass `labels`")
-        # X-TRA's class-informed term: positives weighted by w_ij = Jaccard(Y_i, Y_j) of the 14 positive
-        # CheXpert labels (0 for two empty sets); each anchor with sum_j w_ij > 0 contributes
-        # l_i = -sum_{j!=i} w_ij log softmax_{a!=i}(f_i·f_a / tau)_j / sum_{j!=i} w_ij, averaged over them.
-        # As for `supcon`, image and report are two views of the study, so labels repeat for both halves.
-        features = torch.cat([image_projected, text_projected])
-        terms["label_supcon"] = label_supcon_loss(features, torch.cat([labels, labels]), supcon_temperature)
-    if weights.get("bce"):
-        terms["bce"] = bce_loss(heads.abnormal_logit(image_projected), abnormal.float(), pos_weight)
-    terms["total"] = sum(weights[name] * value for name, value in terms.items())
-    return terms
 
 
 def fit_heads(
@@ -84,9 +45,7 @@ def fit_heads(
     (0: never); the history's `chosen` column marks the kept epoch.
     """
     selector = EpochSelector(select, criterion, patience)
-    unknown = set(weights) - set(LOSS_NAMES)
-    if unknown:
-        raise ValueError(f"unknown loss(es) {sorted(unknown)} in the variant's `losses`; choose from {list(LOSS_NAMES)}")
+    check_loss_names(weights)
     torch_device = choose_device(device)
     heads = ProjectionHeads(train.image_vectors.shape[1], hidden_dim, logit_scale, seed=seed).to(torch_device)
     abnormal_rate = float(train.image_abnormal.mean()) if len(train.image_ids) else 0.5

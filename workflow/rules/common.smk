@@ -1,5 +1,5 @@
 # Input functions, wildcard constraints and the pre-flight check shared by every rule.
-from mtcxr.workflow import clear_running, demo_backbone_used, mark_running, preflight, stop_on_input_error
+from mtcxr.preflight import clear_running, mark_running, preflight, stop_on_input_error
 
 # Backbones and the dataset as a whole are checked before any job starts; what ingest reads
 # is its input, so that a changed manifest, image, CSV or reports zip reruns it.

@@ -11,7 +11,7 @@ rule build_index:
         folder=directory(f"{RESULTS}/index/{{backbone}}/{{variant}}/seed{{seed}}"),
     params:
         demo_dir=demo_dir_param,
-        frontal_only=config["evaluate"]["frontal_only"],
+        frontal_only=config["images"]["frontal_only"],
     log:
         f"{RESULTS}/logs/build_index/{{backbone}}/{{variant}}/seed{{seed}}.log",
     benchmark:

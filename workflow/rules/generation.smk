@@ -15,6 +15,8 @@ rule generate_baselines:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/generate_baselines.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate_baselines.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -68,6 +70,8 @@ rule generate_xtra_reports:
         generation=config["generation"],
     log:
         f"{RESULTS}/logs/generate_xtra_reports/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate_xtra_reports/{{backbone}}/{{variant}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -111,6 +115,8 @@ rule generation_figure:
         figure=report(f"{RESULTS}/figures/generation.png", caption="../report/generation.rst", category="Figures"),
     log:
         f"{RESULTS}/logs/generation_figure.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generation_figure.tsv"
     threads: 1
     resources:
         mem_mb=4000,

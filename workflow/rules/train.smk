@@ -12,7 +12,7 @@ rule train_head:
     params:
         variant=variant_config,
         train=config["train"],
-        frontal_only=config["evaluate"]["frontal_only"],
+        frontal_only=config["images"]["frontal_only"],
         seed=lambda wildcards: int(wildcards.seed),
     log:
         f"{RESULTS}/logs/train_head/{{backbone}}/{{variant}}/seed{{seed}}.log",
@@ -38,6 +38,8 @@ rule training_figure:
         histories=trained_history_map,
     log:
         f"{RESULTS}/logs/training_figure/{{backbone}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/training_figure/{{backbone}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

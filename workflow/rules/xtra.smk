@@ -16,7 +16,7 @@ rule build_memory:
     params:
         index=config["index"],
         k=config["xtra"]["k"],
-        frontal_only=config["evaluate"]["frontal_only"],
+        frontal_only=config["images"]["frontal_only"],
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/build_memory/{{backbone}}/{{variant}}.log",
@@ -47,7 +47,7 @@ rule retrieve_neighbours:
     params:
         k=config["xtra"]["k"],
         index=config["index"],
-        frontal_only=config["evaluate"]["frontal_only"],
+        frontal_only=config["images"]["frontal_only"],
     log:
         f"{RESULTS}/logs/retrieve_neighbours/{{backbone}}/{{variant}}/{{split}}.log",
     benchmark:
@@ -129,6 +129,8 @@ rule xtra_figure:
         figure=report(f"{RESULTS}/figures/xtra_auc.png", caption="../report/xtra_auc.rst", category="Figures"),
     log:
         f"{RESULTS}/logs/xtra_figure.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/xtra_figure.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -16,10 +16,6 @@ from mtcxr.errors import InputError
 RUN_MARKER = ".snakemake_running"  # under the results folder: "<host> <pid>" of the run writing it
 
 
-def demo_backbone_used(config: dict) -> bool:
-    return any(spec == "demo" for spec in config.get("backbones", {}).values())
-
-
 @contextmanager
 def stop_on_input_error() -> Iterator[None]:
     """Turn an InputError into its message alone on stderr and exit status 1: no traceback, no job started."""
