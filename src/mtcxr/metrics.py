@@ -8,6 +8,7 @@ similarity matrix is never held (docs/design.md, Performance principles). Rankin
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -48,7 +49,10 @@ def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) ->
     for name, array in (("queries", queries32), ("keys", keys32)):
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contain NaN or infinite values")
-    return torch.from_numpy(queries32), torch.from_numpy(keys32)
+    # Zero-copy embedding reads are read-only; torch only reads them, so share the memory without its warning.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(queries32), torch.from_numpy(keys32)
 
 
 def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> Iterator[tuple[int, torch.Tensor]]:
