@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,11 +37,11 @@ from PIL import Image
 
 from mtcxr.backbone import CLIP_MEAN, CLIP_STD, load_backbone, save_local_dir
 from mtcxr.biomedclip_shape import write_biomedclip_like
+from mtcxr.datasets.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
 from mtcxr.demo_backbone import demo_model_cfg
 from mtcxr.embed import embed_image_shard, embed_texts
 from mtcxr.imaging import encode_png
 from mtcxr.preprocess import PIXELS_SCHEMA, WRITE_EVERY
-from mtcxr.datasets.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
 from mtcxr.tables import write_table
 
 # Forward FLOPs per item (multiply-add = 2 FLOPs), for the fraction of peak on a GPU.
@@ -55,16 +54,35 @@ def write_inputs(folder: Path, n_images: int, n_texts: int) -> tuple[Path, Path]
     rows = []
     for study in studies[:n_images]:
         png = encode_png(Image.fromarray(to_uint8(render_frontal(study, 256)), mode="L"))
-        rows.append({"image_id": study.study_id, "study_id": study.study_id, "split": "test", "view": "PA",
-                     "width": 256, "height": 256, "png": png})
+        rows.append(
+            {
+                "image_id": study.study_id,
+                "study_id": study.study_id,
+                "split": "test",
+                "view": "PA",
+                "width": 256,
+                "height": 256,
+                "png": png,
+            }
+        )
     pixels = folder / "shard-0.parquet"
     with pq.ParquetWriter(pixels, PIXELS_SCHEMA) as writer:
         for start in range(0, len(rows), WRITE_EVERY):
             writer.write_table(pa.Table.from_pylist(rows[start : start + WRITE_EVERY], schema=PIXELS_SCHEMA))
     table = pl.DataFrame(
-        [{"study_id": s.study_id, "patient_id": s.patient_id, "split": "test", "findings": f, "impression": i,
-          "report": compose_report(f, i, "both"), "dataset": "synthetic"}
-         for s in studies[:n_texts] for f, i in [report_sections(s)]]
+        [
+            {
+                "study_id": s.study_id,
+                "patient_id": s.patient_id,
+                "split": "test",
+                "findings": f,
+                "impression": i,
+                "report": compose_report(f, i, "both"),
+                "dataset": "synthetic",
+            }
+            for s in studies[:n_texts]
+            for f, i in [report_sections(s)]
+        ]
     )
     write_table(table, "studies", folder / "studies.parquet")
     return pixels, folder / "studies.parquet"
@@ -76,8 +94,13 @@ def backbone_spec(name: str, folder: Path) -> str:
 
         cfg = demo_model_cfg(128, 64)
         model = open_clip.CLIP(**cfg)
-        preprocess = {"size": 64, "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic",
-                      "resize_mode": "shortest"}
+        preprocess = {
+            "size": 64,
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        }
         return f"local-dir:{save_local_dir(model, cfg, preprocess, folder / 'demo')}"
     if name == "biomedclip-base":
         return f"local-dir:{write_biomedclip_like(folder / 'biomedclip-base', size='base')}"
@@ -119,11 +142,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-    device_name = torch.cuda.get_device_name() if cuda else f"{platform.processor() or platform.machine()}, {args.threads} threads"
-    print(f"# embedding throughput on {device_name}; torch {torch.__version__}, batch {args.batch_size}"
-          f"{', bf16 autocast' if cuda else ', float32'}")
-    print("| backbone | images/s (embed_image_shard) | images/s (forward) | texts/s (embed_texts) | texts/s (forward) |"
-          + (" image forward, % of peak |" if cuda else ""))
+    device_name = (
+        torch.cuda.get_device_name()
+        if cuda
+        else f"{platform.processor() or platform.machine()}, {args.threads} threads"
+    )
+    print(
+        f"# embedding throughput on {device_name}; torch {torch.__version__}, batch {args.batch_size}"
+        f"{', bf16 autocast' if cuda else ', float32'}"
+    )
+    print(
+        "| backbone | images/s (embed_image_shard) | images/s (forward) | texts/s (embed_texts) | texts/s (forward) |"
+        + (" image forward, % of peak |" if cuda else "")
+    )
     print("|---|---:|---:|---:|---:|" + ("---:|" if cuda else ""))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -131,13 +162,31 @@ def main() -> None:
         for name in args.backbones.split(","):
             spec = backbone_spec(name, folder)
             load = timed(load_backbone, spec, device=args.device)
-            shard = timed(embed_image_shard, pixels, folder / f"{name}-images.parquet", name, spec,
-                          batch_size=args.batch_size, device=args.device, threads=args.threads)
-            texts = timed(embed_texts, studies, folder / f"{name}-texts.parquet", name, spec,
-                          batch_size=args.batch_size, device=args.device, threads=args.threads)
+            shard = timed(
+                embed_image_shard,
+                pixels,
+                folder / f"{name}-images.parquet",
+                name,
+                spec,
+                batch_size=args.batch_size,
+                device=args.device,
+                threads=args.threads,
+            )
+            texts = timed(
+                embed_texts,
+                studies,
+                folder / f"{name}-texts.parquet",
+                name,
+                spec,
+                batch_size=args.batch_size,
+                device=args.device,
+                threads=args.threads,
+            )
             image_forward, text_forward = forward_rates(spec, args.batch_size, args.device)
-            row = (f"| {name} | {args.images / max(shard - load, 1e-9):,.1f} | {image_forward:,.1f} | "
-                   f"{args.texts / max(texts - load, 1e-9):,.1f} | {text_forward:,.1f} |")
+            row = (
+                f"| {name} | {args.images / max(shard - load, 1e-9):,.1f} | {image_forward:,.1f} | "
+                f"{args.texts / max(texts - load, 1e-9):,.1f} | {text_forward:,.1f} |"
+            )
             if cuda:
                 flops = GFLOP_PER_IMAGE.get(name)
                 row += f" {100 * image_forward * flops / (args.peak_tflops * 1000):.1f}% |" if flops else " |"

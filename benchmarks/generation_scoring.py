@@ -19,7 +19,6 @@ import logging
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -63,23 +62,43 @@ def main() -> None:
         for i, method in enumerate(names[: args.methods]):
             baseline = method in ("random", "most_frequent")
             picks = np.full(args.studies, 0) if method == "most_frequent" else rng.integers(0, len(pool), args.studies)
-            table = pl.DataFrame({
-                "study_id": studies, "image_id": [f"{s}-a" for s in studies], "method": method,
-                "backbone": None if baseline else "bench", "variant": None if baseline else f"v{i // 2}",
-                "rank": None, "source_study_id": [f"t{p}" for p in picks], "generated": [pool[p] for p in picks],
-                "reference": references})
+            table = pl.DataFrame(
+                {
+                    "study_id": studies,
+                    "image_id": [f"{s}-a" for s in studies],
+                    "method": method,
+                    "backbone": None if baseline else "bench",
+                    "variant": None if baseline else f"v{i // 2}",
+                    "rank": None,
+                    "source_study_id": [f"t{p}" for p in picks],
+                    "generated": [pool[p] for p in picks],
+                    "reference": references,
+                }
+            )
             paths.append(f"{folder}/g{i}.parquet")
             write_table(table, "generated", paths[-1])
         words = np.mean([len(text.split()) for text in references])
         start = time.perf_counter()
-        generation_scores.score_generation(paths, f"{folder}/per_study.parquet", f"{folder}/metrics.parquet",
-                                           f"{folder}/metrics.csv", "auto", "positive", args.bootstrap, 0)
+        generation_scores.score_generation(
+            paths,
+            f"{folder}/per_study.parquet",
+            f"{folder}/metrics.parquet",
+            f"{folder}/metrics.csv",
+            "auto",
+            "positive",
+            args.bootstrap,
+            0,
+        )
         elapsed = time.perf_counter() - start
-    print(f"\n{platform.processor() or platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, java {nlg.find_java()}")
-    print(f"{args.studies} studies x {args.methods} methods ({words:.0f} words per reference, "
-          f"{'IU X-ray' if args.iu_reports else 'synthetic'} findings), {args.bootstrap} resamples: "
-          f"score_generation {elapsed:.1f} s")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, java {nlg.find_java()}"
+    )
+    print(
+        f"{args.studies} studies x {args.methods} methods ({words:.0f} words per reference, "
+        f"{'IU X-ray' if args.iu_reports else 'synthetic'} findings), {args.bootstrap} resamples: "
+        f"score_generation {elapsed:.1f} s"
+    )
 
 
 if __name__ == "__main__":

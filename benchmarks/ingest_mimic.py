@@ -80,7 +80,10 @@ def wrap(text: str, width: int = 76) -> str:
 def report(rng: np.random.Generator) -> str:
     findings = wrap(" ".join(rng.choice(SENTENCES, size=rng.integers(3, 7))))
     impression = wrap(" ".join(rng.choice(SENTENCES, size=rng.integers(1, 3))))
-    head = "                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n INDICATION:  ___ with dyspnea.\n\n COMPARISON:  ___.\n\n"
+    head = (
+        "                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n"
+        " INDICATION:  ___ with dyspnea.\n\n COMPARISON:  ___.\n\n"
+    )
     shape = rng.random()
     if shape < 0.6:
         return f"{head} FINDINGS:\n\n{findings}\n\n IMPRESSION:\n\n{impression}\n"
@@ -165,8 +168,16 @@ def measure(root: Path) -> dict:
     with tempfile.TemporaryDirectory() as out:
         paths = {name: f"{out}/{name}.parquet" for name in ("studies", "images", "rejects", "labels")}
         start = time.perf_counter()
-        ingest({"kind": "mimic_cxr", "root": str(root), "views": ["PA", "AP"]}, "both", 0, paths["studies"],
-               paths["images"], paths["rejects"], paths["labels"], work_dir=out)
+        ingest(
+            {"kind": "mimic_cxr", "root": str(root), "views": ["PA", "AP"]},
+            "both",
+            0,
+            paths["studies"],
+            paths["images"],
+            paths["rejects"],
+            paths["labels"],
+            work_dir=out,
+        )
         seconds = time.perf_counter() - start
         peak = peak_mib()
         tables = {name: pl.read_parquet(path) for name, path in paths.items()}

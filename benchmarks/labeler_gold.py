@@ -58,10 +58,16 @@ def load(data: Path) -> pl.DataFrame:
     gold = pl.read_csv(data / "gold_labels.csv", infer_schema=False)
     chexpert = pl.read_csv(data / "chexpert_labeler_output.csv", infer_schema=False)
     chexpert = chexpert.select(
-        "uid", "text", *[pl.col(display).cast(pl.Float64).cast(pl.Int8).alias(f"chexpert_{name}")
-                         for name, display in CHEXPERT_DISPLAY_COLUMNS.items()]
+        "uid",
+        "text",
+        *[
+            pl.col(display).cast(pl.Float64).cast(pl.Int8).alias(f"chexpert_{name}")
+            for name, display in CHEXPERT_DISPLAY_COLUMNS.items()
+        ],
     )
-    gold = gold.select("uid", *[pl.col(column).cast(pl.Int8).alias(f"gold_{name}") for column, name in SHARED_CLASSES.items()])
+    gold = gold.select(
+        "uid", *[pl.col(column).cast(pl.Int8).alias(f"gold_{name}") for column, name in SHARED_CLASSES.items()]
+    )
     reports = reports.select("uid", full=full_report(pl.col("findings"), pl.col("impression")))
     return gold.join(chexpert, on="uid").join(reports, on="uid")
 
@@ -100,8 +106,11 @@ def score(data: Path, uncertain_positive: bool = True) -> pl.DataFrame:
             }
         )
     table = pl.DataFrame(rows)
-    macro = table.select(pl.lit("macro").alias("class"), pl.lit(None, pl.Int64).alias("gold_positive"),
-                         pl.exclude("class", "gold_positive").mean())
+    macro = table.select(
+        pl.lit("macro").alias("class"),
+        pl.lit(None, pl.Int64).alias("gold_positive"),
+        pl.exclude("class", "gold_positive").mean(),
+    )
     return pl.concat([table, macro])
 
 
@@ -129,10 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         errors(args.data, args.errors, limit=args.limit)
         return 0
     print(f"{len(load(args.data)):,} reports, gold labels from {args.data}")
-    with pl.Config(tbl_rows=20, tbl_cols=10, float_precision=3, tbl_width_chars=160, tbl_hide_dataframe_shape=True,
-                   tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True):
-        for uncertain_positive, title in ((True, "uncertain (-1) counted as positive"),
-                                          (False, "uncertain (-1) counted as negative")):
+    with pl.Config(
+        tbl_rows=20,
+        tbl_cols=10,
+        float_precision=3,
+        tbl_width_chars=160,
+        tbl_hide_dataframe_shape=True,
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+    ):
+        for uncertain_positive, title in (
+            (True, "uncertain (-1) counted as positive"),
+            (False, "uncertain (-1) counted as negative"),
+        ):
             print(f"\nF1 against the gold labels, {title}:")
             print(score(args.data, uncertain_positive))
     return 0

@@ -33,17 +33,38 @@ import polars as pl
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/iu_xray"
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 SWAPS = {
-    "left": "right", "right": "left", "mild": "moderate", "moderate": "severe", "small": "large",
-    "large": "small", "minimal": "mild", "upper": "lower", "lower": "upper", "stable": "unchanged",
-    "unchanged": "stable", "bilateral": "bibasilar", "increased": "decreased", "the": "the",
+    "left": "right",
+    "right": "left",
+    "mild": "moderate",
+    "moderate": "severe",
+    "small": "large",
+    "large": "small",
+    "minimal": "mild",
+    "upper": "lower",
+    "lower": "upper",
+    "stable": "unchanged",
+    "unchanged": "stable",
+    "bilateral": "bibasilar",
+    "increased": "decreased",
+    "the": "the",
 }
 TEMPLATE_SENTENCES = [
-    "The heart is normal in size.", "Heart size is mildly enlarged.", "The cardiomediastinal silhouette is normal.",
-    "No focal consolidation, pleural effusion, or pneumothorax.", "There is a small left pleural effusion.",
-    "Possible right lower lobe pneumonia.", "Bibasilar atelectasis.", "Mild pulmonary edema.",
-    "No acute cardiopulmonary abnormality.", "Degenerative changes of the thoracic spine.",
-    "Calcified granuloma in the right upper lobe.", "Endotracheal tube terminates 4 cm above the carina.",
-    "Lungs are clear.", "Stable cardiomegaly.", "No pneumothorax.", "Atelectasis versus consolidation at the left base.",
+    "The heart is normal in size.",
+    "Heart size is mildly enlarged.",
+    "The cardiomediastinal silhouette is normal.",
+    "No focal consolidation, pleural effusion, or pneumothorax.",
+    "There is a small left pleural effusion.",
+    "Possible right lower lobe pneumonia.",
+    "Bibasilar atelectasis.",
+    "Mild pulmonary edema.",
+    "No acute cardiopulmonary abnormality.",
+    "Degenerative changes of the thoracic spine.",
+    "Calcified granuloma in the right upper lobe.",
+    "Endotracheal tube terminates 4 cm above the carina.",
+    "Lungs are clear.",
+    "Stable cardiomegaly.",
+    "No pneumothorax.",
+    "Atelectasis versus consolidation at the left base.",
 ]
 
 CHILD = """
@@ -71,9 +92,11 @@ def real_reports(data: Path) -> list[list[str]]:
     path = data / "indiana_reports.csv"
     if not path.is_file():
         return []
-    reports = pl.read_csv(path, infer_schema=False).select(
-        pl.concat_str([pl.col("findings").fill_null(""), pl.col("impression").fill_null("")], separator=" ")
-    ).to_series()
+    reports = (
+        pl.read_csv(path, infer_schema=False)
+        .select(pl.concat_str([pl.col("findings").fill_null(""), pl.col("impression").fill_null("")], separator=" "))
+        .to_series()
+    )
     return [SENTENCE_RE.split(text.strip()) for text in reports.to_list() if text.strip()]
 
 
@@ -136,11 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         pl.DataFrame({"uid": [f"r{i:07d}" for i in range(len(reports))], "report": reports}).write_csv(csv)
         sentences = {s for r in reports for s in SENTENCE_RE.split(r)}
         blind = {re.sub(r"\d", "0", s.lower()) for s in sentences}
-        print(f"{len(reports):,} reports ({args.perturb:.0%} of sentences perturbed), {csv.stat().st_size / 1e6:.1f} MB CSV, "
-              f"mean {np.mean([len(r) for r in reports]):.0f} characters, {len(sentences):,} distinct sentences "
-              f"({len(blind):,} ignoring case and digits)")
-        print(f"machine: {platform.machine()}, {platform.platform()}, Python {platform.python_version()}, "
-              f"{os.cpu_count()} logical CPUs; child pinned to 1 core: {bool(shutil.which('taskset'))}")
+        print(
+            f"{len(reports):,} reports ({args.perturb:.0%} of sentences perturbed), {csv.stat().st_size / 1e6:.1f} MB CSV, "
+            f"mean {np.mean([len(r) for r in reports]):.0f} characters, {len(sentences):,} distinct sentences "
+            f"({len(blind):,} ignoring case and digits)"
+        )
+        print(
+            f"machine: {platform.machine()}, {platform.platform()}, Python {platform.python_version()}, "
+            f"{os.cpu_count()} logical CPUs; child pinned to 1 core: {bool(shutil.which('taskset'))}"
+        )
         timings = [run_pinned(CHILD, str(csv), str(output)) for _ in range(args.repeats)]
         labelled = pl.read_parquet(output)
         assert labelled.height == len(reports)
@@ -149,13 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         cold = min(run_pinned(COLD, str(distinct))[0] for _ in range(args.repeats))
     inside = min(t for t, _ in timings)
     whole = min(t for _, t in timings)
-    print(f"mtcxr label, best of {args.repeats}: {inside:.2f} s in main() = {len(reports) / inside:,.0f} reports/s; "
-          f"{whole:.2f} s whole process = {len(reports) / whole:,.0f} reports/s")
+    print(
+        f"mtcxr label, best of {args.repeats}: {inside:.2f} s in main() = {len(reports) / inside:,.0f} reports/s; "
+        f"{whole:.2f} s whole process = {len(reports) / whole:,.0f} reports/s"
+    )
     per_new = cold / len(blind)  # seconds per sentence never seen before
     per_report = (whole - per_new * len(blind)) / len(reports)  # the rest: I/O, splitting, cache hits
-    print(f"a sentence never seen before costs {per_new * 1e6:.0f} µs ({len(blind):,} distinct sentences labelled "
-          f"cold in {cold:.2f} s); the rest costs {per_report * 1e6:.0f} µs per report, so a set with S new "
-          f"sentences per report runs at about 1 / ({per_report * 1e6:.0f} µs + S × {per_new * 1e6:.0f} µs)")
+    print(
+        f"a sentence never seen before costs {per_new * 1e6:.0f} µs ({len(blind):,} distinct sentences labelled "
+        f"cold in {cold:.2f} s); the rest costs {per_report * 1e6:.0f} µs per report, so a set with S new "
+        f"sentences per report runs at about 1 / ({per_report * 1e6:.0f} µs + S × {per_new * 1e6:.0f} µs)"
+    )
     return 0
 
 

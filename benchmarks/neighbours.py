@@ -79,7 +79,9 @@ class Memory:
     report_groups: np.ndarray
 
 
-def make_groups(n_images: int, n_reports: int, n_patients: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def make_groups(
+    n_images: int, n_reports: int, n_patients: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Patient codes of the images (heavy-tailed, mean n_images / n_patients) and of the reports."""
     weights = rng.lognormal(0.0, 1.2, n_patients)
     counts = 1 + rng.multinomial(n_images - n_patients, weights / weights.sum())
@@ -101,7 +103,9 @@ def make_memory(name: str, scale: float, seed: int = 0) -> Memory:
         if name == "lowrank":
             x *= LOWRANK_NOISE
             for rows in np.array_split(np.arange(len(groups)), 16):  # (n x 32) latents, a part at a time
-                latent = latent_of[groups[rows]] + LATENT_SPREAD * rng.standard_normal((len(rows), LATENT), dtype=np.float32)
+                latent = latent_of[groups[rows]] + LATENT_SPREAD * rng.standard_normal(
+                    (len(rows), LATENT), dtype=np.float32
+                )
                 x[rows] += latent @ mixing
             return unit(x)
         x *= ITEM_SPREAD / np.sqrt(D)
@@ -190,7 +194,9 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def timed_search(index: faiss.Index, memory: Memory, queries: np.ndarray, target: str) -> tuple[Clock, np.ndarray, np.ndarray]:
+def timed_search(
+    index: faiss.Index, memory: Memory, queries: np.ndarray, target: str
+) -> tuple[Clock, np.ndarray, np.ndarray]:
     """(clock, scores, ids) of search_excluding of the sampled image queries against `target`."""
     groups = memory.image_groups if target == "i2i" else memory.report_groups
     with Clock() as clock:
@@ -208,8 +214,11 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
     scale_up = lambda seconds, q: seconds * n_queries / q  # noqa: E731
     targets = {"i2i": memory.images, "i2r": memory.reports}
     sizes = {"i2i": np.bincount(memory.image_groups), "i2r": np.bincount(memory.report_groups)}
-    info = {"queries": n_queries, "patients": int((sizes["i2i"] > 0).sum()),
-            "largest patient (images, reports)": (int(sizes["i2i"].max()), int(sizes["i2r"].max()))}
+    info = {
+        "queries": n_queries,
+        "patients": int((sizes["i2i"] > 0).sum()),
+        "largest patient (images, reports)": (int(sizes["i2i"].max()), int(sizes["i2r"].max())),
+    }
 
     # Exact search: flat index, searched with torch matmul + top-k. The bare matmul is timed just
     # before and after each search at the search's own block shape, so both meet the same load.
@@ -229,8 +238,10 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
         if target == "i2i":
             pairs = memory.images[sample[:200]] @ memory.images[rng.choice(n_queries, 2_000, replace=False)].T
             info["median cosine (random pairs)"] = round(float(np.median(pairs)), 3)
-            info["mean cosine of 1st / 16th neighbour (i2i)"] = (round(float(scores[:, 0].mean()), 3),
-                                                                 round(float(scores[:, -1].mean()), 3))
+            info["mean cosine of 1st / 16th neighbour (i2i)"] = (
+                round(float(scores[:, 0].mean()), 3),
+                round(float(scores[:, -1].mean()), 3),
+            )
         if target == "i2i" and args.faiss_flat:
             q = min(args.faiss_flat, len(sample))
             with Clock() as clock:
@@ -247,8 +258,9 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
         build_cores = []
         for target, vectors in targets.items():
             with Clock() as clock:
-                indexes[target] = ann.build_index(vectors, kind, nlist=args.nlist, hnsw_m=args.hnsw_m,
-                                                  ef_construction=args.ef_construction, seed=0)
+                indexes[target] = ann.build_index(
+                    vectors, kind, nlist=args.nlist, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, seed=0
+                )
             build_s, build_cores = build_s + clock.wall, build_cores + [clock.cpu / clock.wall]
             note(f"{memory.name}: {kind} {target} built in {clock.wall:.0f} s ({clock.cpu / clock.wall:.2f} cores)")
         for value in values:
@@ -263,8 +275,10 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
                 result.cores.append(clock.cpu / clock.wall)
                 result.recall[target] = ann.recall_at_k(ids[recall_rows], exact_ids[target][recall_rows], K)
             results.append(result)
-            note(f"{memory.name}: {kind} {knob} {value}: recall {result.recall}, search "
-                 f"{sum(result.search_s.values()):.0f} s")
+            note(
+                f"{memory.name}: {kind} {knob} {value}: recall {result.recall}, search "
+                f"{sum(result.search_s.values()):.0f} s"
+            )
             if result.min_recall >= TARGET_RECALL or sum(result.search_s.values()) > exact_search_s:
                 break  # the fastest setting reaching the target, or slower than exact search already
         del indexes
@@ -273,14 +287,19 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
 
 def table(results: list[Result]) -> str:
     """The results as a markdown table."""
-    lines = ["| data | method | setting | build, both (s) | search i2i + i2r, all queries (s) | recall@16 i2i / i2r "
-             "| stage total (min) | ≤ 15 min and recall ≥ 0.95 | cores got |", "|---|---|---|---:|---:|---|---:|---|---:|"]
+    lines = [
+        "| data | method | setting | build, both (s) | search i2i + i2r, all queries (s) | recall@16 i2i / i2r "
+        "| stage total (min) | ≤ 15 min and recall ≥ 0.95 | cores got |",
+        "|---|---|---|---:|---:|---|---:|---|---:|",
+    ]
     for r in results:
         recall = " / ".join(f"{r.recall[t]:.3f}" for t in ("i2i", "i2r")) if r.recall else "1 (exact)"
         ok = r.total_min <= TARGET_MINUTES and r.min_recall >= TARGET_RECALL
-        lines.append(f"| {r.data} | {r.method} | {r.setting} | {r.build_s:,.0f} | "
-                     f"{r.search_s['i2i']:,.0f} + {r.search_s['i2r']:,.0f} | {recall} | {r.total_min:.1f} | "
-                     f"{'yes' if ok else 'no'} | {min(r.cores):.1f}–{max(r.cores):.1f} |")
+        lines.append(
+            f"| {r.data} | {r.method} | {r.setting} | {r.build_s:,.0f} | "
+            f"{r.search_s['i2i']:,.0f} + {r.search_s['i2r']:,.0f} | {recall} | {r.total_min:.1f} | "
+            f"{'yes' if ok else 'no'} | {min(r.cores):.1f}–{max(r.cores):.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -289,9 +308,13 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of MIMIC's size")
     parser.add_argument("--data", nargs="*", default=list(DATA), choices=DATA, help="none: the matmul figures only")
     parser.add_argument("--exact-queries", type=int, default=20_000, help="queries exact search is timed on")
-    parser.add_argument("--approx-queries", type=int, default=4_000, help="queries each approximate setting is timed on")
+    parser.add_argument(
+        "--approx-queries", type=int, default=4_000, help="queries each approximate setting is timed on"
+    )
     parser.add_argument("--recall-sample", type=int, default=1_000, help="queries recall@16 is measured on")
-    parser.add_argument("--faiss-flat", type=int, default=1_000, help="queries FAISS's own flat search is timed on (0: skip)")
+    parser.add_argument(
+        "--faiss-flat", type=int, default=1_000, help="queries FAISS's own flat search is timed on (0: skip)"
+    )
     parser.add_argument("--ratio-rounds", type=int, default=7, help="rounds of exact search vs bare matmul (0: skip)")
     parser.add_argument("--nlist", type=int, default=1024)
     parser.add_argument("--hnsw-m", type=int, default=32)
@@ -300,15 +323,20 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {faiss.omp_get_max_threads()} "
-          f"FAISS threads; Python {platform.python_version()}, faiss {faiss.__version__}, torch {torch.__version__}, "
-          f"numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {faiss.omp_get_max_threads()} "
+        f"FAISS threads; Python {platform.python_version()}, faiss {faiss.__version__}, torch {torch.__version__}, "
+        f"numpy {np.__version__}"
+    )
     n = max(1, round(IMAGES * args.scale))
     with Clock() as clock:
         gemm_rate(1024, 16_384, "torch", repeats=20)
     print(f"cores this process got for a 2-thread matmul: {clock.cpu / clock.wall:.2f} (2.0 when the machine is idle)")
-    rates = {f"{lib} ({b} x 512) @ (512 x {m:,})": gemm_rate(b, m, lib)
-             for lib in ("torch", "numpy") for b, m in ((1024, ann.SCORE_BUFFER_ELEMENTS // 1024), (1024, n))}
+    rates = {
+        f"{lib} ({b} x 512) @ (512 x {m:,})": gemm_rate(b, m, lib)
+        for lib in ("torch", "numpy")
+        for b, m in ((1024, ann.SCORE_BUFFER_ELEMENTS // 1024), (1024, n))
+    }
     bare = max(rates.values())
     print("\nbare float32 matmul, GFLOP/s:")
     for name, rate in rates.items():
@@ -318,10 +346,12 @@ def main() -> None:
     if args.ratio_rounds:
         pairs = exact_vs_bare(args.ratio_rounds, 4_096, args.scale)
         ratios = [search / bare for search, bare in pairs]
-        print(f"\nexact search vs bare matmul, alternately ({args.ratio_rounds} rounds of 4,096 queries against "
-              f"{round(IMAGES * args.scale):,} entries, then the bare matmul): "
-              + ", ".join(f"{search:.0f}/{bare:.0f}" for search, bare in pairs)
-              + f" GFLOP/s; ratio median {np.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f})")
+        print(
+            f"\nexact search vs bare matmul, alternately ({args.ratio_rounds} rounds of 4,096 queries against "
+            f"{round(IMAGES * args.scale):,} entries, then the bare matmul): "
+            + ", ".join(f"{search:.0f}/{bare:.0f}" for search, bare in pairs)
+            + f" GFLOP/s; ratio median {np.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f})"
+        )
         note("exact vs bare measured")
 
     results = []
@@ -336,10 +366,12 @@ def main() -> None:
         del memory
 
     print("\n" + table(results))
-    print(f"\nbare matmul {bare:.1f} GFLOP/s; searches timed on {args.exact_queries:,} (exact) and "
-          f"{args.approx_queries:,} (approximate) queries and extrapolated to all; recall on "
-          f"{min(args.recall_sample, args.approx_queries, args.exact_queries):,}; "
-          f"k = {K}; whole run {(time.perf_counter() - START) / 60:.1f} min")
+    print(
+        f"\nbare matmul {bare:.1f} GFLOP/s; searches timed on {args.exact_queries:,} (exact) and "
+        f"{args.approx_queries:,} (approximate) queries and extrapolated to all; recall on "
+        f"{min(args.recall_sample, args.approx_queries, args.exact_queries):,}; "
+        f"k = {K}; whole run {(time.perf_counter() - START) / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

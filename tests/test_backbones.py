@@ -56,10 +56,20 @@ def test_base_config_is_biomedclips():
     cfg = biomedclip_model_cfg("base", text_tower=BIOMEDBERT)
     assert cfg == {
         "embed_dim": 512,
-        "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False,
-                       "timm_pool": "", "timm_proj": "linear", "image_size": 224},
-        "text_cfg": {"hf_model_name": BIOMEDBERT, "hf_tokenizer_name": BIOMEDBERT, "hf_proj_type": "mlp",
-                     "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256},
+        "vision_cfg": {
+            "timm_model_name": "vit_base_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
+        "text_cfg": {
+            "hf_model_name": BIOMEDBERT,
+            "hf_tokenizer_name": BIOMEDBERT,
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler",
+            "context_length": 256,
+        },
     }
     assert CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073) and CLIP_STD == (0.26862954, 0.26130258, 0.27577711)
 
@@ -82,7 +92,11 @@ def test_tiny_biomedclip_loads_offline_with_biomedclips_structure(tiny_biomedcli
     assert isinstance(model.text, HFTextEncoder) and isinstance(model.text.pooler, ClsLastHiddenStatePooler)
     mlp = [type(layer) for layer in model.text.proj]
     assert mlp == [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear]
-    assert (model.text.proj[0].in_features, model.text.proj[0].out_features, model.text.proj[2].out_features) == (32, 40, 48)
+    assert (model.text.proj[0].in_features, model.text.proj[0].out_features, model.text.proj[2].out_features) == (
+        32,
+        40,
+        48,
+    )
     assert backbone.embed_dim == 48 and backbone.context_length == 256
     assert backbone.tokenizer(REPORTS).shape == (2, 256)
 
@@ -123,8 +137,11 @@ def test_pretrained_tag_without_cached_weights_names_the_file(offline):
 
 @pytest.mark.parametrize(
     "missing, named",
-    [("text/config.json", "text/config.json"), ("tokenizer_config.json", "tokenizer_config.json"),
-     ("open_clip_model.safetensors", "no weights")],
+    [
+        ("text/config.json", "text/config.json"),
+        ("tokenizer_config.json", "tokenizer_config.json"),
+        ("open_clip_model.safetensors", "no weights"),
+    ],
 )
 def test_missing_local_file_is_named(tiny_biomedclip, offline, tmp_path, missing, named):
     folder = shutil.copytree(tiny_biomedclip, tmp_path / "broken")
@@ -155,11 +172,15 @@ def hub_named_copy(tiny_biomedclip: Path, folder: Path) -> Path:
 def test_hub_spec_whose_text_tower_is_not_cached_names_it(tiny_biomedclip, offline, tmp_path):
     repo = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
     folder = hub_named_copy(tiny_biomedclip, tmp_path / "hub_named")
-    cache_repo(offline, repo, {name: folder / name for name in ("open_clip_config.json", "open_clip_model.safetensors")})
+    cache_repo(
+        offline, repo, {name: folder / name for name in ("open_clip_config.json", "open_clip_model.safetensors")}
+    )
     with pytest.raises(BackboneError, match=f"config.json of {BIOMEDBERT} \\(the HF text tower\\)"):
         check_backbone_available(f"hf-hub:{repo}")
     cache_repo(offline, BIOMEDBERT, {"config.json": tiny_biomedclip / "text/config.json"})
-    with pytest.raises(BackboneError, match=f"tokenizer.json or vocab.txt of {BIOMEDBERT} \\(the text tower's tokenizer\\)"):
+    with pytest.raises(
+        BackboneError, match=f"tokenizer.json or vocab.txt of {BIOMEDBERT} \\(the text tower's tokenizer\\)"
+    ):
         check_backbone_available(f"hf-hub:{repo}")
     with pytest.raises(BackboneError, match="open_clip_config.json of microsoft/other"):
         check_backbone_available("hf-hub:microsoft/other")
@@ -183,8 +204,9 @@ def test_hub_spec_and_hub_named_text_tower_load_from_the_cache(tiny_biomedclip, 
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     env.pop("HF_HUB_CACHE", None)
-    done = subprocess.run([sys.executable, "-c", script, f"hf-hub:{repo}", f"local-dir:{folder}"],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"hf-hub:{repo}", f"local-dir:{folder}"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -194,8 +216,19 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path):
     backbones = tmp_path / "backbones.yaml"
     spec = f"local-dir:{tiny_biomedclip}"
     backbones.write_text(yaml.safe_dump({"backbones": {"demo": "demo", "biomedclip": spec}, "xtra": {"variants": []}}))
-    command = [sys.executable, "-m", "snakemake", "--nolock", "--cores", "2", "--configfile", "tests/configs/tiny.yaml",
-               str(backbones), "--config", f"results={results}"]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--nolock",
+        "--cores",
+        "2",
+        "--configfile",
+        "tests/configs/tiny.yaml",
+        str(backbones),
+        "--config",
+        f"results={results}",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -203,7 +236,9 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path):
     pairs = set(summary.drop_nulls("backbone").select("backbone", "variant").unique().iter_rows())
     assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask", "xtra")}
     for name, dim, expected_spec in (("demo", 32, "demo"), ("biomedclip", 48, spec)):
-        ids, vectors, meta = read_embeddings([results / f"embeddings/{name}/images-{i}.parquet" for i in range(2)], "image_id")
+        ids, vectors, meta = read_embeddings(
+            [results / f"embeddings/{name}/images-{i}.parquet" for i in range(2)], "image_id"
+        )
         assert vectors.shape == (len(ids), dim) and meta["dim"] == dim
         assert meta["spec"] == expected_spec and meta["backbone"] == name and meta["normalized"]
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)

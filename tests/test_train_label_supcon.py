@@ -32,7 +32,9 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def clustered_split(rng: np.random.Generator, centres: np.ndarray, n_studies: int, nuisance: float = 1.2) -> SplitEmbeddings:
+def clustered_split(
+    rng: np.random.Generator, centres: np.ndarray, n_studies: int, nuisance: float = 1.2
+) -> SplitEmbeddings:
     """Return a split whose studies' label sets are a function of a hidden cluster, two images per study.
 
     The first half of each vector carries the cluster's centre; the second half a per-study nuisance
@@ -50,9 +52,13 @@ def clustered_split(rng: np.random.Generator, centres: np.ndarray, n_studies: in
     jitter = lambda n: 0.1 * rng.normal(size=(n, 2 * half))  # noqa: E731
     return SplitEmbeddings(
         image_ids=np.array([f"i{i}" for i in range(len(image_study))], dtype=object),
-        image_vectors=unit(study_part[image_study] + jitter(len(image_study))), image_study=image_study.astype(np.int64),
-        study_ids=np.array([f"s{i}" for i in range(n_studies)], dtype=object), reports=["report"] * n_studies,
-        text_vectors=unit(study_part + jitter(n_studies)), abnormal=~labels[:, 0], positive_labels=labels,
+        image_vectors=unit(study_part[image_study] + jitter(len(image_study))),
+        image_study=image_study.astype(np.int64),
+        study_ids=np.array([f"s{i}" for i in range(n_studies)], dtype=object),
+        reports=["report"] * n_studies,
+        text_vectors=unit(study_part + jitter(n_studies)),
+        abnormal=~labels[:, 0],
+        positive_labels=labels,
         metadata={"logit_scale": 100.0, "backbone": "demo", "spec": "demo"},
     )
 
@@ -109,11 +115,14 @@ def test_composite_loss_adds_label_supcon_over_both_views():
 def test_history_reports_label_supcon_and_validation_includes_it():
     train_split, validate, _ = splits(n_train=24, n_validate=10, n_test=2)
     weights = {"clip": 1.0, "label_supcon": 0.5}
-    heads, history = train.fit_heads(train_split, validate, weights, epochs=3, batch_size=16, hidden_dim=16,
-                                     supcon_temperature=0.2, device="cpu")
+    heads, history = train.fit_heads(
+        train_split, validate, weights, epochs=3, batch_size=16, hidden_dim=16, supcon_temperature=0.2, device="cpu"
+    )
     assert {"train_label_supcon", "validate_label_supcon"} <= set(history.columns)
     last = history.row(-1, named=True)
-    assert last["validate_total"] == pytest.approx(last["validate_clip"] + 0.5 * last["validate_label_supcon"], rel=1e-5)
+    assert last["validate_total"] == pytest.approx(
+        last["validate_clip"] + 0.5 * last["validate_label_supcon"], rel=1e-5
+    )
     # The validation term is the loss of the returned heads on the whole validate split, labels by study.
     with torch.no_grad():
         image = heads.image(torch.from_numpy(validate.image_vectors))
@@ -126,8 +135,12 @@ def test_history_reports_label_supcon_and_validation_includes_it():
 def test_variants_without_label_supcon_ignore_the_label_sets():
     train_split, validate, _ = splits(n_train=16, n_validate=6, n_test=2)
     relabelled = SplitEmbeddings(**{**vars(train_split), "positive_labels": ~train_split.positive_labels})
-    runs = [train.fit_heads(split, validate, {"clip": 1.0, "supcon": 1.0}, epochs=2, batch_size=8, hidden_dim=16, device="cpu")
-            for split in (train_split, relabelled)]
+    runs = [
+        train.fit_heads(
+            split, validate, {"clip": 1.0, "supcon": 1.0}, epochs=2, batch_size=8, hidden_dim=16, device="cpu"
+        )
+        for split in (train_split, relabelled)
+    ]
     (first, first_history), (second, second_history) = runs
     assert all(torch.equal(value, second.state_dict()[name]) for name, value in first.state_dict().items())
     assert first_history.equals(second_history)
@@ -135,8 +148,16 @@ def test_variants_without_label_supcon_ignore_the_label_sets():
 
 def test_label_supcon_training_improves_nearest_neighbour_label_agreement():
     train_split, validate, test = splits(seed=0)
-    fit = lambda weights: train.fit_heads(train_split, validate, weights, epochs=15, batch_size=64, hidden_dim=32,  # noqa: E731
-                                          learning_rate=1e-2, device="cpu")[0]
+    fit = lambda weights: train.fit_heads(
+        train_split,
+        validate,
+        weights,
+        epochs=15,
+        batch_size=64,
+        hidden_dim=32,  # noqa: E731
+        learning_rate=1e-2,
+        device="cpu",
+    )[0]
     untrained = nearest_train_jaccard(train_split, test, None)
     clip_only = nearest_train_jaccard(train_split, test, fit({"clip": 1.0}))
     xtra = nearest_train_jaccard(train_split, test, fit({"clip": 1.0, "label_supcon": 1.0}))
@@ -150,9 +171,19 @@ def test_label_supcon_training_improves_nearest_neighbour_label_agreement():
 def test_train_head_writes_label_supcon_history(tmp_path: Path, monkeypatch):
     train_split, validate, _ = splits(n_train=12, n_validate=6, n_test=2)
     monkeypatch.setattr(train, "load_split", lambda *args: {"train": train_split, "validate": validate}[args[5]])
-    train.train_head(["images.parquet"], "texts.parquet", "images", "studies", "labels", str(tmp_path / "heads.safetensors"),
-                     str(tmp_path / "heads.json"), str(tmp_path / "history.parquet"), "xtra",
-                     {"losses": {"clip": 1.0, "label_supcon": 1.0}}, {"hidden_dim": 16, "epochs": 2, "batch_size": 8})
+    train.train_head(
+        ["images.parquet"],
+        "texts.parquet",
+        "images",
+        "studies",
+        "labels",
+        str(tmp_path / "heads.safetensors"),
+        str(tmp_path / "heads.json"),
+        str(tmp_path / "history.parquet"),
+        "xtra",
+        {"losses": {"clip": 1.0, "label_supcon": 1.0}},
+        {"hidden_dim": 16, "epochs": 2, "batch_size": 8},
+    )
     history = pl.read_parquet(tmp_path / "history.parquet")
     assert history.height == 2
     assert {"train_label_supcon", "validate_label_supcon"} <= set(history.columns)

@@ -87,8 +87,11 @@ def test_generation_can_be_turned_off(tmp_path: Path):
 
 def test_missing_java_stops_before_any_job(tmp_path: Path):
     done = snakemake("-n", "--config", f"results={tmp_path}", "generation={java: /no/such/java}")
-    assert_message_alone(done, "generation.java is '/no/such/java', which is not an executable file; install it with "
-                               "`sudo apt-get install default-jre-headless`")
+    assert_message_alone(
+        done,
+        "generation.java is '/no/such/java', which is not an executable file; install it with "
+        "`sudo apt-get install default-jre-headless`",
+    )
 
 
 def test_schema_error_is_one_paragraph(tmp_path: Path):
@@ -111,8 +114,15 @@ def test_preset_with_its_data_missing_stops_with_the_path(tmp_path: Path):
 def test_empty_mimic_root_stops_before_any_job(tmp_path: Path):
     root = tmp_path / "mimic"
     root.mkdir()
-    done = snakemake("-n", "--configfile", "configs/mimic_cxr.yaml", "--config", f"results={tmp_path / 'r'}",
-                     f"dataset={{kind: mimic_cxr, root: {root}}}", "backbones={demo: demo}")
+    done = snakemake(
+        "-n",
+        "--configfile",
+        "configs/mimic_cxr.yaml",
+        "--config",
+        f"results={tmp_path / 'r'}",
+        f"dataset={{kind: mimic_cxr, root: {root}}}",
+        "backbones={demo: demo}",
+    )
     assert_message_alone(done, f"{root}/mimic-cxr-2.0.0-metadata.csv(.gz) does not exist")
 
 
@@ -161,8 +171,15 @@ def test_run_marker_lifecycle(tmp_path: Path):
 @pytest.mark.slow
 def test_real_run_clears_its_marker(tmp_path: Path):
     results = tmp_path / "results"
-    done = snakemake("--cores", "1", f"{results}/data/studies.parquet", "--configfile", "tests/configs/tiny.yaml",
-                     "--config", f"results={results}")
+    done = snakemake(
+        "--cores",
+        "1",
+        f"{results}/data/studies.parquet",
+        "--configfile",
+        "tests/configs/tiny.yaml",
+        "--config",
+        f"results={results}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (results / "data/studies.parquet").is_file() and not (results / RUN_MARKER).exists()
 
@@ -171,8 +188,10 @@ def test_real_run_clears_its_marker(tmp_path: Path):
     ("content", "message"),
     [
         (b"report,view\nNormal.,PA\n", "{manifest} lacks column(s) ['image_path']"),
-        (b"image_path,report,patient_id,split\na.png,Normal.,p1,train\nb.png,Effusion.,p1,test\n",
-         "1 patient(s) in {manifest} appear in more than one split: p1 (test/train)"),
+        (
+            b"image_path,report,patient_id,split\na.png,Normal.,p1,train\nb.png,Effusion.,p1,test\n",
+            "1 patient(s) in {manifest} appear in more than one split: p1 (test/train)",
+        ),
         (b"image_path,report\n", "dataset.manifest {manifest} has a header (image_path, report) but no rows"),
         (b"", "dataset.manifest {manifest} is empty (0 bytes)"),
         (b"image_path,report\na.png,Caf\xe9 normal.\n", "{manifest} is not UTF-8: line 2 has the byte 0xe9"),
@@ -182,15 +201,30 @@ def test_real_run_clears_its_marker(tmp_path: Path):
 def test_whole_manifest_faults_stop_before_any_job(tmp_path: Path, content: bytes, message: str):
     manifest = tmp_path / "manifest.csv"
     manifest.write_bytes(content)
-    done = snakemake("-n", "--configfile", "configs/manifest.yaml", "--config", f"results={tmp_path / 'r'}",
-                     f"dataset={{kind: manifest, manifest: {manifest}}}", "backbones={demo: demo}")
+    done = snakemake(
+        "-n",
+        "--configfile",
+        "configs/manifest.yaml",
+        "--config",
+        f"results={tmp_path / 'r'}",
+        f"dataset={{kind: manifest, manifest: {manifest}}}",
+        "backbones={demo: demo}",
+    )
     assert_message_alone(done, message.format(manifest=manifest))
 
 
 def test_unknown_view_under_fail_stops_before_any_job(tmp_path: Path):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("image_path,report,view\na.png,Normal.,AP Supine\nb.png,Effusion.,Axial\n")
-    done = snakemake("-n", "--configfile", "configs/manifest.yaml", "--config", f"results={tmp_path / 'r'}",
-                     f"dataset={{kind: manifest, manifest: {manifest}}}", "backbones={demo: demo}", "on_bad_item=fail")
+    done = snakemake(
+        "-n",
+        "--configfile",
+        "configs/manifest.yaml",
+        "--config",
+        f"results={tmp_path / 'r'}",
+        f"dataset={{kind: manifest, manifest: {manifest}}}",
+        "backbones={demo: demo}",
+        "on_bad_item=fail",
+    )
     assert_message_alone(done, "2 item(s) rejected at ingest, first: b.png: ")
     assert "b.png: unknown view 'Axial': not a chest radiograph view" in done.stderr

@@ -83,12 +83,33 @@ def test_hidden_width_must_divide_into_heads():
 
 
 def test_label_states_and_uncertain_policies():
-    labels = pl.DataFrame({"study_id": ["a"], **{name: [None] for name in ("no_finding",)}}).with_columns(
-        [pl.lit(v, dtype=pl.Int8).alias(name) for name, v in zip(
-            ("enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion", "edema", "consolidation",
-             "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion", "pleural_other", "fracture",
-             "support_devices"), (1, 0, -1, None, 1, 0, -1, None, 1, 0, -1, None, 1))]).with_columns(
-        pl.col("no_finding").cast(pl.Int8))
+    labels = (
+        pl.DataFrame({"study_id": ["a"], **{name: [None] for name in ("no_finding",)}})
+        .with_columns(
+            [
+                pl.lit(v, dtype=pl.Int8).alias(name)
+                for name, v in zip(
+                    (
+                        "enlarged_cardiomediastinum",
+                        "cardiomegaly",
+                        "lung_opacity",
+                        "lung_lesion",
+                        "edema",
+                        "consolidation",
+                        "pneumonia",
+                        "atelectasis",
+                        "pneumothorax",
+                        "pleural_effusion",
+                        "pleural_other",
+                        "fracture",
+                        "support_devices",
+                    ),
+                    (1, 0, -1, None, 1, 0, -1, None, 1, 0, -1, None, 1),
+                )
+            ]
+        )
+        .with_columns(pl.col("no_finding").cast(pl.Int8))
+    )
     states = label_states(labels)
     assert states.tolist() == [[0, 3, 1, 2, 0, 3, 1, 2, 0, 3, 1, 2, 0, 3]]
     targets, mask = targets_and_mask(states, "ignore")
@@ -135,11 +156,13 @@ def test_paired_auc_bootstrap_shares_resamples():
     mask = np.ones_like(targets)
     good = targets + rng.normal(scale=0.5, size=targets.shape)
     boot = metrics.bootstrap_multilabel_auc({"a": good, "b": good.copy()}, targets, mask, n_boot=200, seed=0)
-    test = metrics.paired_difference(boot["a"][0].mean(), boot["b"][0].mean(), boot["a"][1].mean(axis=1),
-                                     boot["b"][1].mean(axis=1), 200)
+    test = metrics.paired_difference(
+        boot["a"][0].mean(), boot["b"][0].mean(), boot["a"][1].mean(axis=1), boot["b"][1].mean(axis=1), 200
+    )
     assert test == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}
     noise = rng.normal(size=targets.shape)
     boot = metrics.bootstrap_multilabel_auc({"a": noise, "b": good}, targets, mask, n_boot=200, seed=0)
-    test = metrics.paired_difference(boot["a"][0].mean(), boot["b"][0].mean(), boot["a"][1].mean(axis=1),
-                                     boot["b"][1].mean(axis=1), 200)
+    test = metrics.paired_difference(
+        boot["a"][0].mean(), boot["b"][0].mean(), boot["a"][1].mean(axis=1), boot["b"][1].mean(axis=1), 200
+    )
     assert test["difference"] > 0.2 and test["ci_low"] > 0 and test["p_value"] == pytest.approx(1 / 201)

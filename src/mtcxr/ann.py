@@ -77,8 +77,13 @@ def build_index(
     elif kind == "ivf":
         cap = max(1, n // MIN_POINTS_PER_LIST)
         if nlist > cap:
-            log.warning("index.nlist %d capped at %d: %d entries, and IVF needs at least %d per list to train",
-                        nlist, cap, n, MIN_POINTS_PER_LIST)
+            log.warning(
+                "index.nlist %d capped at %d: %d entries, and IVF needs at least %d per list to train",
+                nlist,
+                cap,
+                n,
+                MIN_POINTS_PER_LIST,
+            )
             nlist = cap
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -108,8 +113,9 @@ def _flat_vectors(index: faiss.Index) -> np.ndarray | None:
     return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
 
 
-def _merge(best_scores: torch.Tensor, best_ids: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor,
-           ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge(
+    best_scores: torch.Tensor, best_ids: torch.Tensor, rows: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return each row's k best of its running best (B, k) and the candidates (rows, scores, ids), best first.
 
     Candidates come in row order, ascending id within a row (as torch.nonzero yields them); they are
@@ -128,15 +134,21 @@ def _merge(best_scores: torch.Tensor, best_ids: torch.Tensor, rows: torch.Tensor
     return top_scores[:, :k].contiguous(), torch.gather(all_ids, 1, order[:, :k])
 
 
-def _candidates(scores: torch.Tensor, kth: torch.Tensor, floor: torch.Tensor, rows: torch.Tensor,
-                first_col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _candidates(
+    scores: torch.Tensor, kth: torch.Tensor, floor: torch.Tensor, rows: torch.Tensor, first_col: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, scores, cols) of the `scores` (n, width) of `rows` above kth and at least floor, in row order."""
     at, col = torch.nonzero((scores > kth[rows]) & (scores >= floor[rows]), as_tuple=True)
     return rows[at], scores[at, col], first_col[at] + col
 
 
-def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: torch.Tensor,
-                 exclude: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _exact_block(
+    entries: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    buffer: torch.Tensor,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the top-k (scores, ids) of each query against all entries but its `exclude` (row, entry) pairs.
 
     The memory is scored a chunk at a time into `buffer` (no allocation per chunk). A full top-k over
@@ -162,7 +174,7 @@ def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: t
     threads = torch.get_num_threads()
     try:
         for start in range(0, entries.shape[0], chunk):
-            part = entries[start:start + chunk]
+            part = entries[start : start + chunk]
             out = buffer[: n_rows * len(part)].view(n_rows, len(part))  # contiguous whatever the width
             torch.matmul(queries, part.T, out=out)
             if ex_rows is not None:
@@ -174,8 +186,9 @@ def _exact_block(entries: torch.Tensor, queries: torch.Tensor, k: int, buffer: t
     return best[0].numpy(), best[1].numpy()
 
 
-def _select(out: torch.Tensor, start: int, best_scores: torch.Tensor, best_ids: torch.Tensor,
-            threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _select(
+    out: torch.Tensor, start: int, best_scores: torch.Tensor, best_ids: torch.Tensor, threads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the running best (scores, ids) updated with one chunk's scores `out` (entries from `start`)."""
     n_rows, width = out.shape
     k = best_scores.shape[1]
@@ -195,15 +208,22 @@ def _select(out: torch.Tensor, start: int, best_scores: torch.Tensor, best_ids: 
         if len(found_rows):
             best_scores, best_ids = _merge(best_scores, best_ids, found_rows, found, cols + start)
     if width > n_groups * GROUP:  # the memory's last < GROUP columns, looked at one by one
-        found_rows, found, cols = _candidates(out[:, n_groups * GROUP:], best_scores[:, -1:], floor,
-                                              torch.arange(n_rows), torch.full((n_rows,), n_groups * GROUP))
+        found_rows, found, cols = _candidates(
+            out[:, n_groups * GROUP :],
+            best_scores[:, -1:],
+            floor,
+            torch.arange(n_rows),
+            torch.full((n_rows,), n_groups * GROUP),
+        )
         if len(found_rows):
             best_scores, best_ids = _merge(best_scores, best_ids, found_rows, found, cols + start)
     torch.set_num_threads(threads)  # the next matmul
     return best_scores, best_ids
 
 
-def _sorted_padded(scores: np.ndarray, ids: np.ndarray, k: int, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _sorted_padded(
+    scores: np.ndarray, ids: np.ndarray, k: int, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the first k of each row's kept (scores, ids) by descending score, ties by ascending id.
 
     Rows with fewer than k kept entries are padded with id -1 and score -inf; so is any id -1 FAISS
@@ -239,8 +259,9 @@ class _Searcher:
         """Whether this searcher scores every entry (a flat index) and so can mask entries itself."""
         return self.entries is not None
 
-    def __call__(self, queries: np.ndarray, fetch: int,
-                 exclude: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, queries: np.ndarray, fetch: int, exclude: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return the raw (scores, ids) of the `fetch` best entries of each query (FAISS order or none).
 
         `exclude` ((row, entry) pairs scored -inf) is for exact search only; FAISS indexes ignore it.
@@ -311,8 +332,7 @@ class _Groups:
 
     def ranges(self, query_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(first, end) positions in the sorted entries of each query's group."""
-        return (np.searchsorted(self.sorted, query_groups, "left"),
-                np.searchsorted(self.sorted, query_groups, "right"))
+        return (np.searchsorted(self.sorted, query_groups, "left"), np.searchsorted(self.sorted, query_groups, "right"))
 
     def members(self, query_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, entry) pairs: every entry of each query's own group, with the query's row number."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -111,9 +112,9 @@ def check_backbone_available(spec: str, demo_dir: str | Path | None = None) -> N
         return  # written by the workflow itself
     name = resolve_spec(spec, demo_dir)
     if name.startswith(LOCAL_PREFIX):
-        _check_local_dir(Path(name[len(LOCAL_PREFIX):]), spec)
+        _check_local_dir(Path(name[len(LOCAL_PREFIX) :]), spec)
     elif name.startswith(HF_PREFIX):
-        _check_hf_repo(name[len(HF_PREFIX):], spec)
+        _check_hf_repo(name[len(HF_PREFIX) :], spec)
     else:
         _check_pretrained_tag(name, spec)
 
@@ -132,7 +133,9 @@ def _check_local_dir(folder: Path, spec: str) -> None:
     try:
         text_cfg = json.loads(config.read_text())["model_cfg"].get("text_cfg", {})
     except (ValueError, KeyError) as error:
-        raise BackboneError(f"backbone {spec!r}: {config} is not an open_clip config with `model_cfg` ({error}).") from None
+        raise BackboneError(
+            f"backbone {spec!r}: {config} is not an open_clip config with `model_cfg` ({error})."
+        ) from None
     if text_cfg.get("hf_tokenizer_name"):
         # open_clip reads a local-dir's HF tokenizer from the folder itself, whatever the config names.
         missing = [] if (folder / "tokenizer_config.json").is_file() else ["tokenizer_config.json"]
@@ -155,7 +158,10 @@ def _check_local_dir(folder: Path, spec: str) -> None:
             )
     elif _offline():
         _require_cached(
-            hf_model, ("config.json",), spec, "the HF text tower named by hf_model_name",
+            hf_model,
+            ("config.json",),
+            spec,
+            "the HF text tower named by hf_model_name",
             f"or put the text model's config.json in {text_dir}/",
         )
 
@@ -168,7 +174,9 @@ def _check_hf_repo(repo_id: str, spec: str) -> None:
     _require_cached(repo_id, HUB_WEIGHT_FILES, spec, "the weights", remedy)
     from huggingface_hub import try_to_load_from_cache
 
-    config = json.loads(Path(try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=_hf_cache())).read_text())
+    config = json.loads(
+        Path(try_to_load_from_cache(repo_id, "open_clip_config.json", cache_dir=_hf_cache())).read_text()
+    )
     text_cfg = config.get("model_cfg", {}).get("text_cfg", {})
     # open_clip builds the text tower from hf_model_name's config.json and the tokenizer from hf_tokenizer_name.
     if text_cfg.get("hf_model_name"):
@@ -195,8 +203,13 @@ def _check_pretrained_tag(name: str, spec: str) -> None:
         # "org/repo/" means the repo's default weights file; "org/repo/file" names it.
         repo_id, filename = os.path.split(pretrained_cfg["hf_hub"])
         files = (filename,) if filename else HUB_WEIGHT_FILES
-        _require_cached(repo_id, files, spec, f"the weights of {model_name}:{tag}",
-                        f"or give the weights file itself as `{model_name}:/path/to/{files[-1]}`")
+        _require_cached(
+            repo_id,
+            files,
+            spec,
+            f"the weights of {model_name}:{tag}",
+            f"or give the weights file itself as `{model_name}:/path/to/{files[-1]}`",
+        )
 
 
 def _offline() -> bool:
@@ -247,7 +260,7 @@ def load_backbone(spec: str, device: str = "auto", demo_dir: str | Path | None =
     name = resolve_spec(spec, demo_dir)
     torch_device = choose_device(device)
     if name.startswith(LOCAL_PREFIX):
-        text_cfg = _local_text_cfg(Path(name[len(LOCAL_PREFIX):]))
+        text_cfg = _local_text_cfg(Path(name[len(LOCAL_PREFIX) :]))
         model, _, preprocess = open_clip.create_model_and_transforms(name, text_cfg=text_cfg)
     elif name.startswith(HF_PREFIX):
         model, _, preprocess = open_clip.create_model_and_transforms(name)

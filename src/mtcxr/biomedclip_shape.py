@@ -29,11 +29,17 @@ SIZES = {
     # same class as vit_base_patch16_224. timm ViTs only take their native size (open_clip does not
     # pass image_size to timm), so the tiny model's crop is 160 px.
     "tiny": {
-        "embed_dim": 48, "timm_model_name": "test_vit", "image_size": 160, "vocab_size": None,
+        "embed_dim": 48,
+        "timm_model_name": "test_vit",
+        "image_size": 160,
+        "vocab_size": None,
         "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
     },
     "base": {
-        "embed_dim": 512, "timm_model_name": "vit_base_patch16_224", "image_size": 224, "vocab_size": 30522,
+        "embed_dim": 512,
+        "timm_model_name": "vit_base_patch16_224",
+        "image_size": 224,
+        "vocab_size": 30522,
         "bert": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     },
 }
@@ -44,10 +50,20 @@ def biomedclip_model_cfg(size: str = "tiny", text_tower: str = TEXT_TOWER_DIR) -
     shape = SIZES[size]
     return {
         "embed_dim": shape["embed_dim"],
-        "vision_cfg": {"timm_model_name": shape["timm_model_name"], "timm_model_pretrained": False,
-                       "timm_pool": "", "timm_proj": "linear", "image_size": shape["image_size"]},
-        "text_cfg": {"hf_model_name": text_tower, "hf_tokenizer_name": text_tower, "hf_proj_type": "mlp",
-                     "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256},
+        "vision_cfg": {
+            "timm_model_name": shape["timm_model_name"],
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": shape["image_size"],
+        },
+        "text_cfg": {
+            "hf_model_name": text_tower,
+            "hf_tokenizer_name": text_tower,
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler",
+            "context_length": 256,
+        },
     }
 
 

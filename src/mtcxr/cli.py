@@ -54,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--id-column", required=True, help="column holding the report/study id")
     label.add_argument("--text-column", required=True, help="column holding the report text")
     label.add_argument("-o", "--output", required=True, help="output Parquet file")
-    label.add_argument("--encoding", default="utf-8",
-                       help="text encoding of a CSV input (default utf-8; e.g. latin-1 or cp1252 for Windows exports)")
+    label.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="text encoding of a CSV input (default utf-8; e.g. latin-1 or cp1252 for Windows exports)",
+    )
     label.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     label.set_defaults(run=_label)
 

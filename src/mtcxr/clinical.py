@@ -31,8 +31,11 @@ def positive_findings(texts: list[str], uncertain: str = "positive") -> np.ndarr
         raise ValueError(f"generation.uncertain is {uncertain!r}; choose one of {list(UNCERTAIN_POLICIES)}")
     labels = label_reports(list(texts))
     present = {1, -1} if uncertain == "positive" else {1}
-    return np.stack([labels[name].is_in(list(present)).fill_null(False).to_numpy() for name in CHEXPERT_LABELS],
-                    axis=1) if len(texts) else np.zeros((0, len(CHEXPERT_LABELS)), dtype=bool)
+    return (
+        np.stack([labels[name].is_in(list(present)).fill_null(False).to_numpy() for name in CHEXPERT_LABELS], axis=1)
+        if len(texts)
+        else np.zeros((0, len(CHEXPERT_LABELS)), dtype=bool)
+    )
 
 
 def confusion(reference: np.ndarray, generated: np.ndarray) -> np.ndarray:
@@ -42,8 +45,9 @@ def confusion(reference: np.ndarray, generated: np.ndarray) -> np.ndarray:
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    return np.divide(numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape),
-                     where=denominator > 0)
+    return np.divide(
+        numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape), where=denominator > 0
+    )
 
 
 def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,8 +68,9 @@ def load_yaml(path: str | Path) -> dict:
     return loaded
 
 
-def run_config(default_file: str | Path, configfiles: Iterable[str | Path], command_line: Mapping,
-               schema_file: str | Path) -> dict:
+def run_config(
+    default_file: str | Path, configfiles: Iterable[str | Path], command_line: Mapping, schema_file: str | Path
+) -> dict:
     """Return the checked config of a run: `default_file`, then each of `configfiles`, then `command_line`.
 
     `configfiles` may list `default_file` itself (Snakemake passes it on to cluster jobs):
@@ -102,8 +103,10 @@ def check_moved_keys(config: Mapping) -> None:
         for part in old[:-1]:
             node = node.get(part) if isinstance(node, Mapping) else None
         if isinstance(node, Mapping) and old[-1] in node:
-            raise ConfigError(f"config key {'.'.join(old)} is now {'.'.join(new)} (it decides which images every stage "
-                              f"uses, not only evaluation): rename it in config.yaml, your --configfile or --config.")
+            raise ConfigError(
+                f"config key {'.'.join(old)} is now {'.'.join(new)} (it decides which images every stage "
+                f"uses, not only evaluation): rename it in config.yaml, your --configfile or --config."
+            )
 
 
 def loss_names(schema: Mapping) -> list[str]:
@@ -184,13 +187,17 @@ def check_variants(config: Mapping, losses: list[str]) -> None:
     """Raise ConfigError for a trained variant without a positive loss, or a run without `zeroshot`."""
     variants = config["variants"]
     if "zeroshot" not in variants:
-        raise ConfigError("variants: `zeroshot` is missing; it is the baseline every variant is compared against. "
-                          "Add `zeroshot: {train: false}`.")
+        raise ConfigError(
+            "variants: `zeroshot` is missing; it is the baseline every variant is compared against. "
+            "Add `zeroshot: {train: false}`."
+        )
     unknown = [name for name in config.get("xtra", {}).get("variants", []) if name not in variants]
     if unknown:
-        raise ConfigError(f"xtra.variants names {unknown}, which are not in variants ({', '.join(variants)}); "
-                          "add them to variants, list the variants whose heads X-TRA's memory uses, or set xtra.variants: [] "
-                          "to run without X-TRA.")
+        raise ConfigError(
+            f"xtra.variants names {unknown}, which are not in variants ({', '.join(variants)}); "
+            "add them to variants, list the variants whose heads X-TRA's memory uses, or set xtra.variants: [] "
+            "to run without X-TRA."
+        )
     for name, variant in variants.items():
         if not variant.get("train", True):
             continue

@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
-from mtcxr.losses import clip_loss
 from mtcxr.datasets.synthetic import pretraining_pairs
+from mtcxr.losses import clip_loss
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,13 @@ def pretrain_demo_backbone(
     images, reports = pretraining_pairs(n_studies, seed, image_size)
     log.info("pretraining the demo backbone on %d synthetic image-report pairs", len(reports))
     model_cfg = demo_model_cfg(embed_dim, image_size)
-    preprocess_cfg = {"size": image_size, "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
-                      "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess_cfg = {
+        "size": image_size,
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     model = open_clip.CLIP(**model_cfg)
     tokenizer = open_clip.SimpleTokenizer(context_length=model_cfg["text_cfg"]["context_length"])
     tokens = tokenizer(reports)
@@ -87,7 +92,11 @@ def pretrain_demo_backbone(
                 progress.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-steps_per_epoch:]):.3f}")
     model.eval()
     save_local_dir(model, model_cfg, preprocess_cfg, output_dir)
-    stats = {"pairs": len(reports), "steps": total, "final_loss": float(np.mean(losses[-steps_per_epoch:])),
-             "seconds": time.perf_counter() - started}
+    stats = {
+        "pairs": len(reports),
+        "steps": total,
+        "final_loss": float(np.mean(losses[-steps_per_epoch:])),
+        "seconds": time.perf_counter() - started,
+    }
     log.info("demo backbone written to %s: %s", output_dir, stats)
     return stats

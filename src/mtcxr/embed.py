@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def _metadata(backbone: Backbone, name: str, modality: str) -> dict:
-    return {"backbone": name, "spec": backbone.spec, "normalized": True, "modality": modality,
-            "logit_scale": backbone.logit_scale}
+    return {
+        "backbone": name,
+        "spec": backbone.spec,
+        "normalized": True,
+        "modality": modality,
+        "logit_scale": backbone.logit_scale,
+    }
 
 
 class ShardImages(torch.utils.data.IterableDataset):
@@ -45,8 +50,11 @@ class ShardImages(torch.utils.data.IterableDataset):
     def batches(self) -> list[tuple[int, int]]:
         """(row group, first row in it) of every batch, in the shard's order."""
         metadata = pq.ParquetFile(self.pixels_path).metadata
-        return [(group, start) for group in range(metadata.num_row_groups)
-                for start in range(0, metadata.row_group(group).num_rows, self.batch_size)]
+        return [
+            (group, start)
+            for group in range(metadata.num_row_groups)
+            for start in range(0, metadata.row_group(group).num_rows, self.batch_size)
+        ]
 
     def __iter__(self) -> Iterator[tuple[list[str], torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
@@ -82,13 +90,16 @@ def embed_image_shard(
     workers = max(0, threads - 1) if workers is None else workers
     total = pq.ParquetFile(pixels_path).metadata.num_rows
     loader = torch.utils.data.DataLoader(
-        ShardImages(pixels_path, backbone.preprocess, batch_size), batch_size=None, num_workers=workers,
+        ShardImages(pixels_path, backbone.preprocess, batch_size),
+        batch_size=None,
+        num_workers=workers,
         pin_memory=backbone.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
     )
     metadata = _metadata(backbone, backbone_name, "image")
-    with EmbeddingWriter(output, "image_id", backbone.embed_dim, metadata) as writer, tqdm(
-        total=total, desc=f"embed images {Path(pixels_path).stem}", unit="img"
-    ) as progress:
+    with (
+        EmbeddingWriter(output, "image_id", backbone.embed_dim, metadata) as writer,
+        tqdm(total=total, desc=f"embed images {Path(pixels_path).stem}", unit="img") as progress,
+    ):
         for ids, pixels in loader:
             writer.write(ids, backbone.encode_images(pixels))
             progress.update(len(ids))
@@ -126,7 +137,10 @@ def embed_texts(
     if truncated:
         log.warning(
             "%d of %d reports are longer than the context length (%d tokens) of %s and are truncated",
-            truncated, studies.height, backbone.context_length, backbone_name,
+            truncated,
+            studies.height,
+            backbone.context_length,
+            backbone_name,
         )
     with EmbeddingWriter(output, "study_id", backbone.embed_dim, _metadata(backbone, backbone_name, "text")) as writer:
         for start in tqdm(range(0, studies.height, batch_size), desc="embed texts", unit="batch"):

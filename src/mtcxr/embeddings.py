@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 METADATA_KEY = b"mtcxr"
 
 
-def embedding_schema(id_column: str, dim: int, metadata: dict, extra: dict[str, pa.DataType] | None = None) -> pa.Schema:
+def embedding_schema(
+    id_column: str, dim: int, metadata: dict, extra: dict[str, pa.DataType] | None = None
+) -> pa.Schema:
     """Schema of an embedding table: id, optional extra columns, then the vector column."""
     fields = [pa.field(id_column, pa.string(), nullable=False)]
     fields += [pa.field(name, dtype) for name, dtype in (extra or {}).items()]
@@ -65,7 +67,7 @@ class EmbeddingWriter:
     def close(self) -> None:
         self.writer.close()
 
-    def __enter__(self) -> "EmbeddingWriter":
+    def __enter__(self) -> EmbeddingWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -82,11 +84,15 @@ def read_embeddings(paths: str | Path | list, id_column: str) -> tuple[np.ndarra
     metadata = read_metadata(paths[0]) if paths else {}
     for path, table in zip(paths, tables):
         if id_column not in table.column_names or "embedding" not in table.column_names:
-            raise ValueError(f"{path}: an embedding table needs columns {id_column!r} and 'embedding'; it has {table.column_names}")
+            raise ValueError(
+                f"{path}: an embedding table needs columns {id_column!r} and 'embedding'; it has {table.column_names}"
+            )
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
-    vectors = column.values.to_numpy(zero_copy_only=True).reshape(-1, dim) if len(column) else np.zeros((0, dim), np.float32)
+    vectors = (
+        column.values.to_numpy(zero_copy_only=True).reshape(-1, dim) if len(column) else np.zeros((0, dim), np.float32)
+    )
     ids = np.asarray(table.column(id_column).to_pylist(), dtype=object)
     return ids, vectors, metadata
 

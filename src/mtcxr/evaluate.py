@@ -33,13 +33,30 @@ class _Rows:
         self.findings: list[dict] = []
         self.n_boot, self.seed = n_boot, seed
 
-    def per_query(self, task: str, metric: str, k: int | None, values: np.ndarray, classes: np.ndarray,
-                  balanced: str | None = None) -> None:
+    def per_query(
+        self,
+        task: str,
+        metric: str,
+        k: int | None,
+        values: np.ndarray,
+        classes: np.ndarray,
+        balanced: str | None = None,
+    ) -> None:
         """Record a per-query metric with its bootstrap CI (and, if named, its class-balanced form)."""
         value, low, high = metrics.bootstrap_ci(values, self.n_boot, self.seed)
         self.add(task, metric, k, value, low, high, len(values))
-        self.queries.append(pl.DataFrame({"task": task, "metric": metric, "k": k, "query": np.arange(len(values)),
-                                          "abnormal": classes, "value": values.astype(np.float64)}))
+        self.queries.append(
+            pl.DataFrame(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "k": k,
+                    "query": np.arange(len(values)),
+                    "abnormal": classes,
+                    "value": values.astype(np.float64),
+                }
+            )
+        )
         if balanced is not None and len(np.unique(classes)) == 2:
             value, low, high = metrics.bootstrap_ci(values, self.n_boot, self.seed, groups=classes)
             self.add(task, balanced, k, value, low, high, len(values))
@@ -48,8 +65,12 @@ class _Rows:
                 value, low, high = metrics.bootstrap_ci(chosen, self.n_boot, self.seed)
                 self.add(task, f"{metric}_{name}", k, value, low, high, len(chosen))
 
-    def add(self, task: str, metric: str, k: int | None, value: float, low: float | None, high: float | None, n: int) -> None:
-        self.summary.append({"task": task, "metric": metric, "k": k, "value": value, "ci_low": low, "ci_high": high, "n_queries": n})
+    def add(
+        self, task: str, metric: str, k: int | None, value: float, low: float | None, high: float | None, n: int
+    ) -> None:
+        self.summary.append(
+            {"task": task, "metric": metric, "k": k, "value": value, "ci_low": low, "ci_high": high, "n_queries": n}
+        )
 
     def by_finding(self, task: str, k: int, query_labels: np.ndarray, retrieved_labels: np.ndarray) -> None:
         """Clinical precision by query finding: over queries positive for it, the share of the top k positive too."""
@@ -60,13 +81,32 @@ class _Rows:
                 continue
             values = top[queries, :, column].mean(axis=1, dtype=np.float64)
             value, low, high = metrics.bootstrap_ci(values, self.n_boot, self.seed)
-            self.findings.append({"task": task, "finding": name, "k": k, "value": value, "ci_low": low,
-                                  "ci_high": high, "n_queries": int(queries.sum())})
+            self.findings.append(
+                {
+                    "task": task,
+                    "finding": name,
+                    "k": k,
+                    "value": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_queries": int(queries.sum()),
+                }
+            )
 
 
-def _retrieval_metrics(rows: _Rows, task: str, queries: np.ndarray, keys: np.ndarray, targets: list[np.ndarray],
-                       query_abnormal: np.ndarray, key_abnormal: np.ndarray, query_labels: np.ndarray,
-                       key_labels: np.ndarray, ks: list[int], precision_k: int) -> None:
+def _retrieval_metrics(
+    rows: _Rows,
+    task: str,
+    queries: np.ndarray,
+    keys: np.ndarray,
+    targets: list[np.ndarray],
+    query_abnormal: np.ndarray,
+    key_abnormal: np.ndarray,
+    query_labels: np.ndarray,
+    key_labels: np.ndarray,
+    ks: list[int],
+    precision_k: int,
+) -> None:
     ranks = metrics.first_hit_ranks(queries, keys, targets)
     for k in ks:
         rows.per_query(task, "recall", k, metrics.recall_at_k(ranks, k), query_abnormal)
@@ -77,21 +117,51 @@ def _retrieval_metrics(rows: _Rows, task: str, queries: np.ndarray, keys: np.nda
 
     _, retrieved = metrics.topk_search(queries, keys, precision_k)
     relevant = key_abnormal[retrieved] == query_abnormal[:, None]
-    rows.per_query(task, "precision", precision_k, metrics.precision_at_k(relevant, precision_k), query_abnormal,
-                   balanced="balanced_precision")
-    rows.per_query(task, "map", precision_k, metrics.average_precision_at_k(relevant, precision_k), query_abnormal,
-                   balanced="balanced_map")
+    rows.per_query(
+        task,
+        "precision",
+        precision_k,
+        metrics.precision_at_k(relevant, precision_k),
+        query_abnormal,
+        balanced="balanced_precision",
+    )
+    rows.per_query(
+        task,
+        "map",
+        precision_k,
+        metrics.average_precision_at_k(relevant, precision_k),
+        query_abnormal,
+        balanced="balanced_map",
+    )
     retrieved_labels = key_labels[retrieved]
-    rows.per_query(task, "exact_match", precision_k,
-                   metrics.label_set_exact_match(query_labels, retrieved_labels, precision_k), query_abnormal)
-    rows.per_query(task, "jaccard", precision_k,
-                   metrics.label_set_jaccard(query_labels, retrieved_labels, precision_k), query_abnormal)
+    rows.per_query(
+        task,
+        "exact_match",
+        precision_k,
+        metrics.label_set_exact_match(query_labels, retrieved_labels, precision_k),
+        query_abnormal,
+    )
+    rows.per_query(
+        task,
+        "jaccard",
+        precision_k,
+        metrics.label_set_jaccard(query_labels, retrieved_labels, precision_k),
+        query_abnormal,
+    )
     rows.by_finding(task, precision_k, query_labels, retrieved_labels)
 
 
-def _cxr_clip_metrics(rows: _Rows, images: np.ndarray, image_ids: np.ndarray, image_study: np.ndarray,
-                      image_views: np.ndarray, study_reports: list[str], study_vectors: np.ndarray,
-                      study_abnormal: np.ndarray, which_images: str) -> None:
+def _cxr_clip_metrics(
+    rows: _Rows,
+    images: np.ndarray,
+    image_ids: np.ndarray,
+    image_study: np.ndarray,
+    image_views: np.ndarray,
+    study_reports: list[str],
+    study_vectors: np.ndarray,
+    study_abnormal: np.ndarray,
+    which_images: str,
+) -> None:
     """CXR-CLIP's image->text protocol: Recall@1/5/10 and mean rank over exact-text-deduplicated reports."""
     if which_images == "every_frontal":
         queries = protocols.every_frontal_image(image_views)
@@ -105,18 +175,35 @@ def _cxr_clip_metrics(rows: _Rows, images: np.ndarray, image_ids: np.ndarray, im
     for k in protocols.PROTOCOL_KS:
         rows.per_query("cxr_clip_i2t", "recall", k, metrics.recall_at_k(ranks, k), abnormal)
     rows.per_query("cxr_clip_i2t", "mean_rank", None, ranks.astype(np.float64), abnormal)
-    log.info("cxr_clip: %d query images (%s), %d distinct exact reports; R@10 %.3f, mean rank %.1f", len(queries),
-             which_images, gallery, metrics.recall_at_k(ranks, 10).mean(), ranks.mean())
+    log.info(
+        "cxr_clip: %d query images (%s), %d distinct exact reports; R@10 %.3f, mean rank %.1f",
+        len(queries),
+        which_images,
+        gallery,
+        metrics.recall_at_k(ranks, 10).mean(),
+        ranks.mean(),
+    )
 
 
-def _label_5x200_metrics(rows: _Rows, images: np.ndarray, image_ids: np.ndarray, image_study: np.ndarray,
-                         image_views: np.ndarray, study_vectors: np.ndarray, labels: pl.DataFrame,
-                         study_abnormal: np.ndarray, per_class: int, sample_seed: int) -> None:
+def _label_5x200_metrics(
+    rows: _Rows,
+    images: np.ndarray,
+    image_ids: np.ndarray,
+    image_study: np.ndarray,
+    image_views: np.ndarray,
+    study_vectors: np.ndarray,
+    labels: pl.DataFrame,
+    study_abnormal: np.ndarray,
+    per_class: int,
+    sample_seed: int,
+) -> None:
     """The 5x200 protocol: single-finding studies, class-hit Precision@1/5/10, image->text and text->image."""
     first_image = np.full(len(study_vectors), -1, dtype=np.int64)
     frontal = protocols.first_frontal_images(image_ids, image_study, image_views)
     first_image[image_study[frontal]] = frontal
-    five = np.stack([labels[name].cast(pl.Float64).fill_null(np.nan).to_numpy() for name in protocols.FIVE_CLASSES], axis=1)
+    five = np.stack(
+        [labels[name].cast(pl.Float64).fill_null(np.nan).to_numpy() for name in protocols.FIVE_CLASSES], axis=1
+    )
     classes = np.where(first_image >= 0, protocols.single_finding_class(five), -1)
     studies, counts = protocols.sample_5x200(classes, per_class, sample_seed)
     if not len(studies):
@@ -180,54 +267,122 @@ def evaluate_retrieval(
     ks = sorted(set(int(k) for k in ks))
     if len(images) and len(texts):
         if "mtcxr" in protocol_names:
-            _retrieval_metrics(rows, "i2t", images, texts, [np.array([text_of_study[s]]) for s in image_study],
-                               study_abnormal[image_study], study_abnormal[first_study], study_positive[image_study],
-                               study_positive[first_study], ks, precision_k)
+            _retrieval_metrics(
+                rows,
+                "i2t",
+                images,
+                texts,
+                [np.array([text_of_study[s]]) for s in image_study],
+                study_abnormal[image_study],
+                study_abnormal[first_study],
+                study_positive[image_study],
+                study_positive[first_study],
+                ks,
+                precision_k,
+            )
             images_of_study: dict[int, list[int]] = {}
             for image, study in enumerate(image_study):
                 images_of_study.setdefault(int(study), []).append(image)
             queried = np.array(sorted(images_of_study), dtype=np.int64)  # studies with at least one gallery image
-            _retrieval_metrics(rows, "t2i", texts[text_of_study[queried]], images,
-                               [np.array(images_of_study[int(s)]) for s in queried], study_abnormal[queried],
-                               study_abnormal[image_study], study_positive[queried], study_positive[image_study],
-                               ks, precision_k)
+            _retrieval_metrics(
+                rows,
+                "t2i",
+                texts[text_of_study[queried]],
+                images,
+                [np.array(images_of_study[int(s)]) for s in queried],
+                study_abnormal[queried],
+                study_abnormal[image_study],
+                study_positive[queried],
+                study_positive[image_study],
+                ks,
+                precision_k,
+            )
         if {"cxr_clip", "label_5x200"} & set(protocol_names):
             study_vectors, study_reports = _study_vectors(folder, study_ids)
             if "cxr_clip" in protocol_names:
-                _cxr_clip_metrics(rows, images, image_ids, image_study, image_views, study_reports, study_vectors,
-                                  study_abnormal, cxr_clip_images)
+                _cxr_clip_metrics(
+                    rows,
+                    images,
+                    image_ids,
+                    image_study,
+                    image_views,
+                    study_reports,
+                    study_vectors,
+                    study_abnormal,
+                    cxr_clip_images,
+                )
             if "label_5x200" in protocol_names:
-                _label_5x200_metrics(rows, images, image_ids, image_study, image_views, study_vectors, labels,
-                                     study_abnormal, per_class, sample_seed)
+                _label_5x200_metrics(
+                    rows,
+                    images,
+                    image_ids,
+                    image_study,
+                    image_views,
+                    study_vectors,
+                    labels,
+                    study_abnormal,
+                    per_class,
+                    sample_seed,
+                )
 
         image_abnormal = study_abnormal[image_study]
         prototypes = np.load(folder / "prototypes.npy")
         # Prototype score: closer to the abnormal than to the normal train-report centroid.
         prototype_score = images @ prototypes[1] - images @ prototypes[0]
-        rows.add("classification", "auc", None, metrics.roc_auc(prototype_score, image_abnormal), None, None, len(images))
+        rows.add(
+            "classification", "auc", None, metrics.roc_auc(prototype_score, image_abnormal), None, None, len(images)
+        )
         heads, head_cfg = load_heads(info["head_weights"], info["head_config"])
         if "bce" in (head_cfg.get("losses") or {}):
             import torch
 
             with torch.no_grad():
                 logits = heads.abnormal_logit(torch.from_numpy(images)).numpy()
-            rows.add("classification", "classifier_auc", None, metrics.roc_auc(logits, image_abnormal), None, None, len(images))
-        rows.add("classification", "silhouette", None, metrics.cosine_silhouette(images, image_abnormal, seed=seed),
-                 None, None, len(images))
+            rows.add(
+                "classification",
+                "classifier_auc",
+                None,
+                metrics.roc_auc(logits, image_abnormal),
+                None,
+                None,
+                len(images),
+            )
+        rows.add(
+            "classification",
+            "silhouette",
+            None,
+            metrics.cosine_silhouette(images, image_abnormal, seed=seed),
+            None,
+            None,
+            len(images),
+        )
     else:
         log.warning("%s: empty gallery (%d images, %d reports); no metrics", index_dir, len(images), len(texts))
 
-    run = {"backbone": info["backbone"], "variant": info["variant"], "seed": info.get("seed"),
-           "n_seeds": 1 if info.get("seed") is not None else None}
+    run = {
+        "backbone": info["backbone"],
+        "variant": info["variant"],
+        "seed": info.get("seed"),
+        "n_seeds": 1 if info.get("seed") is not None else None,
+    }
     summary = _table([{**run, **row} for row in rows.summary], "metrics")
     write_table(summary, "metrics", output_metrics)
     queries = pl.concat(rows.queries) if rows.queries else empty_table("metric_queries")
     write_table(queries, "metric_queries", output_queries)
     if output_findings is not None:
-        write_table(_table([{**run, "sd": None, **row} for row in rows.findings], "finding_precision"),
-                    "finding_precision", output_findings)
-    log.info("%s/%s: %d metric rows over %d images and %d reports", info["backbone"], info["variant"],
-             summary.height, len(image_ids), len(texts))
+        write_table(
+            _table([{**run, "sd": None, **row} for row in rows.findings], "finding_precision"),
+            "finding_precision",
+            output_findings,
+        )
+    log.info(
+        "%s/%s: %d metric rows over %d images and %d reports",
+        info["backbone"],
+        info["variant"],
+        summary.height,
+        len(image_ids),
+        len(texts),
+    )
     return summary
 
 
@@ -241,8 +396,10 @@ def _study_vectors(folder: Path, study_ids: np.ndarray) -> tuple[np.ndarray, lis
     """Every gallery study's own projected report vector and exact report text, in `study_ids` order."""
     path = folder / "studies.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; this index predates the published protocols. Rebuild it: "
-                                "snakemake --cores all --forcerun build_index")
+        raise FileNotFoundError(
+            f"{path}: missing; this index predates the published protocols. Rebuild it: "
+            "snakemake --cores all --forcerun build_index"
+        )
     ids, vectors, _ = read_embeddings(path, "study_id")
     reports = pl.read_parquet(path, columns=["report"])["report"].to_list()
     row = {study: i for i, study in enumerate(ids)}

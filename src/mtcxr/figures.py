@@ -5,6 +5,7 @@ generation) are drawn here too."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import matplotlib
@@ -245,5 +246,295 @@ def training_figure(histories: dict[str, str], output: str, backbone: str) -> No
         axes[0][0].text(0.5, 0.5, "no trained variant", ha="center", va="center")
     fig.tight_layout()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
+# --- figures of the report's front page (rules clinical_precision_figure, retrieval_examples_figure,
+# rejects_figure in workflow/rules/report.smk) -------------------------------------------------------
+
+PRECISION_BARS = (("precision_normal", "normal queries", COLOURS[False]), ("precision_abnormal", "abnormal queries", COLOURS[True]),
+                  ("balanced_precision", "class-balanced", "#4c72b0"))
+
+
+def _variant_order(variants) -> list[str]:
+    return sorted(set(variants), key=lambda v: (v != "zeroshot", v))
+
+
+def clinical_precision_figure(summary_path: str, backbone: str, k: int, output: str) -> None:
+    """Class-balanced Precision@k per variant with its normal-query and abnormal-query parts, for i2t and
+    t2i, from the headline rows of summary.parquet (a variant trained with several seeds: its across-seed row).
+
+    Whiskers are the row's 95% interval where it has one (a query bootstrap for an untrained variant, the
+    seed-and-query bootstrap for an across-seed balanced value); an across-seed per-class value has only
+    its standard deviation over seeds, drawn as an uncapped dotted whisker.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    wanted = [metric for metric, _, _ in PRECISION_BARS]
+    table = headline_rows(read_table(summary_path, "metrics").filter(
+        (pl.col("backbone") == backbone) & pl.col("task").is_in(["i2t", "t2i"]) & pl.col("metric").is_in(wanted)
+        & (pl.col("k") == k)))
+    if not table.height:
+        raise ValueError(f"{summary_path} has no {'/'.join(wanted)} rows at k={k} for backbone {backbone!r}; "
+                         "is evaluate.precision_k the k the metrics were computed with?")
+    variants = _variant_order(table["variant"].to_list())
+    rows = {(r["task"], r["variant"], r["metric"]): r for r in table.iter_rows(named=True)}
+    fig, axes = plt.subplots(2, 1, figsize=(max(7.5, 1.6 + 1.4 * len(variants)), 8.4))
+    width = 0.26
+    for ax, task in zip(axes, ("i2t", "t2i")):
+        counts: dict[str, int] = {}
+        for j, variant in enumerate(variants):
+            for i, (metric, _, colour) in enumerate(PRECISION_BARS):
+                row = rows.get((task, variant, metric))
+                if row is None or row["value"] is None:
+                    continue
+                x = j + (i - 1) * width
+                ax.bar(x, row["value"], width * 0.92, color=colour, alpha=0.9 if metric == "balanced_precision" else 0.75)
+                if row["ci_low"] is not None and row["ci_high"] is not None:
+                    ax.errorbar(x, row["value"], yerr=[[row["value"] - row["ci_low"]], [row["ci_high"] - row["value"]]],
+                                color="black", lw=1, capsize=3)
+                elif row["sd"] is not None:
+                    ax.errorbar(x, row["value"], yerr=row["sd"], color="black", lw=1, ls=":", capsize=0)
+                if metric == "balanced_precision":
+                    top = row["ci_high"] if row["ci_high"] is not None else row["value"] + (row["sd"] or 0)
+                    ax.text(x, top + 0.012, f"{row['value']:.3f}", ha="center", va="bottom", fontsize=7.5)
+                if metric != "balanced_precision" and row["n_queries"] is not None:
+                    counts[metric] = row["n_queries"]
+        baseline = rows.get((task, "zeroshot", "balanced_precision"))
+        if baseline is not None and len(variants) > 1:
+            ax.axhline(baseline["value"], color="#4c72b0", lw=0.9, ls="--")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        seeds = {v: max((r["n_seeds"] or 1) for (t, vv, _), r in rows.items() if vv == v) for v in variants}
+        ax.set_xticks(range(len(variants)), [f"{v}\n{f'{seeds[v]} seeds' if seeds[v] > 1 else 'one run'}" for v in variants],
+                     fontsize=9)
+        ax.set_ylim(0, 1.09)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.grid(axis="y", lw=0.3)
+        queries = f"{counts.get('precision_normal', '?')} normal and {counts.get('precision_abnormal', '?')} abnormal queries"
+        ax.set_title(f"{backbone}: {'image → report (i2t)' if task == 'i2t' else 'report → image (t2i)'}, {queries}",
+                     fontsize=10)
+        ax.set_ylabel(f"Precision@{k}: share of the top {k}\nwith the query's normal/abnormal status", fontsize=9)
+    handles = [Patch(color=colour, label=name) for _, name, colour in PRECISION_BARS]
+    handles += [Line2D([], [], color="black", marker="_", ms=8, label="95% CI"),
+                Line2D([], [], color="black", ls=":", label="± sd over seeds (no CI in summary)"),
+                Line2D([], [], color="#4c72b0", ls="--", label="zeroshot, class-balanced"),
+                Line2D([], [], color="grey", ls=":", label="chance, class-balanced (0.5)")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Clinical precision at k = {k} on the test split", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+
+
+def _label_text(row: dict | None) -> str:
+    """A study's CheXpert labels in words: "normal", or "abnormal: Cardiomegaly, ?Edema" (? uncertain)."""
+    if row is None:
+        return "labels unknown"
+    positive = [CHEXPERT_DISPLAY[c] for c in CHEXPERT_DISPLAY if c != "no_finding" and row.get(c) == 1]
+    uncertain = ["?" + CHEXPERT_DISPLAY[c] for c in CHEXPERT_DISPLAY if c != "no_finding" and row.get(c) == -1]
+    if row.get("abnormal") is False:
+        return "normal" + (f" ({', '.join(uncertain)})" if uncertain else "")
+    return "abnormal: " + (", ".join(positive + uncertain) or "no finding named")
+
+
+def _clip_lines(text: str, width: int, lines: int) -> str:
+    """`text` wrapped to `width` characters, at most `lines` lines, "…" where it was cut."""
+    import textwrap
+
+    wrapped = textwrap.wrap(" ".join(str(text).split()), width) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: width - 2].rstrip() + " …"
+    return "\n".join(wrapped)
+
+
+def _ranked_reports(folder: str, top_k: int, block: int = 2048) -> dict:
+    """Every gallery image of an index folder against its distinct reports: the top-k report rows and
+    scores, and the rank of the image's own report (1 = first), ties broken towards the lower row as
+    in mtcxr.metrics. Blocked so that no images x reports matrix is held."""
+    image_ids, images, _ = read_embeddings(Path(folder) / "images.parquet", "image_id")
+    studies = pl.read_parquet(Path(folder) / "images.parquet", columns=["study_id"])["study_id"].to_list()
+    _, texts, _ = read_embeddings(Path(folder) / "texts.parquet", "text_id")
+    table = pl.read_parquet(Path(folder) / "texts.parquet", columns=["study_ids", "report"])
+    row_of_study = {s: i for i, ids in enumerate(table["study_ids"].to_list()) for s in ids.split()}
+    own = np.array([row_of_study.get(s, -1) for s in studies])
+    k = min(top_k, len(texts))
+    top = np.empty((len(images), k), dtype=np.int64)
+    top_scores = np.empty((len(images), k), dtype=np.float32)
+    rank = np.empty(len(images), dtype=np.int64)
+    for start in range(0, len(images), block):
+        scores = images[start:start + block] @ texts.T
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top[start:start + block] = order
+        top_scores[start:start + block] = np.take_along_axis(scores, order, axis=1)
+        rows = np.arange(len(scores))
+        mine = own[start:start + block]
+        own_score = scores[rows, np.maximum(mine, 0)][:, None]
+        ahead = (scores > own_score) | ((scores == own_score) & (np.arange(len(texts))[None, :] < mine[:, None]))
+        rank[start:start + block] = np.where(mine >= 0, ahead.sum(axis=1) + 1, 0)  # 0: own report not in the gallery
+    return {"image_ids": list(image_ids), "studies": studies, "own": own, "top": top, "scores": top_scores, "rank": rank,
+            "reports": table["report"].to_list(), "report_studies": table["study_ids"].to_list()}
+
+
+def choose_examples(hits: np.ndarray, n: int, seed: int) -> list[int]:
+    """`n` query rows of `hits` (queries x variants, own report in the top k), drawn by seed so that hits and
+    misses mix: taking in turn from each pattern of hits, patterns where the variants disagree first (the
+    heads help or hurt), then all variants finding it, then none."""
+    rng = np.random.default_rng(seed)
+    patterns: dict[tuple, list[int]] = {}
+    for i, row in enumerate(hits):
+        patterns.setdefault(tuple(bool(v) for v in row), []).append(i)
+    order = sorted(patterns, key=lambda p: (len(set(p)) == 1, not all(p), p[::-1]), reverse=False)
+    pools = [list(rng.permutation(patterns[p])) for p in order]
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(hits)):
+        for pool in pools:
+            if pool and len(chosen) < n:
+                chosen.append(int(pool.pop(0)))
+    return chosen
+
+
+def retrieval_examples_figure(index_dirs: dict[str, str], pixel_files: list[str], labels_path: str, output: str,
+                              n_queries: int, seed: int, top_k: int = 3) -> None:
+    """A few test query images (rows), each with its top-k retrieved reports under every variant in
+    `index_dirs` (columns; variant -> index folder), their labels, and whether the query's own report is
+    among them. Queries are drawn by seed with `choose_examples`, mixing hits and misses."""
+    import io
+
+    from PIL import Image
+
+    if not index_dirs:
+        raise ValueError("retrieval_examples_figure needs at least one index folder")
+    ranked = {variant: _ranked_reports(folder, top_k) for variant, folder in index_dirs.items()}
+    variants = list(ranked)
+    first = ranked[variants[0]]
+    for variant in variants[1:]:
+        if ranked[variant]["image_ids"] != first["image_ids"]:
+            raise ValueError(f"index folders {index_dirs[variants[0]]} and {index_dirs[variant]} hold different test "
+                             "images; rebuild them (`snakemake --forcerun build_index`)")
+    hits = np.stack([(ranked[v]["rank"] >= 1) & (ranked[v]["rank"] <= top_k) for v in variants], axis=1)
+    chosen = choose_examples(hits, n_queries, seed)
+    ids = [first["image_ids"][i] for i in chosen]
+    pixels = dict(pl.scan_parquet(list(pixel_files)).filter(pl.col("image_id").is_in(ids)).select("image_id", "png")
+                  .collect().iter_rows())
+    labels = {row["study_id"]: row for row in read_table(labels_path, "labels").iter_rows(named=True)}
+
+    columns = len(variants)
+    fig = plt.figure(figsize=(2.6 + 5.2 * columns, 0.75 + 3.2 * max(1, len(chosen))))
+    grid = fig.add_gridspec(max(1, len(chosen)), 1 + columns, width_ratios=[2.6] + [5.2] * columns, hspace=0.2,
+                            wspace=0.04, left=0.01, right=0.995, top=1 - 0.7 / fig.get_figheight(), bottom=0.01)
+    if not chosen:
+        fig.text(0.5, 0.5, "no test image to show", ha="center", va="center")
+    hit_colour, miss_colour = "#1a7f37", "#b42318"
+    for r, i in enumerate(chosen):
+        study = first["studies"][i]
+        cell = grid[r, 0].subgridspec(2, 1, height_ratios=[1.9, 1.0], hspace=0.02)
+        ax = fig.add_subplot(cell[0])
+        if ids[r] in pixels:
+            ax.imshow(Image.open(io.BytesIO(pixels[ids[r]])).convert("L"), cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.text(0.5, 0.5, "image not in the pixel cache", ha="center", va="center", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(_clip_lines(f"query {ids[r]}", 34, 2), fontsize=8.5, loc="left")
+        ax = fig.add_subplot(cell[1])
+        ax.set_axis_off()
+        about = _clip_lines(_label_text(labels.get(study)), 40, 2)
+        ax.annotate(about, xy=(0, 1), xycoords="axes fraction", va="top", fontsize=8, fontweight="bold")
+        own_text = first["reports"][int(first["own"][i])] if first["own"][i] >= 0 else "(not in the gallery)"
+        ax.annotate(_clip_lines("own report: " + own_text, 46, 5), xy=(0, 1), xycoords="axes fraction",
+                    xytext=(0, -10.5 * (about.count("\n") + 1) - 2), textcoords="offset points", va="top", fontsize=7.5,
+                    color="#374151")
+        for c, variant in enumerate(variants):
+            found = ranked[variant]
+            ax = fig.add_subplot(grid[r, 1 + c])
+            ax.set_axis_off()
+            rank = int(found["rank"][i])
+            hit = 1 <= rank <= top_k
+            verdict = (f"own report found at rank {rank}" if hit else
+                       (f"own report not in the top {top_k} (rank {rank})" if rank else "own report not in the gallery"))
+            ax.annotate(f"{variant}: {verdict}", xy=(0, 1), xycoords="axes fraction", va="top", fontsize=9, fontweight="bold",
+                        color=hit_colour if hit else miss_colour)
+            offset = 15.0
+            for position, (row, score) in enumerate(zip(found["top"][i], found["scores"][i]), start=1):
+                own = int(row) == int(found["own"][i])
+                source = found["report_studies"][int(row)].split()[0]
+                head = f"{position}. {'[own report] ' if own else ''}{_label_text(labels.get(source))}  (cosine {score:.2f})"
+                head = _clip_lines(head, 78, 2)
+                ax.annotate(head, xy=(0, 1), xycoords="axes fraction", xytext=(0, -offset), textcoords="offset points",
+                            va="top", fontsize=8, color=hit_colour if own else "#1f2937", fontweight="bold" if own else "normal")
+                offset += 10.5 * (head.count("\n") + 1)
+                body = _clip_lines(found["reports"][int(row)], 86, 3)
+                ax.annotate(body, xy=(0, 1), xycoords="axes fraction", xytext=(10, -offset), textcoords="offset points",
+                            va="top", fontsize=7.5, color="#374151")
+                offset += 10.0 * (body.count("\n") + 1) + 5
+    fig.suptitle(f"Retrieval examples: test images and the top {top_k} reports each variant retrieves "
+                 f"(green: the query's own report)", fontsize=10.5, x=0.01, y=1 - 0.15 / fig.get_figheight(), ha="left",
+                 va="top")
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+
+
+STAGE_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
+
+
+def reject_reason_kind(reason: str) -> str:
+    """The general part of a reject reason: up to its first ": " or "; " (what follows names the item's
+    specifics, e.g. "oversized: 400x400 exceeds …" -> "oversized")."""
+    return re.split(r": |; ", str(reason), maxsplit=1)[0].strip() or "no reason given"
+
+
+def rejects_figure(reject_files: dict[str, str], output: str, max_bars: int = 18) -> None:
+    """Items left out, counted by stage and reason, from every rejects table (`reject_files`: a label
+    shown when nothing was rejected -> path). Reasons are grouped by `reject_reason_kind`; past
+    `max_bars` groups the rarest are pooled per stage. With no reject, the figure says so."""
+    import textwrap
+
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    tables = [validate_table(pl.read_parquet(path), "rejects") for path in reject_files.values()]
+    rejects = pl.concat(tables) if tables else pl.DataFrame(schema={"item": pl.String, "path": pl.String,
+                                                                        "stage": pl.String, "reason": pl.String})
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if not rejects.height:
+        fig, ax = plt.subplots(figsize=(8, 2.6))
+        ax.set_axis_off()
+        ax.text(0.5, 0.72, "No item was rejected", ha="center", va="center", fontsize=16, fontweight="bold",
+                color="#1a7f37")
+        read = textwrap.fill(f"{len(reject_files)} rejects tables read, all empty: " + ", ".join(reject_files), 100)
+        ax.text(0.5, 0.32, read, ha="center", va="center", fontsize=8.5, color="#374151")
+        fig.savefig(output, dpi=130)
+        plt.close(fig)
+        return
+    counts = (rejects.with_columns(kind=pl.col("reason").map_elements(reject_reason_kind, return_dtype=pl.String))
+              .group_by("stage", "kind").len().sort(["len", "stage", "kind"], descending=[True, False, False]))
+    if counts.height > max_bars:  # pool the rarest reasons of each stage into one bar
+        kept = counts.head(max_bars - 1)
+        rest = counts.slice(max_bars - 1).group_by("stage").agg(pl.col("len").sum(), pl.len().alias("reasons"))
+        rest = rest.select("stage", kind=pl.format("{} other reasons", pl.col("reasons")), len=pl.col("len").cast(pl.UInt32))
+        counts = pl.concat([kept.with_columns(pl.col("len").cast(pl.UInt32)), rest])
+    stages = counts.group_by("stage").agg(pl.col("len").sum()).sort("len", descending=True)["stage"].to_list()
+    counts = counts.with_columns(order=pl.col("stage").replace_strict({s: i for i, s in enumerate(stages)}, return_dtype=pl.Int64)
+                                 ).sort(["order", "len"], descending=[False, True])
+    fig, ax = plt.subplots(figsize=(9.5, 1.2 + 0.42 * counts.height))
+    y = np.arange(counts.height)[::-1]
+    colours = [STAGE_COLOURS[stages.index(s) % len(STAGE_COLOURS)] for s in counts["stage"]]
+    ax.barh(y, counts["len"].to_numpy(), color=colours, alpha=0.85)
+    for yy, n in zip(y, counts["len"]):
+        ax.text(n, yy, f" {n}", va="center", fontsize=8.5)
+    ax.set_yticks(y, [textwrap.shorten(kind, 70, placeholder=" …") for kind in counts["kind"]], fontsize=8.5)
+    ax.set_xlim(0, counts["len"].max() * 1.15)
+    ax.set_xlabel("items rejected")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="x", lw=0.3)
+    totals = dict(rejects.group_by("stage").len().iter_rows())
+    ax.legend(handles=[Patch(color=STAGE_COLOURS[i % len(STAGE_COLOURS)], label=f"{s} ({totals[s]})")
+                       for i, s in enumerate(stages)], fontsize=8, loc="lower right", title="stage", title_fontsize=8)
+    ax.set_title(f"Rejected items: {rejects.height}, by stage and reason", fontsize=10.5)
+    fig.tight_layout()
     fig.savefig(output, dpi=130)
     plt.close(fig)

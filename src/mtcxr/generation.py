@@ -55,7 +55,9 @@ def reference_texts(studies: pl.DataFrame, section: str) -> pl.Series:
         raise ValueError(f"generation.reference is {section!r}; choose one of {list(SECTIONS)}")
     parts = ["findings", "impression"] if section == "both" else [section]
     cleaned = [pl.col(part).str.strip_chars().replace("", None) for part in parts]
-    return studies.select(pl.concat_str(cleaned, separator=" ", ignore_nulls=True).replace("", None).alias("text"))["text"]
+    return studies.select(pl.concat_str(cleaned, separator=" ", ignore_nulls=True).replace("", None).alias("text"))[
+        "text"
+    ]
 
 
 def unusable_reason(text: str | None, section: str) -> str | None:
@@ -67,8 +69,9 @@ def unusable_reason(text: str | None, section: str) -> str | None:
     return None
 
 
-def generation_queries(images_path: str, studies_path: str, section: str,
-                       pixel_rejects: Sequence[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+def generation_queries(
+    images_path: str, studies_path: str, section: str, pixel_rejects: Sequence[str] = ()
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(queries: study_id, image_id, reference — one per usable test study; rejects of the others).
 
     Images `preprocess_images` rejected (the tables `pixel_rejects`) have no embedding and are never a query.
@@ -77,8 +80,12 @@ def generation_queries(images_path: str, studies_path: str, section: str,
     studies = studies.with_columns(reference=reference_texts(studies, section))
     images = read_table(images_path, "images").filter((pl.col("split") == "test") & pl.col("view").is_in(FRONTAL_VIEWS))
     has_frontal = set(images["study_id"])
-    rejected = set(pl.concat([read_table(path, "rejects") for path in pixel_rejects])["item"]) if pixel_rejects else set()
-    frontal = images.filter(~pl.col("image_id").is_in(list(rejected))).group_by("study_id").agg(pl.col("image_id").min())
+    rejected = (
+        set(pl.concat([read_table(path, "rejects") for path in pixel_rejects])["item"]) if pixel_rejects else set()
+    )
+    frontal = (
+        images.filter(~pl.col("image_id").is_in(list(rejected))).group_by("study_id").agg(pl.col("image_id").min())
+    )
     studies = studies.join(frontal, on="study_id", how="left")
 
     def image_reason(study: str, image: str | None) -> str | None:
@@ -88,11 +95,14 @@ def generation_queries(images_path: str, studies_path: str, section: str,
             return "every frontal image was rejected by preprocess_images (see its rejects)"
         return "no frontal image to query with"
 
-    reasons = [unusable_reason(text, section) or image_reason(study, image)
-               for study, text, image in zip(studies["study_id"], studies["reference"], studies["image_id"])]
+    reasons = [
+        unusable_reason(text, section) or image_reason(study, image)
+        for study, text, image in zip(studies["study_id"], studies["reference"], studies["image_id"])
+    ]
     studies = studies.with_columns(reason=pl.Series(reasons, dtype=pl.String))
     rejects = studies.filter(pl.col("reason").is_not_null()).select(
-        item=pl.col("study_id"), path=pl.lit(None, pl.String), stage=pl.lit(STAGE), reason=pl.col("reason"))
+        item=pl.col("study_id"), path=pl.lit(None, pl.String), stage=pl.lit(STAGE), reason=pl.col("reason")
+    )
     queries = studies.filter(pl.col("reason").is_null()).select("study_id", "image_id", "reference")
     return queries, rejects
 
@@ -104,44 +114,76 @@ def train_corpus(studies_path: str, section: str) -> pl.DataFrame:
     usable = [unusable_reason(text, section) is None for text in studies["text"]]
     studies = studies.filter(pl.Series(usable, dtype=pl.Boolean)).select("study_id", "text")
     studies = studies.with_columns(key=pl.Series([normalize_report(t) for t in studies["text"]], dtype=pl.String))
-    corpus = studies.group_by("key", maintain_order=True).agg(pl.col("study_id").first(), pl.col("text").first(),
-                                                             pl.len().alias("count"))
+    corpus = studies.group_by("key", maintain_order=True).agg(
+        pl.col("study_id").first(), pl.col("text").first(), pl.len().alias("count")
+    )
     if corpus.is_empty():
         from mtcxr.errors import InputError
 
-        raise InputError(f"no train study has a usable {section} text: there is nothing to retrieve a report from; "
-                         "choose another generation.reference (findings, impression, both).")
+        raise InputError(
+            f"no train study has a usable {section} text: there is nothing to retrieve a report from; "
+            "choose another generation.reference (findings, impression, both)."
+        )
     return corpus.select("study_id", "text", "count")
 
 
-def _rows(queries: pl.DataFrame, corpus: pl.DataFrame, picked: np.ndarray, ranks: np.ndarray | None, method: str,
-          backbone: str | None, variant: str | None) -> pl.DataFrame:
-    return pl.DataFrame({
-        "study_id": queries["study_id"], "image_id": queries["image_id"], "method": method,
-        "backbone": backbone, "variant": variant,
-        "rank": None if ranks is None else pl.Series(ranks + 1, dtype=pl.Int32),
-        "source_study_id": corpus["study_id"].gather(picked), "generated": corpus["text"].gather(picked),
-        "reference": queries["reference"],
-    }, schema_overrides={"backbone": pl.String, "variant": pl.String, "rank": pl.Int32})
+def _rows(
+    queries: pl.DataFrame,
+    corpus: pl.DataFrame,
+    picked: np.ndarray,
+    ranks: np.ndarray | None,
+    method: str,
+    backbone: str | None,
+    variant: str | None,
+) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "study_id": queries["study_id"],
+            "image_id": queries["image_id"],
+            "method": method,
+            "backbone": backbone,
+            "variant": variant,
+            "rank": None if ranks is None else pl.Series(ranks + 1, dtype=pl.Int32),
+            "source_study_id": corpus["study_id"].gather(picked),
+            "generated": corpus["text"].gather(picked),
+            "reference": queries["reference"],
+        },
+        schema_overrides={"backbone": pl.String, "variant": pl.String, "rank": pl.Int32},
+    )
 
 
-def generate_baselines(images_path: str, studies_path: str, section: str, seed: int, output: str,
-                       output_rejects: str, pixel_rejects: Sequence[str] = ()) -> pl.DataFrame:
+def generate_baselines(
+    images_path: str,
+    studies_path: str,
+    section: str,
+    seed: int,
+    output: str,
+    output_rejects: str,
+    pixel_rejects: Sequence[str] = (),
+) -> pl.DataFrame:
     """Write the random-report and most-frequent-report baselines, and the rejected test studies."""
     queries, rejects = generation_queries(images_path, studies_path, section, pixel_rejects)
     corpus = train_corpus(studies_path, section)
     rng = np.random.default_rng(seed)
     random_pick = rng.integers(0, corpus.height, size=queries.height)
     frequent = int(np.argmax(corpus["count"].to_numpy()))  # the first of the most frequent, in study_id order
-    table = pl.concat([
-        _rows(queries, corpus, random_pick, None, "random", None, None),
-        _rows(queries, corpus, np.full(queries.height, frequent), None, "most_frequent", None, None),
-    ])
+    table = pl.concat(
+        [
+            _rows(queries, corpus, random_pick, None, "random", None, None),
+            _rows(queries, corpus, np.full(queries.height, frequent), None, "most_frequent", None, None),
+        ]
+    )
     write_table(table, "generated", output)
     write_table(rejects, "rejects", output_rejects)
-    log.info("%d test studies queried, %d rejected; train corpus %d distinct %s reports; most frequent (%d studies): %r",
-             queries.height, rejects.height, corpus.height, section, int(corpus["count"][frequent]),
-             corpus["text"][frequent][:120])
+    log.info(
+        "%d test studies queried, %d rejected; train corpus %d distinct %s reports; most frequent (%d studies): %r",
+        queries.height,
+        rejects.height,
+        corpus.height,
+        section,
+        int(corpus["count"][frequent]),
+        corpus["text"][frequent][:120],
+    )
     return table
 
 
@@ -175,8 +217,17 @@ def oracle_choice(rows: np.ndarray, corpus_texts: list[str], references: list[st
     return picked
 
 
-def _retrieved(queries: pl.DataFrame, corpus: pl.DataFrame, query_vectors: np.ndarray, corpus_vectors: np.ndarray,
-               choice: str, k: int, backbone: str, variant: str, methods: tuple[str, ...]) -> pl.DataFrame:
+def _retrieved(
+    queries: pl.DataFrame,
+    corpus: pl.DataFrame,
+    query_vectors: np.ndarray,
+    corpus_vectors: np.ndarray,
+    choice: str,
+    k: int,
+    backbone: str,
+    variant: str,
+    methods: tuple[str, ...],
+) -> pl.DataFrame:
     if choice not in CHOICES:
         raise ValueError(f"generation.choice is {choice!r}; choose one of {list(CHOICES)}")
     _, rows = top_candidates(query_vectors, corpus_vectors, k)
@@ -193,15 +244,31 @@ def _align(queries: pl.DataFrame, ids: np.ndarray, what: str) -> tuple[pl.DataFr
     position = {image_id: row for row, image_id in enumerate(ids)}
     kept = queries.filter(pl.col("image_id").is_in(list(position)))
     if kept.height < queries.height:
-        log.warning("%d test query image(s) have no %s; their studies are left out of this method (the scoring "
-                    "stage names them)", queries.height - kept.height, what)
+        log.warning(
+            "%d test query image(s) have no %s; their studies are left out of this method (the scoring "
+            "stage names them)",
+            queries.height - kept.height,
+            what,
+        )
     return kept, np.array([position[i] for i in kept["image_id"]], dtype=np.int64)
 
 
-def generate_by_retrieval(image_embeddings: list[str], text_embeddings: str, images_path: str, studies_path: str,
-                          labels_path: str, head_weights: str, head_config: str, backbone: str, variant: str,
-                          section: str, choice: str, k: int, output: str,
-                          pixel_rejects: Sequence[str] = ()) -> pl.DataFrame:
+def generate_by_retrieval(
+    image_embeddings: list[str],
+    text_embeddings: str,
+    images_path: str,
+    studies_path: str,
+    labels_path: str,
+    head_weights: str,
+    head_config: str,
+    backbone: str,
+    variant: str,
+    section: str,
+    choice: str,
+    k: int,
+    output: str,
+    pixel_rejects: Sequence[str] = (),
+) -> pl.DataFrame:
     """Write the `retrieval` and `oracle` reports of one backbone x head variant."""
     from mtcxr.heads import load_heads, project
     from mtcxr.pairs import load_split
@@ -215,11 +282,19 @@ def generate_by_retrieval(image_embeddings: list[str], text_embeddings: str, ima
     corpus, corpus_rows = _corpus_rows(corpus, train.study_ids)
     query_vectors = project(heads.image, test.image_vectors[image_rows])
     corpus_vectors = project(heads.text, train.text_vectors[corpus_rows])
-    table = _retrieved(queries, corpus, query_vectors, corpus_vectors, choice, k, backbone, variant,
-                       ("retrieval", "oracle"))
+    table = _retrieved(
+        queries, corpus, query_vectors, corpus_vectors, choice, k, backbone, variant, ("retrieval", "oracle")
+    )
     write_table(table, "generated", output)
-    log.info("%s/%s: %d reports generated by %s retrieval over %d distinct train reports (oracle among top %d)",
-             backbone, variant, queries.height, choice, corpus.height, min(k, corpus.height))
+    log.info(
+        "%s/%s: %d reports generated by %s retrieval over %d distinct train reports (oracle among top %d)",
+        backbone,
+        variant,
+        queries.height,
+        choice,
+        corpus.height,
+        min(k, corpus.height),
+    )
     return table
 
 
@@ -227,14 +302,27 @@ def _corpus_rows(corpus: pl.DataFrame, study_ids: np.ndarray) -> tuple[pl.DataFr
     position = {study: row for row, study in enumerate(study_ids)}
     kept = corpus.filter(pl.col("study_id").is_in(list(position)))
     if kept.height < corpus.height:
-        log.warning("%d distinct train report(s) have no embedding or labels and are not retrievable",
-                    corpus.height - kept.height)
+        log.warning(
+            "%d distinct train report(s) have no embedding or labels and are not retrievable",
+            corpus.height - kept.height,
+        )
     return kept, np.array([position[s] for s in kept["study_id"]], dtype=np.int64)
 
 
-def generate_by_xtra(memory_dir: str, test_neighbours: str, model_dir: str, images_path: str, studies_path: str,
-                     backbone: str, variant: str, section: str, choice: str, k: int, output: str,
-                     pixel_rejects: Sequence[str] = ()) -> pl.DataFrame:
+def generate_by_xtra(
+    memory_dir: str,
+    test_neighbours: str,
+    model_dir: str,
+    images_path: str,
+    studies_path: str,
+    backbone: str,
+    variant: str,
+    section: str,
+    choice: str,
+    k: int,
+    output: str,
+    pixel_rejects: Sequence[str] = (),
+) -> pl.DataFrame:
     """Write the reports X-TRA's retrieval-augmented queries retrieve (the `xtra` method)."""
     import torch
 
@@ -254,8 +342,9 @@ def generate_by_xtra(memory_dir: str, test_neighbours: str, model_dir: str, imag
         for start in range(0, len(rows), 1024):
             batch = rows[start : start + 1024]
             query = torch.from_numpy(neighbours.queries[batch])
-            keys, kinds, states = tokens(torch.from_numpy(neighbours.image_rows[batch]),
-                                         torch.from_numpy(neighbours.report_rows[batch]))
+            keys, kinds, states = tokens(
+                torch.from_numpy(neighbours.image_rows[batch]), torch.from_numpy(neighbours.report_rows[batch])
+            )
             weights = model.attention_weights(query, keys, kinds, states)  # (B, 2k)
             mixed = query + (weights[:, :, None] * keys).sum(dim=1)
             augmented[start : start + len(batch)] = torch.nn.functional.normalize(mixed, dim=-1).numpy()

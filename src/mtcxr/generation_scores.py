@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 
 BASELINE = "random"
 NLG_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
-EFFICACY_AVERAGES = tuple(f"{name}_{average}{suffix}" for suffix in ("", "5") for average in ("micro", "macro")
-                          for name in ("precision", "recall", "f1"))
+EFFICACY_AVERAGES = tuple(
+    f"{name}_{average}{suffix}"
+    for suffix in ("", "5")
+    for average in ("micro", "macro")
+    for name in ("precision", "recall", "f1")
+)
 
 
 def method_name(backbone: str | None, variant: str | None, method: str) -> str:
@@ -44,8 +48,13 @@ class _Method:
         first = rows.row(0, named=True)
         self.backbone, self.variant, self.method = first["backbone"], first["variant"], first["method"]
 
-    def score(self, tokens: dict[str, str], positives: dict[str, np.ndarray], meteor: nlg.Meteor,
-              meteor_cache: dict[tuple[str, str], list[float]]) -> None:
+    def score(
+        self,
+        tokens: dict[str, str],
+        positives: dict[str, np.ndarray],
+        meteor: nlg.Meteor,
+        meteor_cache: dict[tuple[str, str], list[float]],
+    ) -> None:
         hyps = [tokens[text] for text in self.rows["generated"]]
         refs = [tokens[text] for text in self.rows["reference"]]
         counts = [nlg.bleu_counts(h, r) for h, r in zip(hyps, refs)]
@@ -73,8 +82,9 @@ class _Method:
     def corpus(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """Every corpus metric for study weights (B, N) (counts of each study in a resample); values (B,)."""
         n = weights.sum(axis=1)
-        bleu = nlg.corpus_bleu(weights @ self.guess, weights @ self.correct, weights @ self.test_length,
-                               weights @ self.ref_length)
+        bleu = nlg.corpus_bleu(
+            weights @ self.guess, weights @ self.correct, weights @ self.test_length, weights @ self.ref_length
+        )
         out = {f"bleu{i + 1}": bleu[:, i] for i in range(nlg.BLEU_ORDER)}
         out["meteor"] = nlg.meteor_aggregate(weights @ self.meteor_summable)
         out["rouge_l"] = weights @ self.rouge / n
@@ -89,10 +99,16 @@ class _Method:
         names = np.array(CHEXPERT_LABELS, dtype=object)
         return self.rows.select("study_id", "backbone", "variant", "method", "generated", "reference").with_columns(
             **{f"bleu{i + 1}": pl.Series(single[:, i]) for i in range(nlg.BLEU_ORDER)},
-            meteor=pl.Series(self.meteor), rouge_l=pl.Series(self.rouge), cider=pl.Series(self.cider),
+            meteor=pl.Series(self.meteor),
+            rouge_l=pl.Series(self.rouge),
+            cider=pl.Series(self.cider),
             ce_f1=pl.Series(study_efficacy["f1_micro"]),
-            reference_positive=pl.Series([list(names[row]) for row in self.reference_positive], dtype=pl.List(pl.String)),
-            generated_positive=pl.Series([list(names[row]) for row in self.generated_positive], dtype=pl.List(pl.String)),
+            reference_positive=pl.Series(
+                [list(names[row]) for row in self.reference_positive], dtype=pl.List(pl.String)
+            ),
+            generated_positive=pl.Series(
+                [list(names[row]) for row in self.generated_positive], dtype=pl.List(pl.String)
+            ),
             bleu_guess=pl.Series(self.guess.astype(np.int64).tolist(), dtype=pl.List(pl.Int64)),
             bleu_correct=pl.Series(self.correct.astype(np.int64).tolist(), dtype=pl.List(pl.Int64)),
             test_length=pl.Series(self.test_length.astype(np.int64)),
@@ -108,8 +124,11 @@ def _common_studies(table: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     common = per_study.filter(pl.col("len") == methods)["study_id"]
     left_out = sorted(set(per_study["study_id"]) - set(common))
     if left_out:
-        log.warning("%d test studies lack a report from some method (e.g. no image embedding) and are scored for "
-                    "none: %s", len(left_out), ", ".join(left_out[:5]))
+        log.warning(
+            "%d test studies lack a report from some method (e.g. no image embedding) and are scored for none: %s",
+            len(left_out),
+            ", ".join(left_out[:5]),
+        )
     return table.filter(pl.col("study_id").is_in(common.implode())).sort("study_id"), left_out
 
 
@@ -141,43 +160,79 @@ def _metric_rows(methods: list[_Method], n_boot: int, seed: int) -> pl.DataFrame
                     metric, observation = f"ce_{name}", label
             distribution = resampled[m.name][key]
             low, high = (float(v) for v in np.percentile(distribution, [2.5, 97.5]))
-            row = {"backbone": m.backbone, "variant": m.variant, "method": m.method, "metric": metric,
-                   "observation": observation, "value": value, "ci_low": low, "ci_high": high, "n_studies": n,
-                   "difference": None, "difference_low": None, "difference_high": None, "p_value": None,
-                   "n_boot": n_boot}
+            row = {
+                "backbone": m.backbone,
+                "variant": m.variant,
+                "method": m.method,
+                "metric": metric,
+                "observation": observation,
+                "value": value,
+                "ci_low": low,
+                "ci_high": high,
+                "n_studies": n,
+                "difference": None,
+                "difference_low": None,
+                "difference_high": None,
+                "p_value": None,
+                "n_boot": n_boot,
+            }
             if baseline is not None and m.name != baseline:
-                test = metrics.paired_difference(observed[baseline][key], value, resampled[baseline][key],
-                                                 distribution, n_boot)
-                row.update(difference=test["difference"], difference_low=test["ci_low"],
-                           difference_high=test["ci_high"], p_value=test["p_value"])
+                test = metrics.paired_difference(
+                    observed[baseline][key], value, resampled[baseline][key], distribution, n_boot
+                )
+                row.update(
+                    difference=test["difference"],
+                    difference_low=test["ci_low"],
+                    difference_high=test["ci_high"],
+                    p_value=test["p_value"],
+                )
             rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def score_generation(generated_files: list[str], output_per_study: str, output_metrics: str, output_csv: str,
-                     java: str, uncertain: str, n_boot: int, seed: int) -> pl.DataFrame:
+def score_generation(
+    generated_files: list[str],
+    output_per_study: str,
+    output_metrics: str,
+    output_csv: str,
+    java: str,
+    uncertain: str,
+    n_boot: int,
+    seed: int,
+) -> pl.DataFrame:
     """Score every method's generated reports; write the per-study and metrics tables; return the metrics."""
     java_path = nlg.find_java(java)  # before any work: a missing Java is the likeliest fault here
     table, _ = _common_studies(pl.concat([read_table(path, "generated") for path in generated_files]))
     if table.is_empty():
         from mtcxr.errors import InputError
 
-        raise InputError("no test study has a generated report from every method: nothing to score "
-                         "(see the rejects of generate_reports in the generation folder).")
+        raise InputError(
+            "no test study has a generated report from every method: nothing to score "
+            "(see the rejects of generate_reports in the generation folder)."
+        )
     keys = ["backbone", "variant", "method"]
     methods = [_Method(method_name(*key), rows) for key, rows in table.group_by(keys, maintain_order=True)]
     methods.sort(key=lambda m: (m.backbone is not None, m.backbone or "", m.variant or "", m.method))
     texts = list(dict.fromkeys(table["generated"].to_list() + table["reference"].to_list()))
-    log.info("%d methods x %d test studies; tokenizing %d distinct texts with %s", len(methods),
-             len(methods[0].rows), len(texts), java_path)
+    log.info(
+        "%d methods x %d test studies; tokenizing %d distinct texts with %s",
+        len(methods),
+        len(methods[0].rows),
+        len(texts),
+        java_path,
+    )
     tokens = dict(zip(texts, nlg.ptb_tokenize(texts, java_path)))
     positives = dict(zip(texts, clinical.positive_findings(texts, uncertain)))
     cache: dict[tuple[str, str], list[float]] = {}
     with nlg.Meteor(java_path) as meteor:
         for m in methods:
             m.score(tokens, positives, meteor, cache)
-            log.info("%s: BLEU-4 %.4f, METEOR %.4f", m.name, float(m.corpus(np.ones((1, len(m.rows))))["bleu4"][0]),
-                     m.meteor_corpus)
+            log.info(
+                "%s: BLEU-4 %.4f, METEOR %.4f",
+                m.name,
+                float(m.corpus(np.ones((1, len(m.rows))))["bleu4"][0]),
+                m.meteor_corpus,
+            )
     write_table(pl.concat([m.per_study() for m in methods]), "generation_scores", output_per_study)
     result = write_table(_metric_rows(methods, n_boot, seed), "generation_metrics", output_metrics)
     result.write_csv(output_csv)

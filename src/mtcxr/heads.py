@@ -73,5 +73,7 @@ def project(projector: ResidualProjector, vectors: np.ndarray, batch_size: int =
     """Apply a projector to a float32 matrix in blocks; return float32, L2-normalised."""
     out = np.empty_like(vectors, dtype=np.float32)
     for start in range(0, len(vectors), batch_size):
-        out[start : start + batch_size] = projector(torch.from_numpy(np.ascontiguousarray(vectors[start : start + batch_size]))).numpy()
+        out[start : start + batch_size] = projector(
+            torch.from_numpy(np.ascontiguousarray(vectors[start : start + batch_size]))
+        ).numpy()
     return out

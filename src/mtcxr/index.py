@@ -72,7 +72,9 @@ def build_index(
 ) -> None:
     """Project the `split` gallery through the variant's heads and write FAISS indexes + id maps."""
     heads, head_cfg = load_heads(head_weights, head_config)
-    load = lambda name: load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, name, frontal_only)  # noqa: E731
+    load = lambda name: load_split(
+        image_embeddings, text_embeddings, images_path, studies_path, labels_path, name, frontal_only
+    )  # noqa: E731
     gallery, train = load(split), load("train")
     images = project(heads.image, gallery.image_vectors)
     texts = project(heads.text, gallery.text_vectors)
@@ -82,29 +84,61 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"backbone": backbone_name, "variant": variant, "spec": gallery.metadata.get("spec"), "normalized": True}
     faiss.write_index(flat_ip_index(images), str(out / "images.faiss"))
-    write_embeddings(out / "images.parquet", "image_id", list(gallery.image_ids), images, metadata,
-                     {"study_id": list(gallery.study_ids[gallery.image_study]), "view": list(gallery.image_views)})
+    write_embeddings(
+        out / "images.parquet",
+        "image_id",
+        list(gallery.image_ids),
+        images,
+        metadata,
+        {"study_id": list(gallery.study_ids[gallery.image_study]), "view": list(gallery.image_views)},
+    )
     faiss.write_index(flat_ip_index(texts[first]), str(out / "texts.faiss"))
     studies_of_text: list[list[str]] = [[] for _ in first]
     for study, text_id in zip(gallery.study_ids, of_study):
         studies_of_text[text_id].append(study)
-    write_embeddings(out / "texts.parquet", "text_id", [f"t{i:07d}" for i in range(len(first))], texts[first], metadata,
-                     {"study_ids": [" ".join(s) for s in studies_of_text], "report": [gallery.reports[i] for i in first]})
+    write_embeddings(
+        out / "texts.parquet",
+        "text_id",
+        [f"t{i:07d}" for i in range(len(first))],
+        texts[first],
+        metadata,
+        {"study_ids": [" ".join(s) for s in studies_of_text], "report": [gallery.reports[i] for i in first]},
+    )
     pl.DataFrame({"study_id": list(gallery.study_ids), "text_row": of_study}).write_parquet(out / "study_texts.parquet")
     # Every study's own report and vector: the published protocols deduplicate by exact text instead.
-    write_embeddings(out / "studies.parquet", "study_id", list(gallery.study_ids), texts, metadata,
-                     {"report": gallery.reports})
+    write_embeddings(
+        out / "studies.parquet", "study_id", list(gallery.study_ids), texts, metadata, {"report": gallery.reports}
+    )
 
     train_texts = project(heads.text, train.text_vectors)
     prototypes = np.stack([_mean_or_zero(train_texts[~train.abnormal]), _mean_or_zero(train_texts[train.abnormal])])
     np.save(out / "prototypes.npy", prototypes.astype(np.float32))
-    (out / "index.json").write_text(json.dumps({
-        **metadata, "split": split, "frontal_only": frontal_only, "images": len(images), "texts": len(first),
-        "head_weights": _relative(head_weights, out), "head_config": _relative(head_config, out),
-        "demo_dir": _relative(demo_dir, out) if demo_dir else None, "trained": head_cfg.get("trained", False),
-        "seed": head_cfg.get("seed") if head_cfg.get("trained", False) else None,
-    }, indent=2) + "\n")
-    log.info("%s/%s index: %d images, %d distinct reports (%d studies)", backbone_name, variant, len(images), len(first), len(of_study))
+    (out / "index.json").write_text(
+        json.dumps(
+            {
+                **metadata,
+                "split": split,
+                "frontal_only": frontal_only,
+                "images": len(images),
+                "texts": len(first),
+                "head_weights": _relative(head_weights, out),
+                "head_config": _relative(head_config, out),
+                "demo_dir": _relative(demo_dir, out) if demo_dir else None,
+                "trained": head_cfg.get("trained", False),
+                "seed": head_cfg.get("seed") if head_cfg.get("trained", False) else None,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    log.info(
+        "%s/%s index: %d images, %d distinct reports (%d studies)",
+        backbone_name,
+        variant,
+        len(images),
+        len(first),
+        len(of_study),
+    )
 
 
 def _mean_or_zero(vectors: np.ndarray) -> np.ndarray:

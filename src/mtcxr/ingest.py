@@ -24,8 +24,10 @@ class BadItemsError(InputError, RuntimeError):
 def bad_items_error(rejects: pl.DataFrame, stage: str, shown: int = 3) -> BadItemsError:
     """The error `on_bad_item: fail` stops with: how many items `stage` rejected, and the first few with why."""
     first = "; ".join(f"{row['item']}: {row['reason']}" for row in rejects.head(shown).iter_rows(named=True))
-    return BadItemsError(f"{rejects.height} item(s) rejected at {stage}, first: {first}. "
-                         "Fix them or set on_bad_item: reject to go on without them.")
+    return BadItemsError(
+        f"{rejects.height} item(s) rejected at {stage}, first: {first}. "
+        "Fix them or set on_bad_item: reject to go on without them."
+    )
 
 
 def ingest_inputs(dataset_cfg: dict, text_section: str, seed: int, on_bad_item: str) -> list[str]:
@@ -64,8 +66,17 @@ def ingest_inputs(dataset_cfg: dict, text_section: str, seed: int, on_bad_item: 
     return [str(path) for path in sources] + present + sorted(folder for folder in folders if os.path.isdir(folder))
 
 
-def ingest(dataset_cfg: dict, text_section: str, seed: int, output_studies: str, output_images: str,
-           output_rejects: str, output_labels: str, work_dir: str, on_bad_item: str = "reject") -> None:
+def ingest(
+    dataset_cfg: dict,
+    text_section: str,
+    seed: int,
+    output_studies: str,
+    output_images: str,
+    output_rejects: str,
+    output_labels: str,
+    work_dir: str,
+    on_bad_item: str = "reject",
+) -> None:
     """Read the dataset and write its four contract tables; stop on a patient in two splits."""
     outputs = {"studies": output_studies, "images": output_images, "rejects": output_rejects, "labels": output_labels}
     if dataset_cfg.get("kind") == "mimic_cxr":
@@ -87,7 +98,13 @@ def ingest(dataset_cfg: dict, text_section: str, seed: int, output_studies: str,
         raise bad_items_error(rejects, "ingest")
     splits = pl.scan_parquet(output_studies).group_by("split").len().sort("split").collect().rows()
     rows = {name: pl.scan_parquet(path).select(pl.len()).collect().item() for name, path in outputs.items()}
-    log.info("ingested %d studies (%s), %d images, %d rejected, %d dataset labels", rows["studies"],
-             ", ".join(f"{split} {n}" for split, n in splits), rows["images"], rows["rejects"], rows["labels"])
+    log.info(
+        "ingested %d studies (%s), %d images, %d rejected, %d dataset labels",
+        rows["studies"],
+        ", ".join(f"{split} {n}" for split, n in splits),
+        rows["images"],
+        rows["rejects"],
+        rows["labels"],
+    )
     if rejects.height:
         log.warning("%d item(s) rejected at ingest; see %s", rejects.height, output_rejects)

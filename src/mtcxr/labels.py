@@ -22,8 +22,15 @@ from mtcxr.errors import InputError
 from mtcxr.labeler.engine import decode_masks, label_reports, report_masks
 from mtcxr.tables import CHEXPERT_DISPLAY, CHEXPERT_LABELS, CONTRACTS, LABEL_SOURCES, read_table, write_table
 
-__all__ = ["AGREEMENT_SCHEMA", "agreement_table", "decode_masks", "extract_labels", "label_file", "label_reports",
-           "report_masks"]
+__all__ = [
+    "AGREEMENT_SCHEMA",
+    "agreement_table",
+    "decode_masks",
+    "extract_labels",
+    "label_file",
+    "label_reports",
+    "report_masks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,9 @@ def _decode(path: Path, data: bytes, encoding: str) -> str:
             f"{path}: not valid {encoding}: byte 0x{data[error.start]:02x} on line {line} cannot be decoded; {fix}"
         ) from None
     except LookupError:  # a codec that is not text-to-bytes, such as rot13 or hex
-        raise InputError(f"--encoding {encoding!r} is not a text encoding; give e.g. utf-8, latin-1 or cp1252") from None
+        raise InputError(
+            f"--encoding {encoding!r} is not a text encoding; give e.g. utf-8, latin-1 or cp1252"
+        ) from None
 
 
 def _csv_fault(text: str, separator: str) -> str | None:
@@ -100,19 +109,22 @@ def _read_csv(path: Path, id_column: str, text_column: str, encoding: str) -> pl
     try:
         codec = codecs.lookup(encoding).name
     except LookupError:
-        raise InputError(f"--encoding {encoding!r} is not a known text encoding; "
-                        "give e.g. utf-8, latin-1 or cp1252") from None
+        raise InputError(
+            f"--encoding {encoding!r} is not a known text encoding; give e.g. utf-8, latin-1 or cp1252"
+        ) from None
     # polars reads UTF-8 itself (checking it as it goes); anything else is decoded here first.
     source = path if codec == "utf-8" else _decode(path, _raw_bytes(path), encoding).encode()
     try:
         columns = pl.read_csv(source, n_rows=0, separator=separator).columns
         _check_columns(path, columns, id_column, text_column)
         # Every column is read as text, so that ids keep their leading zeros.
-        return pl.read_csv(source, columns=list(dict.fromkeys([id_column, text_column])), separator=separator,
-                           infer_schema=False)
+        return pl.read_csv(
+            source, columns=list(dict.fromkeys([id_column, text_column])), separator=separator, infer_schema=False
+        )
     except pl.exceptions.NoDataError:
-        raise InputError(f"{path}: no header row (the file is blank); "
-                        "give a CSV whose first line names the columns") from None
+        raise InputError(
+            f"{path}: no header row (the file is blank); give a CSV whose first line names the columns"
+        ) from None
     except pl.exceptions.PolarsError as error:
         # Re-read with Python's strict reader to say where the file goes wrong: polars does not.
         text = _decode(path, _raw_bytes(path), encoding)
@@ -141,8 +153,9 @@ def _read_reports(input_path: Path, id_column: str, text_column: str, encoding: 
     if not input_path.is_file():
         raise FileNotFoundError(f"{input_path}: no such file; give a CSV or Parquet file of reports.")
     if input_path.stat().st_size == 0:
-        raise InputError(f"{input_path}: empty file (0 bytes); give a CSV or Parquet file whose header names "
-                        "the id and text columns")
+        raise InputError(
+            f"{input_path}: empty file (0 bytes); give a CSV or Parquet file whose header names the id and text columns"
+        )
     suffixes = [suffix.lower() for suffix in input_path.suffixes]
     if suffixes and suffixes[-1] in (".parquet", ".pq"):
         try:
@@ -150,8 +163,10 @@ def _read_reports(input_path: Path, id_column: str, text_column: str, encoding: 
             _check_columns(input_path, columns, id_column, text_column)
             frame = pl.read_parquet(input_path, columns=list(dict.fromkeys([id_column, text_column])))
         except (OSError, pl.exceptions.PolarsError) as error:
-            raise InputError(f"{input_path}: not a readable Parquet file ({_first_line(error)}); "
-                            "check it is complete, or give the reports as CSV") from None
+            raise InputError(
+                f"{input_path}: not a readable Parquet file ({_first_line(error)}); "
+                "check it is complete, or give the reports as CSV"
+            ) from None
     elif suffixes and (suffixes[-1] in (".csv", ".tsv") or suffixes[-2:] in ([".csv", ".gz"], [".tsv", ".gz"])):
         frame = _read_csv(input_path, id_column, text_column, encoding)
     else:
@@ -163,15 +178,19 @@ def _read_reports(input_path: Path, id_column: str, text_column: str, encoding: 
             try:
                 values.append(None if raw is None else raw.decode(encoding))
             except (UnicodeDecodeError, LookupError) as error:
-                raise InputError(f"{input_path}: the text of row {row + 1} ({frame[id_column][row]!r}) is not valid "
-                                f"{encoding} ({error}); give the file's encoding with --encoding") from None
+                raise InputError(
+                    f"{input_path}: the text of row {row + 1} ({frame[id_column][row]!r}) is not valid "
+                    f"{encoding} ({error}); give the file's encoding with --encoding"
+                ) from None
         text = pl.Series(text_column, values, dtype=pl.String)
     elif text.dtype != pl.String:
         try:
             text = text.cast(pl.String)
         except pl.exceptions.PolarsError:
-            raise InputError(f"{input_path}: column {text_column!r} holds {text.dtype}, not report text; "
-                            "choose the text column with --text-column") from None
+            raise InputError(
+                f"{input_path}: column {text_column!r} holds {text.dtype}, not report text; "
+                "choose the text column with --text-column"
+            ) from None
     return frame.with_columns(text.alias(text_column))
 
 
@@ -208,8 +227,9 @@ def label_file(
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.is_dir():
-        raise InputError(f"-o {output_path} is a folder; give the output Parquet file's name, "
-                        f"e.g. {output_path / 'labels.parquet'}")
+        raise InputError(
+            f"-o {output_path} is a folder; give the output Parquet file's name, e.g. {output_path / 'labels.parquet'}"
+        )
     reports = _read_reports(input_path, id_column, text_column, encoding)
     _check_unique_ids(reports, input_path, id_column)
     stripped = pl.col(text_column).str.strip_chars()
@@ -225,16 +245,26 @@ def label_file(
     except (OSError, pl.exceptions.PolarsError) as error:
         filename = getattr(error, "filename", None)
         reason = f"{error.strerror}: {filename}" if filename else _first_line(error)
-        raise InputError(f"-o {output_path}: cannot be written ({reason}); "
-                        "give a file path in a writable folder") from None
+        raise InputError(
+            f"-o {output_path}: cannot be written ({reason}); give a file path in a writable folder"
+        ) from None
     n_blank = int(blank.sum())
     if n_blank:
         ids = ", ".join(repr(value) for value in reports.filter(blank)[id_column].head(_SHOWN_IDS).to_list())
-        log.warning("%d report(s) with blank text: labels left unmentioned and abnormal null (%s; ids %s%s)",
-                    n_blank, input_path, ids, ", …" if n_blank > _SHOWN_IDS else "")
+        log.warning(
+            "%d report(s) with blank text: labels left unmentioned and abnormal null (%s; ids %s%s)",
+            n_blank,
+            input_path,
+            ids,
+            ", …" if n_blank > _SHOWN_IDS else "",
+        )
     log.info(
         "labelled %d reports from %s (%d blank) -> %s; %d abnormal",
-        result.height, input_path, n_blank, output_path, result["abnormal"].sum(),
+        result.height,
+        input_path,
+        n_blank,
+        output_path,
+        result["abnormal"].sum(),
     )
     return result
 
@@ -358,11 +388,17 @@ def extract_labels(
         for row in agreement.iter_rows(named=True):
             log.info(
                 "agreement %-27s n=%d dataset+=%d extracted+=%d agree=%.3f F1=%s kappa=%s",
-                row["display_name"], row["n"], row["dataset_positive"], row["extracted_positive"], row["agreement"],
+                row["display_name"],
+                row["n"],
+                row["dataset_positive"],
+                row["extracted_positive"],
+                row["agreement"],
                 "n/a" if row["f1"] is None else f"{row['f1']:.3f}",
                 "n/a" if row["kappa"] is None else f"{row['kappa']:.3f}",
             )
-        log.info("agreement macro F1 %.3f, macro kappa %.3f", agreement["f1"].mean() or 0.0, agreement["kappa"].mean() or 0.0)
+        log.info(
+            "agreement macro F1 %.3f, macro kappa %.3f", agreement["f1"].mean() or 0.0, agreement["kappa"].mean() or 0.0
+        )
     else:
         log.info("no dataset labels: %s has zero rows", output_agreement)
     return written

@@ -131,7 +131,10 @@ def _bce_term(batch: LossBatch) -> torch.Tensor:
 
 
 LOSSES: dict[str, Callable[[LossBatch], torch.Tensor]] = {
-    "clip": _clip_term, "supcon": _supcon_term, "label_supcon": _label_supcon_term, "bce": _bce_term,
+    "clip": _clip_term,
+    "supcon": _supcon_term,
+    "label_supcon": _label_supcon_term,
+    "bce": _bce_term,
 }
 LOSS_NAMES = tuple(LOSSES)
 
@@ -143,17 +146,32 @@ def check_loss_names(weights: dict[str, float]) -> None:
         raise ValueError(f"unknown loss(es) {sorted(unknown)} in the variant's `losses`; choose from {list(LOSSES)}")
 
 
-def composite_loss(heads, image: torch.Tensor, text: torch.Tensor, abnormal: torch.Tensor, weights: dict[str, float],
-                   supcon_temperature: float, pos_weight: float, labels: torch.Tensor | None = None
-                   ) -> dict[str, torch.Tensor]:
+def composite_loss(
+    heads,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    abnormal: torch.Tensor,
+    weights: dict[str, float],
+    supcon_temperature: float,
+    pos_weight: float,
+    labels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Weighted sum of the variant's losses on one batch of `heads` inputs; returns each term and `total`.
 
     `labels` (batch x 14, bool: CheXpert label == 1) are the images' studies' label sets; only
     `label_supcon` reads them. Terms with weight 0 are not computed.
     """
     check_loss_names(weights)
-    batch = LossBatch(heads.image(image), heads.text(text), abnormal, labels, heads.logit_scale,
-                      heads.abnormal_logit, supcon_temperature, pos_weight)
+    batch = LossBatch(
+        heads.image(image),
+        heads.text(text),
+        abnormal,
+        labels,
+        heads.logit_scale,
+        heads.abnormal_logit,
+        supcon_temperature,
+        pos_weight,
+    )
     terms = {name: LOSSES[name](batch) for name in LOSSES if weights.get(name)}
     terms["total"] = sum(weights[name] * value for name, value in terms.items())
     return terms

@@ -56,8 +56,10 @@ def build_memory(
     heads, _ = load_heads(head_weights, head_config)
     train = load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, "train", frontal_only)
     if len(train.image_ids) == 0 or len(train.study_ids) == 0:
-        raise InputError(f"the train split has {len(train.image_ids)} usable image(s) and {len(train.study_ids)} "
-                         "report(s): X-TRA's memory would be empty. Check the split and dataset.views.")
+        raise InputError(
+            f"the train split has {len(train.image_ids)} usable image(s) and {len(train.study_ids)} "
+            "report(s): X-TRA's memory would be empty. Check the split and dataset.views."
+        )
     images = project(heads.image, train.image_vectors)
     reports = project(heads.text, train.text_vectors)
     patient_of_study = dict(read_table(studies_path, "studies").select("study_id", "patient_id").iter_rows())
@@ -66,10 +68,22 @@ def build_memory(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"backbone": backbone_name, "variant": variant, "spec": train.metadata.get("spec"), "normalized": True}
-    write_embeddings(out / "images.parquet", "image_id", list(train.image_ids), images, metadata,
-                     {"study_id": list(image_studies), "patient_id": [patient_of_study[s] for s in image_studies]})
-    write_embeddings(out / "reports.parquet", "study_id", list(train.study_ids), reports, metadata,
-                     {"patient_id": [patient_of_study[s] for s in train.study_ids]})
+    write_embeddings(
+        out / "images.parquet",
+        "image_id",
+        list(train.image_ids),
+        images,
+        metadata,
+        {"study_id": list(image_studies), "patient_id": [patient_of_study[s] for s in image_studies]},
+    )
+    write_embeddings(
+        out / "reports.parquet",
+        "study_id",
+        list(train.study_ids),
+        reports,
+        metadata,
+        {"patient_id": [patient_of_study[s] for s in train.study_ids]},
+    )
     labels = read_table(labels_path, "labels").filter(pl.col("study_id").is_in(list(train.study_ids)))
     write_table(labels.sort("study_id"), "labels", out / "labels.parquet")
     _warn_absent_labels(labels)
@@ -81,17 +95,40 @@ def build_memory(
         index = ann.build_index(vectors, index_cfg["kind"], seed=seed, **settings)
         faiss.write_index(index, str(out / f"{name}.faiss"))
         if index_cfg["kind"] != "flat":
-            sample = images[np.sort(rng.choice(len(images), min(index_cfg["recall_sample"], len(images)), replace=False))]
+            sample = images[
+                np.sort(rng.choice(len(images), min(index_cfg["recall_sample"], len(images)), replace=False))
+            ]
             recall[name] = round(ann.measure_recall(index, vectors, sample, min(k, len(vectors))), 4)
-            log.info("%s memory, %s index: recall@%d %.4f against exact search on %d queries", name,
-                     index_cfg["kind"], min(k, len(vectors)), recall[name], len(sample))
-    info = {**metadata, "dim": int(images.shape[1]), "split": "train", "frontal_only": frontal_only,
-            "index": {"kind": index_cfg["kind"], **settings}, "images": len(images), "reports": len(reports),
-            "patients": len(set(patient_of_study[s] for s in train.study_ids)),
-            "recall_at_k": recall or None, "k": k}
+            log.info(
+                "%s memory, %s index: recall@%d %.4f against exact search on %d queries",
+                name,
+                index_cfg["kind"],
+                min(k, len(vectors)),
+                recall[name],
+                len(sample),
+            )
+    info = {
+        **metadata,
+        "dim": int(images.shape[1]),
+        "split": "train",
+        "frontal_only": frontal_only,
+        "index": {"kind": index_cfg["kind"], **settings},
+        "images": len(images),
+        "reports": len(reports),
+        "patients": len(set(patient_of_study[s] for s in train.study_ids)),
+        "recall_at_k": recall or None,
+        "k": k,
+    }
     (out / "memory.json").write_text(json.dumps(info, indent=2) + "\n")
-    log.info("%s/%s memory: %d images and %d reports of %d train patients (%s index)", backbone_name, variant,
-             len(images), len(reports), info["patients"], index_cfg["kind"])
+    log.info(
+        "%s/%s memory: %d images and %d reports of %d train patients (%s index)",
+        backbone_name,
+        variant,
+        len(images),
+        len(reports),
+        info["patients"],
+        index_cfg["kind"],
+    )
     return info
 
 
@@ -99,8 +136,11 @@ def _warn_absent_labels(labels: pl.DataFrame) -> None:
     """Log the observations no memory study is positive for: no neighbour can carry them."""
     absent = [CHEXPERT_DISPLAY[name] for name in CHEXPERT_LABELS if not (labels[name] == 1).any()]
     if absent:
-        log.warning("no train study is positive for %s: X-TRA's neighbours cannot carry them, and the classifier "
-                    "learns them from no example", ", ".join(absent))
+        log.warning(
+            "no train study is positive for %s: X-TRA's neighbours cannot carry them, and the classifier "
+            "learns them from no example",
+            ", ".join(absent),
+        )
 
 
 def read_memory(memory_dir: str | Path) -> dict:
@@ -109,4 +149,6 @@ def read_memory(memory_dir: str | Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise InputError(f"{path} cannot be read ({error}); rebuild it with `snakemake --forcerun build_memory`.") from None
+        raise InputError(
+            f"{path} cannot be read ({error}); rebuild it with `snakemake --forcerun build_memory`."
+        ) from None

@@ -87,9 +87,7 @@ def _topk_block(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(values_np, order, axis=1), np.take_along_axis(indices_np, order, axis=1)
 
 
-def topk_search(
-    queries: np.ndarray, keys: np.ndarray, k: int, block_size: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
+def topk_search(queries: np.ndarray, keys: np.ndarray, k: int, block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Return (scores (Q, k') float32, key indices (Q, k') int64) of each query's top k' = min(k, N) keys.
 
     Scores are float32 inner products (embeddings are L2-normalised upstream, so these are cosines),
@@ -234,9 +232,7 @@ def average_precision_at_k(relevant: np.ndarray, k: int) -> np.ndarray:
     return np.divide(summed, n_relevant, out=np.zeros_like(summed), where=n_relevant > 0)
 
 
-def _group_statistic(
-    values: np.ndarray, groups: np.ndarray, statistic: Callable[..., np.ndarray] = np.mean
-) -> float:
+def _group_statistic(values: np.ndarray, groups: np.ndarray, statistic: Callable[..., np.ndarray] = np.mean) -> float:
     """Return the mean over groups of `statistic` within each group."""
     values = np.asarray(values)
     groups = np.asarray(groups)
@@ -392,8 +388,9 @@ def paired_bootstrap(
     return _paired_result(difference, distribution, tolerance, n_boot, level)
 
 
-def _paired_result(difference: float, distribution: np.ndarray, tolerance: float, n_boot: int,
-                   level: float) -> dict[str, float]:
+def _paired_result(
+    difference: float, distribution: np.ndarray, tolerance: float, n_boot: int, level: float
+) -> dict[str, float]:
     """{difference, ci_low, ci_high, p_value} from a bootstrap distribution of a difference (see paired_bootstrap)."""
 
     def snap(value: float) -> float:
@@ -448,8 +445,9 @@ def seed_query_bootstrap(
     return observed, resampled / len(masks)
 
 
-def seed_query_ci(per_query: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                  groups: np.ndarray | None = None) -> tuple[float, float, float]:
+def seed_query_ci(
+    per_query: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups: np.ndarray | None = None
+) -> tuple[float, float, float]:
     """Return (value, low, high): the across-seed mean of a per-query metric (S, Q) and its
     percentile interval under `seed_query_bootstrap`."""
     value, distribution = seed_query_bootstrap(per_query, n_boot, seed, groups)
@@ -494,9 +492,7 @@ def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(roc_auc_score(targets, scores))
 
 
-def cosine_silhouette(
-    embeddings: np.ndarray, classes: np.ndarray, max_samples: int = 5000, seed: int = 0
-) -> float:
+def cosine_silhouette(embeddings: np.ndarray, classes: np.ndarray, max_samples: int = 5000, seed: int = 0) -> float:
     """Return the cosine silhouette score of `embeddings` grouped by `classes` (e.g. normal vs abnormal).
 
     Silhouette is O(n²) in time, so above `max_samples` rows a seeded uniform subsample (without
@@ -560,8 +556,14 @@ def bootstrap_multilabel_auc(
     return result
 
 
-def paired_difference(observed_a: float, observed_b: float, resampled_a: np.ndarray, resampled_b: np.ndarray,
-                      n_boot: int, level: float = 0.95) -> dict[str, float]:
+def paired_difference(
+    observed_a: float,
+    observed_b: float,
+    resampled_a: np.ndarray,
+    resampled_b: np.ndarray,
+    n_boot: int,
+    level: float = 0.95,
+) -> dict[str, float]:
     """{difference, ci_low, ci_high, p_value} of b − a from paired resamples, with `paired_bootstrap`'s conventions.
 
     Two-sided p: twice the fraction of resampled differences at or beyond zero against the
@@ -582,6 +584,9 @@ def paired_difference(observed_a: float, observed_b: float, resampled_a: np.ndar
         p_value = 2.0 * float(np.mean(distribution >= 0))
     else:
         p_value = 1.0
-    return {"difference": difference, "ci_low": 0.0 if abs(low) <= tolerance else low,
-            "ci_high": 0.0 if abs(high) <= tolerance else high,
-            "p_value": min(1.0, max(p_value_floor(n_boot), p_value))}
+    return {
+        "difference": difference,
+        "ci_low": 0.0 if abs(low) <= tolerance else low,
+        "ci_high": 0.0 if abs(high) <= tolerance else high,
+        "p_value": min(1.0, max(p_value_floor(n_boot), p_value)),
+    }

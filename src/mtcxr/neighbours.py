@@ -30,7 +30,7 @@ from mtcxr import ann
 from mtcxr.embeddings import embedding_array, embedding_schema, read_embeddings
 from mtcxr.errors import InputError
 from mtcxr.heads import load_heads, project
-from mtcxr.memory import INDEX_SETTINGS, read_memory
+from mtcxr.memory import read_memory
 from mtcxr.pairs import load_split
 from mtcxr.tables import read_table
 
@@ -84,8 +84,9 @@ def retrieve_neighbours(
         codes = _patient_codes(entries["patient_id"].to_numpy(), query_patients)
         index = faiss.read_index(str(folder / f"{table}.faiss"))
         _apply_search_settings(index, index_cfg)
-        scores, rows = ann.search_excluding(index, vectors, k, codes["queries"], codes["entries"],
-                                            progress=f"{split} {kind} neighbours")
+        scores, rows = ann.search_excluding(
+            index, vectors, k, codes["queries"], codes["entries"], progress=f"{split} {kind} neighbours"
+        )
         if len(rows) and (rows < 0).any():
             short = int((rows < 0).any(axis=1).sum())
             raise InputError(
@@ -96,8 +97,7 @@ def retrieve_neighbours(
         ids = entries[id_column].to_numpy()
         found[kind] = (ids[rows], scores)
     _write(output, queries.image_ids, query_studies, query_patients, found, vectors, memory, memory_dir)
-    log.info("%s: %d queries, %d image and %d report neighbours each (own patient excluded)", split,
-             len(vectors), k, k)
+    log.info("%s: %d queries, %d image and %d report neighbours each (own patient excluded)", split, len(vectors), k, k)
     return len(vectors)
 
 
@@ -115,8 +115,10 @@ def _check_same_space(memory: dict, metadata: dict, memory_dir: str, embeddings:
 def _patient_codes(entry_patients: np.ndarray, query_patients: np.ndarray) -> dict[str, np.ndarray]:
     """Integer codes shared by memory entries and queries, so that the search can exclude a query's patient."""
     codes = {patient: code for code, patient in enumerate(dict.fromkeys([*entry_patients, *query_patients]))}
-    return {"entries": np.array([codes[p] for p in entry_patients], dtype=np.int64),
-            "queries": np.array([codes[p] for p in query_patients], dtype=np.int64)}
+    return {
+        "entries": np.array([codes[p] for p in entry_patients], dtype=np.int64),
+        "queries": np.array([codes[p] for p in query_patients], dtype=np.int64),
+    }
 
 
 def _apply_search_settings(index: faiss.Index, index_cfg: dict) -> None:
@@ -127,21 +129,37 @@ def _apply_search_settings(index: faiss.Index, index_cfg: dict) -> None:
         index.hnsw.efSearch = index_cfg["ef_search"]
 
 
-def _write(output: str, image_ids: np.ndarray, study_ids: np.ndarray, patient_ids: np.ndarray,
-           found: dict[str, tuple[np.ndarray, np.ndarray]], vectors: np.ndarray, memory: dict, memory_dir: str) -> None:
+def _write(
+    output: str,
+    image_ids: np.ndarray,
+    study_ids: np.ndarray,
+    patient_ids: np.ndarray,
+    found: dict[str, tuple[np.ndarray, np.ndarray]],
+    vectors: np.ndarray,
+    memory: dict,
+    memory_dir: str,
+) -> None:
     extra = {"study_id": pa.string(), "patient_id": pa.string()}
     for kind in KINDS:
         extra[f"{kind}_ids"] = pa.list_(pa.string())
         extra[f"{kind}_scores"] = pa.list_(pa.float32())
     metadata = {key: memory.get(key) for key in ("backbone", "variant", "spec")} | {
-        "normalized": True, "memory": str(Path(memory_dir).name), "index": memory.get("index", {}).get("kind")}
+        "normalized": True,
+        "memory": str(Path(memory_dir).name),
+        "index": memory.get("index", {}).get("kind"),
+    }
     schema = embedding_schema("image_id", vectors.shape[1], metadata, extra)
-    columns = [pa.array(list(image_ids), pa.string()), pa.array(list(study_ids), pa.string()),
-               pa.array(list(patient_ids), pa.string())]
+    columns = [
+        pa.array(list(image_ids), pa.string()),
+        pa.array(list(study_ids), pa.string()),
+        pa.array(list(patient_ids), pa.string()),
+    ]
     for kind in KINDS:
         ids, scores = found[kind]
-        columns += [pa.array([list(row) for row in ids], pa.list_(pa.string())),
-                    pa.array([list(row) for row in scores.astype(np.float32)], pa.list_(pa.float32()))]
+        columns += [
+            pa.array([list(row) for row in ids], pa.list_(pa.string())),
+            pa.array([list(row) for row in scores.astype(np.float32)], pa.list_(pa.float32())),
+        ]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_arrays([*columns, embedding_array(vectors)], schema=schema), output)
 
@@ -149,7 +167,9 @@ def _write(output: str, image_ids: np.ndarray, study_ids: np.ndarray, patient_id
 def read_neighbours(path: str | Path, memory_dir: str | Path) -> Neighbours:
     """Read a neighbours table as row numbers into the memory at `memory_dir`; InputError when they disagree."""
     image_ids, queries, _ = read_embeddings(path, "image_id")
-    table = pl.read_parquet(path, columns=["study_id", *(f"{kind}_{part}" for kind in KINDS for part in ("ids", "scores"))])
+    table = pl.read_parquet(
+        path, columns=["study_id", *(f"{kind}_{part}" for kind in KINDS for part in ("ids", "scores"))]
+    )
     folder = Path(memory_dir)
     rows = {}
     for kind, name, id_column in (("i2i", "images", "image_id"), ("i2r", "reports", "study_id")):
@@ -159,13 +179,19 @@ def read_neighbours(path: str | Path, memory_dir: str | Path) -> Neighbours:
         try:
             rows[kind] = np.array([[position[entry] for entry in row] for row in lists], dtype=np.int64)
         except KeyError as missing:
-            raise InputError(f"{path} names {kind} neighbour {missing} that is not in the memory {folder}; "
-                             "rerun `snakemake --forcerun retrieve_neighbours`.") from None
+            raise InputError(
+                f"{path} names {kind} neighbour {missing} that is not in the memory {folder}; "
+                "rerun `snakemake --forcerun retrieve_neighbours`."
+            ) from None
         rows[f"{kind}_scores"] = np.array(table[f"{kind}_scores"].to_list(), dtype=np.float32)
     k = rows["i2i"].shape[1] if rows["i2i"].ndim == 2 else 0
     empty = np.zeros((0, k), dtype=np.int64)
     return Neighbours(
-        image_ids=image_ids, study_ids=table["study_id"].to_numpy(), queries=queries,
-        image_rows=rows["i2i"] if len(image_ids) else empty, image_scores=rows["i2i_scores"].reshape(len(image_ids), -1),
-        report_rows=rows["i2r"] if len(image_ids) else empty, report_scores=rows["i2r_scores"].reshape(len(image_ids), -1),
+        image_ids=image_ids,
+        study_ids=table["study_id"].to_numpy(),
+        queries=queries,
+        image_rows=rows["i2i"] if len(image_ids) else empty,
+        image_scores=rows["i2i_scores"].reshape(len(image_ids), -1),
+        report_rows=rows["i2r"] if len(image_ids) else empty,
+        report_scores=rows["i2r_scores"].reshape(len(image_ids), -1),
     )

@@ -110,13 +110,28 @@ def ptb_tokenize(texts: list[str], java: str) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="mtcxr-ptb-") as folder:
         source = Path(folder, "texts.txt")
         source.write_text("\n".join(lines[i] for i in wanted), encoding="ascii")
-        done = subprocess.run([java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
-                               "-lowerCase", str(source)], capture_output=True, text=True, encoding="ascii",
-                              errors="replace", check=False)
+        done = subprocess.run(
+            [
+                java,
+                "-cp",
+                str(jar),
+                "edu.stanford.nlp.process.PTBTokenizer",
+                "-preserveLines",
+                "-lowerCase",
+                str(source),
+            ],
+            capture_output=True,
+            text=True,
+            encoding="ascii",
+            errors="replace",
+            check=False,
+        )
     output = done.stdout.split("\n")
     if done.returncode != 0 or len(output) < len(wanted):
-        raise RuntimeError(f"the PTB tokenizer ({jar.name}, run by {java}) failed with exit code {done.returncode} "
-                           f"and {len(output)} line(s) for {len(wanted)} text(s): {done.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"the PTB tokenizer ({jar.name}, run by {java}) failed with exit code {done.returncode} "
+            f"and {len(output)} line(s) for {len(wanted)} text(s): {done.stderr.strip()[-500:]}"
+        )
     punctuation = set(PUNCTUATIONS)
     for i, line in zip(wanted, output):
         tokens[i] = " ".join(word for word in line.split() if word not in punctuation)
@@ -203,9 +218,16 @@ class Meteor:
         jar = _package_file("meteor", METEOR_JAR)
         self._errors = tempfile.TemporaryFile(mode="w+")
         self._process = subprocess.Popen(
-            [java, "-Xmx2G", "-jar", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"], cwd=jar.parent,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, text=True, encoding="ascii",
-            errors="replace", bufsize=1)
+            [java, "-Xmx2G", "-jar", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"],
+            cwd=jar.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+            text=True,
+            encoding="ascii",
+            errors="replace",
+            bufsize=1,
+        )
 
     def _ask(self, line: str, answers: int = 1) -> list[str]:
         self._process.stdin.write(line + "\n")
@@ -237,7 +259,7 @@ class Meteor:
             self._process.wait()
         self._errors.close()
 
-    def __enter__(self) -> "Meteor":
+    def __enter__(self) -> Meteor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -248,8 +270,11 @@ def meteor_summable(stats: np.ndarray) -> np.ndarray:
     """(N, 23) per-study statistics as METEOR adds them up: a perfect match's one chunk is not counted."""
     stats = np.array(stats, dtype=np.float64)
     modules = stats[:, 4:20].reshape(-1, 4, 4)
-    perfect = ((modules[..., 0].sum(-1) + modules[..., 2].sum(-1) == stats[:, 0])
-               & (modules[..., 1].sum(-1) + modules[..., 3].sum(-1) == stats[:, 1]) & (stats[:, 20] == 1))
+    perfect = (
+        (modules[..., 0].sum(-1) + modules[..., 2].sum(-1) == stats[:, 0])
+        & (modules[..., 1].sum(-1) + modules[..., 3].sum(-1) == stats[:, 1])
+        & (stats[:, 20] == 1)
+    )
     stats[perfect, 20] = 0.0
     return stats
 
@@ -285,5 +310,7 @@ def check_meteor_aggregate(stats: np.ndarray, jar_value: float) -> None:
     """Stop when `meteor_aggregate` disagrees with the jar (the bootstrap would describe another metric)."""
     ours = float(meteor_aggregate(meteor_summable(stats).sum(axis=0)))
     if not math.isclose(ours, jar_value, rel_tol=1e-6, abs_tol=1e-9):
-        raise RuntimeError(f"METEOR aggregate recomputed from statistics is {ours!r}, the jar says {jar_value!r}: "
-                           "the METEOR parameters in mtcxr.nlg no longer match the jar")
+        raise RuntimeError(
+            f"METEOR aggregate recomputed from statistics is {ours!r}, the jar says {jar_value!r}: "
+            "the METEOR parameters in mtcxr.nlg no longer match the jar"
+        )

@@ -69,7 +69,9 @@ def check_not_running(results: str | Path) -> None:
         return
     if int(pid) == os.getpid() or not _is_snakemake(host, int(pid)):
         return
-    elsewhere = "" if host == socket.gethostname() else f" If no run is going on there (it was killed), delete {marker}."
+    elsewhere = (
+        "" if host == socket.gethostname() else f" If no run is going on there (it was killed), delete {marker}."
+    )
     raise InputError(
         f"another Snakemake run (process {pid} on {host}) is writing {results}; wait for it to finish or stop it "
         f"(kill -INT {pid} on {host}), then run again. Do not use --unlock or --rerun-incomplete while it runs: "

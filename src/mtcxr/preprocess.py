@@ -73,8 +73,12 @@ def preprocess_shard(
         for row, cached, reason in tqdm(results, total=rows.height, desc=f"preprocess shard {shard}", unit="img"):
             if cached is None:
                 if on_bad_item == "fail":
-                    raise BadItemError(f"image {row['image_id']} ({row['path']}): {reason}. Set on_bad_item: reject to skip such items.")
-                rejects.append({"item": row["image_id"], "path": row["path"], "stage": "preprocess_images", "reason": reason})
+                    raise BadItemError(
+                        f"image {row['image_id']} ({row['path']}): {reason}. Set on_bad_item: reject to skip such items."
+                    )
+                rejects.append(
+                    {"item": row["image_id"], "path": row["path"], "stage": "preprocess_images", "reason": reason}
+                )
                 continue
             pending.append(
                 {
@@ -94,7 +98,11 @@ def preprocess_shard(
         if pending:
             writer.write_table(pa.Table.from_pylist(pending, schema=PIXELS_SCHEMA))
             written += len(pending)
-    write_table(pl.DataFrame(rejects, schema={k: pl.String for k in ("item", "path", "stage", "reason")}), "rejects", output_rejects)
+    write_table(
+        pl.DataFrame(rejects, schema={k: pl.String for k in ("item", "path", "stage", "reason")}),
+        "rejects",
+        output_rejects,
+    )
     log.info("shard %d/%d: %d images cached at %d px, %d rejected", shard, n_shards, written, cache_size, len(rejects))
     if rejects:
         log.warning("shard %d: %d image(s) rejected; see %s", shard, len(rejects), output_rejects)

@@ -57,8 +57,13 @@ def exact_text_gallery(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(first, dtype=np.int64), of_item
 
 
-def cxr_clip_ranks(query_images: np.ndarray, image_vectors: np.ndarray, image_study: np.ndarray,
-                   study_reports: list[str], study_vectors: np.ndarray) -> tuple[np.ndarray, int]:
+def cxr_clip_ranks(
+    query_images: np.ndarray,
+    image_vectors: np.ndarray,
+    image_study: np.ndarray,
+    study_reports: list[str],
+    study_vectors: np.ndarray,
+) -> tuple[np.ndarray, int]:
     """(1-based rank of each query image's own report among the distinct exact texts, gallery size).
 
     The gallery holds the reports of the queried images' studies (one entry per query, as in
@@ -97,15 +102,24 @@ def sample_5x200(classes: np.ndarray, per_class: int = 200, seed: int = 0) -> tu
         members = np.flatnonzero(np.asarray(classes) == index)
         take = min(per_class, len(members))
         if take < per_class:
-            log.warning("label_5x200: %s has %d single-finding test studies, fewer than %d; all are used",
-                        name, len(members), per_class)
+            log.warning(
+                "label_5x200: %s has %d single-finding test studies, fewer than %d; all are used",
+                name,
+                len(members),
+                per_class,
+            )
         chosen.append(np.sort(rng.choice(members, take, replace=False)) if take else members[:0])
         counts[name] = int(take)
     return np.sort(np.concatenate(chosen)).astype(np.int64), counts
 
 
-def class_hit_precision(queries: np.ndarray, keys: np.ndarray, query_class: np.ndarray, key_class: np.ndarray,
-                        ks: tuple[int, ...] = PROTOCOL_KS) -> dict[int, np.ndarray]:
+def class_hit_precision(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    query_class: np.ndarray,
+    key_class: np.ndarray,
+    ks: tuple[int, ...] = PROTOCOL_KS,
+) -> dict[int, np.ndarray]:
     """Per-query Precision@k (k -> (Q,) float64): the fraction of the top k keys of the query's class."""
     _, retrieved = metrics.topk_search(queries, keys, max(ks))
     hits = np.asarray(key_class)[retrieved] == np.asarray(query_class)[:, None]

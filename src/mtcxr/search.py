@@ -37,11 +37,15 @@ def _index_info(folder: Path) -> dict:
     info_path = folder / "index.json"
     if not folder.is_dir():
         problem = "not a folder" if folder.exists() else "no such folder"
-        raise InputError(f"--index {folder}: {problem}; give a folder written by build_index, "
-                        "e.g. results/index/demo/multitask/seed0 (run the workflow first: `snakemake --cores all`)")
+        raise InputError(
+            f"--index {folder}: {problem}; give a folder written by build_index, "
+            "e.g. results/index/demo/multitask/seed0 (run the workflow first: `snakemake --cores all`)"
+        )
     if not info_path.is_file():
-        raise InputError(f"{info_path} not found; --index must be a folder written by build_index, "
-                        f"e.g. results/index/demo/multitask/seed0, or {REBUILD}")
+        raise InputError(
+            f"{info_path} not found; --index must be a folder written by build_index, "
+            f"e.g. results/index/demo/multitask/seed0, or {REBUILD}"
+        )
     try:
         info = read_index_info(folder)
     except (ValueError, TypeError) as error:  # bad JSON or not an object (ValueError), a path not a string
@@ -51,8 +55,10 @@ def _index_info(folder: Path) -> dict:
         raise InputError(f"{info_path} has no {', '.join(missing)}; {REBUILD}")
     for key in PATH_KEYS:
         if info.get(key) and not Path(info[key]).exists():
-            raise InputError(f"{info[key]} ({key} in {info_path}) not found; move or copy the whole results "
-                            f"folder together (index.json names it relative to the index folder), or {REBUILD}")
+            raise InputError(
+                f"{info[key]} ({key} in {info_path}) not found; move or copy the whole results "
+                f"folder together (index.json names it relative to the index folder), or {REBUILD}"
+            )
     return info
 
 
@@ -99,18 +105,24 @@ def search_cli(index_dir: str | Path, image: str | None, text: str | None, k: in
     columns = ["study_ids", "report"] if image is not None else ["image_id", "study_id"]
     rows = _read_rows(folder / f"{name}.parquet", columns)
     if index.ntotal == 0 or rows.height != index.ntotal:
-        raise InputError(f"{folder / f'{name}.faiss'} holds {index.ntotal} vectors and {folder / f'{name}.parquet'} "
-                        f"{rows.height} rows; {REBUILD}")
+        raise InputError(
+            f"{folder / f'{name}.faiss'} holds {index.ntotal} vectors and {folder / f'{name}.parquet'} "
+            f"{rows.height} rows; {REBUILD}"
+        )
     try:
         heads, _ = load_heads(info["head_weights"], info["head_config"])
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-        raise InputError(f"the heads {info['head_weights']} / {info['head_config']} cannot be loaded "
-                        f"({type(error).__name__}: {_first_line(error)}); "
-                        "rerun `snakemake --cores all --forcerun train_head`") from None
+        raise InputError(
+            f"the heads {info['head_weights']} / {info['head_config']} cannot be loaded "
+            f"({type(error).__name__}: {_first_line(error)}); "
+            "rerun `snakemake --cores all --forcerun train_head`"
+        ) from None
     backbone = load_backbone(info["spec"], demo_dir=info.get("demo_dir"))
     if backbone.embed_dim != index.d:
-        raise InputError(f"backbone {info['spec']!r} embeds in {backbone.embed_dim} dimensions and "
-                        f"{folder / f'{name}.faiss'} holds {index.d}; the index is stale: {REBUILD}")
+        raise InputError(
+            f"backbone {info['spec']!r} embeds in {backbone.embed_dim} dimensions and "
+            f"{folder / f'{name}.faiss'} holds {index.d}; the index is stale: {REBUILD}"
+        )
     if image is not None:
         try:
             picture = load_grayscale(image, input_side(backbone.model.visual), max_pixels=MAX_PIXELS)
@@ -126,4 +138,3 @@ def search_cli(index_dir: str | Path, image: str | None, text: str | None, k: in
             print(f"{rank}\t{score:.4f}\t{hit['study_ids']}\t{hit['report']}")
         else:
             print(f"{rank}\t{score:.4f}\t{hit['image_id']}\t{hit['study_id']}")
-

@@ -45,7 +45,8 @@ class EpochSelector:
             self.best_epoch, self.best_value, self.since_best = epoch, value if usable else None, 0
             return True
         better = self.best_value is None or (
-            value < self.best_value if CRITERIA[self.criterion] == "min" else value > self.best_value)
+            value < self.best_value if CRITERIA[self.criterion] == "min" else value > self.best_value
+        )
         if better:
             self.best_epoch, self.best_value, self.since_best = epoch, value, 0
         else:

@@ -87,58 +87,121 @@ GENERATION_METHODS = ("retrieval", "oracle", "xtra", "random", "most_frequent")
 # Per study and method: the texts, per-study scores, the findings the labeler read, and the
 # sufficient statistics the bootstrap recomputes corpus BLEU and METEOR from (mtcxr.generation_scores).
 GENERATION_SCORES_SCHEMA = {
-    "study_id": pl.String, "backbone": pl.String, "variant": pl.String, "method": pl.String,
-    "generated": pl.String, "reference": pl.String,
+    "study_id": pl.String,
+    "backbone": pl.String,
+    "variant": pl.String,
+    "method": pl.String,
+    "generated": pl.String,
+    "reference": pl.String,
     **{f"bleu{n}": pl.Float64 for n in range(1, 5)},
-    "meteor": pl.Float64, "rouge_l": pl.Float64, "cider": pl.Float64, "ce_f1": pl.Float64,
-    "reference_positive": pl.List(pl.String), "generated_positive": pl.List(pl.String),
-    "bleu_guess": pl.List(pl.Int64), "bleu_correct": pl.List(pl.Int64),
-    "test_length": pl.Int64, "reference_length": pl.Int64, "meteor_stats": pl.List(pl.Float64),
+    "meteor": pl.Float64,
+    "rouge_l": pl.Float64,
+    "cider": pl.Float64,
+    "ce_f1": pl.Float64,
+    "reference_positive": pl.List(pl.String),
+    "generated_positive": pl.List(pl.String),
+    "bleu_guess": pl.List(pl.Int64),
+    "bleu_correct": pl.List(pl.Int64),
+    "test_length": pl.Int64,
+    "reference_length": pl.Int64,
+    "meteor_stats": pl.List(pl.Float64),
 }
 # One corpus metric of one method: value, 95% bootstrap CI, and the paired difference against the
 # random-report baseline (null on the baseline's own rows); `observation` for per-finding efficacy.
 GENERATION_METRICS_SCHEMA = {
-    "backbone": pl.String, "variant": pl.String, "method": pl.String, "metric": pl.String,
-    "observation": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-    "n_studies": pl.Int64, "difference": pl.Float64, "difference_low": pl.Float64,
-    "difference_high": pl.Float64, "p_value": pl.Float64, "n_boot": pl.Int64,
+    "backbone": pl.String,
+    "variant": pl.String,
+    "method": pl.String,
+    "metric": pl.String,
+    "observation": pl.String,
+    "value": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n_studies": pl.Int64,
+    "difference": pl.Float64,
+    "difference_low": pl.Float64,
+    "difference_high": pl.Float64,
+    "p_value": pl.Float64,
+    "n_boot": pl.Int64,
 }
 
 # Retrieval metrics (mtcxr.evaluate, mtcxr.summarize): one row per number. `seed` is the head's
 # training seed (null for an untrained variant and for across-seed rows); an across-seed row has
 # `n_seeds` > 1, the mean over seeds in `value` and their standard deviation in `sd`.
 METRICS_SCHEMA = {
-    "backbone": pl.String, "variant": pl.String, "seed": pl.Int64, "task": pl.String, "metric": pl.String,
-    "k": pl.Int64, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "sd": pl.Float64,
-    "n_seeds": pl.Int64, "n_queries": pl.Int64,
+    "backbone": pl.String,
+    "variant": pl.String,
+    "seed": pl.Int64,
+    "task": pl.String,
+    "metric": pl.String,
+    "k": pl.Int64,
+    "value": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "sd": pl.Float64,
+    "n_seeds": pl.Int64,
+    "n_queries": pl.Int64,
 }
 # The per-query values behind each mean metric, for the paired tests; `query` numbers the queries of a task.
 METRIC_QUERIES_SCHEMA = {
-    "task": pl.String, "metric": pl.String, "k": pl.Int64, "query": pl.Int64, "abnormal": pl.Boolean,
+    "task": pl.String,
+    "metric": pl.String,
+    "k": pl.Int64,
+    "query": pl.Int64,
+    "abnormal": pl.Boolean,
     "value": pl.Float64,
 }
 # A variant minus the baseline on the same queries (mtcxr.summarize): per seed, and across seeds
 # (seed null) with the method that resampled seeds and queries named in `method`.
 PAIRED_SCHEMA = {
-    "backbone": pl.String, "variant": pl.String, "seed": pl.Int64, "baseline": pl.String, "task": pl.String,
-    "metric": pl.String, "k": pl.Int64, "difference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-    "p_value": pl.Float64, "method": pl.String, "n_boot": pl.Int64, "n_seeds": pl.Int64, "n_queries": pl.Int64,
+    "backbone": pl.String,
+    "variant": pl.String,
+    "seed": pl.Int64,
+    "baseline": pl.String,
+    "task": pl.String,
+    "metric": pl.String,
+    "k": pl.Int64,
+    "difference": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "p_value": pl.Float64,
+    "method": pl.String,
+    "n_boot": pl.Int64,
+    "n_seeds": pl.Int64,
+    "n_queries": pl.Int64,
 }
 PAIRED_METHODS = ("query_bootstrap", "seed_query_bootstrap")
 # Clinical precision by query finding (mtcxr.evaluate): over the test queries positive for `finding`,
 # the fraction of the top k retrieved items positive for it too.
 FINDING_PRECISION_SCHEMA = {
-    "backbone": pl.String, "variant": pl.String, "seed": pl.Int64, "task": pl.String, "finding": pl.String,
-    "k": pl.Int64, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "sd": pl.Float64,
-    "n_seeds": pl.Int64, "n_queries": pl.Int64,
+    "backbone": pl.String,
+    "variant": pl.String,
+    "seed": pl.Int64,
+    "task": pl.String,
+    "finding": pl.String,
+    "k": pl.Int64,
+    "value": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "sd": pl.Float64,
+    "n_seeds": pl.Int64,
+    "n_queries": pl.Int64,
 }
 
 # Per CheXpert observation, the dataset's labels against the extracted ones (mtcxr.labels): counts,
 # raw and exact agreement, precision/recall/F1 with the dataset as reference, Cohen's kappa (null where undefined).
 AGREEMENT_SCHEMA = {
-    "observation": pl.String, "display_name": pl.String, "n": pl.Int64, "dataset_positive": pl.Int64,
-    "extracted_positive": pl.Int64, "agreement": pl.Float64, "exact_agreement": pl.Float64,
-    "precision": pl.Float64, "recall": pl.Float64, "f1": pl.Float64, "kappa": pl.Float64,
+    "observation": pl.String,
+    "display_name": pl.String,
+    "n": pl.Int64,
+    "dataset_positive": pl.Int64,
+    "extracted_positive": pl.Int64,
+    "agreement": pl.Float64,
+    "exact_agreement": pl.Float64,
+    "precision": pl.Float64,
+    "recall": pl.Float64,
+    "f1": pl.Float64,
+    "kappa": pl.Float64,
 }
 
 CONTRACTS: dict[str, dict[str, pl.DataType]] = {
@@ -156,7 +219,9 @@ CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "agreement": AGREEMENT_SCHEMA,
 }
 UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
-    "studies": "study_id", "images": "image_id", "labels": "study_id",
+    "studies": "study_id",
+    "images": "image_id",
+    "labels": "study_id",
     "generated": ("study_id", "method", "backbone", "variant"),
     "generation_scores": ("study_id", "method", "backbone", "variant"),
     "generation_metrics": ("backbone", "variant", "method", "metric", "observation"),
@@ -188,15 +253,17 @@ def pixels_schema():
     of a shard do not fit in memory at once; every column is non-null."""
     import pyarrow as pa  # here: the other stages need not load it
 
-    return pa.schema([
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("study_id", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("view", pa.string(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("png", pa.binary(), nullable=False),
-    ])
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("study_id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("view", pa.string(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("png", pa.binary(), nullable=False),
+        ]
+    )
 
 
 class ContractError(ValueError):

@@ -7,7 +7,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 from tqdm import tqdm
@@ -76,8 +75,16 @@ def fit_heads(
             batch = order[start : start + batch_size]
             if len(batch) < 2:
                 continue  # contrastive losses need at least one negative
-            terms = composite_loss(heads, image[batch], text[batch], abnormal[batch], weights, supcon_temperature, pos_weight,
-                                   labels[batch])
+            terms = composite_loss(
+                heads,
+                image[batch],
+                text[batch],
+                abnormal[batch],
+                weights,
+                supcon_temperature,
+                pos_weight,
+                labels[batch],
+            )
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
@@ -90,7 +97,9 @@ def fit_heads(
             heads.eval()
             with torch.no_grad():
                 v_image, v_text, v_abnormal, v_labels = tensors(validate)
-                v_terms = composite_loss(heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight, v_labels)
+                v_terms = composite_loss(
+                    heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight, v_labels
+                )
             row.update({f"validate_{k}": v.item() for k, v in v_terms.items()})
             row["validate_recall"] = validation_recall(heads, validate, torch_device)
         history.append(row)
@@ -103,8 +112,14 @@ def fit_heads(
     heads.load_state_dict(best_state)
     heads.eval()
     table = pl.DataFrame(history).with_columns(chosen=pl.col("epoch") == selector.best_epoch)
-    log.info("kept epoch %d of %d (%s, %s %s)", selector.best_epoch, len(history), select, criterion,
-             "n/a" if selector.best_value is None else f"{selector.best_value:.4f}")
+    log.info(
+        "kept epoch %d of %d (%s, %s %s)",
+        selector.best_epoch,
+        len(history),
+        select,
+        criterion,
+        "n/a" if selector.best_value is None else f"{selector.best_value:.4f}",
+    )
     return heads.cpu(), table
 
 
@@ -142,28 +157,62 @@ def train_head(
     """Train (or, for a variant with `train: false`, initialise as the identity) and save the heads."""
     torch.set_num_threads(max(1, threads))
     started = time.perf_counter()
-    load = lambda split: load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only)  # noqa: E731
+    load = lambda split: load_split(
+        image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only
+    )  # noqa: E731
     train = load("train")
     logit_scale = float(train.metadata.get("logit_scale", 100.0))
     weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
-    hyper = {k: train_cfg[k] for k in ("epochs", "batch_size", "learning_rate", "weight_decay", "hidden_dim",
-                                       "supcon_temperature", "select", "criterion", "patience") if k in train_cfg}
+    hyper = {
+        k: train_cfg[k]
+        for k in (
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "hidden_dim",
+            "supcon_temperature",
+            "select",
+            "criterion",
+            "patience",
+        )
+        if k in train_cfg
+    }
     if variant_cfg.get("train", True) and weights:
         if len(train.image_ids) < 2:
-            raise ValueError(f"train split has {len(train.image_ids)} usable image(s); at least 2 are needed to train {variant}")
+            raise ValueError(
+                f"train split has {len(train.image_ids)} usable image(s); at least 2 are needed to train {variant}"
+            )
         log.info("training %s on %d train images, losses %s", variant, len(train.image_ids), weights)
-        heads, history = fit_heads(train, load("validate"), weights, logit_scale=logit_scale, seed=seed,
-                                   device=train_cfg.get("device", "auto"), **hyper)
+        heads, history = fit_heads(
+            train,
+            load("validate"),
+            weights,
+            logit_scale=logit_scale,
+            seed=seed,
+            device=train_cfg.get("device", "auto"),
+            **hyper,
+        )
     else:
         log.info("%s: no training; the untrained head is the identity (zero-shot backbone)", variant)
-        heads = ProjectionHeads(train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale, seed=seed)
+        heads = ProjectionHeads(
+            train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale, seed=seed
+        )
         history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64), "chosen": pl.Series([], dtype=pl.Boolean)})
     Path(output_weights).parent.mkdir(parents=True, exist_ok=True)
-    extra = {"variant": variant, "losses": weights, "trained": bool(variant_cfg.get("train", True) and weights),
-             "seed": int(seed), "train_images": int(len(train.image_ids)), "backbone": train.metadata.get("backbone"),
-             "spec": train.metadata.get("spec"), "seconds": round(time.perf_counter() - started, 2), **hyper,
-             "chosen_epoch": int(history.filter(pl.col("chosen"))["epoch"][0]) if history.height else None,
-             "epochs_run": history.height}
+    extra = {
+        "variant": variant,
+        "losses": weights,
+        "trained": bool(variant_cfg.get("train", True) and weights),
+        "seed": int(seed),
+        "train_images": int(len(train.image_ids)),
+        "backbone": train.metadata.get("backbone"),
+        "spec": train.metadata.get("spec"),
+        "seconds": round(time.perf_counter() - started, 2),
+        **hyper,
+        "chosen_epoch": int(history.filter(pl.col("chosen"))["epoch"][0]) if history.height else None,
+        "epochs_run": history.height,
+    }
     save_heads(heads, output_weights, output_config, extra)
     history.write_parquet(output_history)
     log.info("%s heads written to %s", variant, output_weights)

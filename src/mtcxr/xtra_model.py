@@ -56,13 +56,30 @@ def targets_and_mask(states: np.ndarray, uncertain: str) -> tuple[np.ndarray, np
 class RetrievalAugmentedClassifier(nn.Module):
     """14-label classifier of a query embedding, attending over neighbour tokens when `retrieval`."""
 
-    def __init__(self, dim: int, hidden_dim: int, attention_heads: int, dropout: float, label_tokens: bool,
-                 retrieval: bool, *, seed: int):
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        attention_heads: int,
+        dropout: float,
+        label_tokens: bool,
+        retrieval: bool,
+        *,
+        seed: int,
+    ):
         super().__init__()
         if hidden_dim % attention_heads:
-            raise ValueError(f"xtra.hidden_dim ({hidden_dim}) must be a multiple of xtra.attention_heads ({attention_heads})")
-        self.config = {"dim": dim, "hidden_dim": hidden_dim, "attention_heads": attention_heads, "dropout": dropout,
-                       "label_tokens": label_tokens, "retrieval": retrieval}
+            raise ValueError(
+                f"xtra.hidden_dim ({hidden_dim}) must be a multiple of xtra.attention_heads ({attention_heads})"
+            )
+        self.config = {
+            "dim": dim,
+            "hidden_dim": hidden_dim,
+            "attention_heads": attention_heads,
+            "dropout": dropout,
+            "label_tokens": label_tokens,
+            "retrieval": retrieval,
+        }
         # Initialised from `seed` alone, without touching the global RNG (as the projector heads).
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
@@ -74,12 +91,22 @@ class RetrievalAugmentedClassifier(nn.Module):
                 self.attention = nn.MultiheadAttention(hidden_dim, attention_heads, dropout=dropout, batch_first=True)
                 self.token_norm = nn.LayerNorm(hidden_dim)
             width = hidden_dim * (2 if retrieval else 1)
-            self.classifier = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden_dim), nn.GELU(),
-                                            nn.Dropout(dropout), nn.Linear(hidden_dim, N_LABELS))
+            self.classifier = nn.Sequential(
+                nn.LayerNorm(width),
+                nn.Linear(width, hidden_dim),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_dim, N_LABELS),
+            )
         self.register_buffer("label_offsets", torch.arange(N_LABELS) * STATES, persistent=False)
 
-    def forward(self, query: torch.Tensor, tokens: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
-                states: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        kinds: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, 14) of queries (B, D), with tokens (B, T, D), their kinds (B, T) and label states (B, T, 14)."""
         hidden = self.query(query)
         if not self.config["retrieval"]:
@@ -94,22 +121,30 @@ class RetrievalAugmentedClassifier(nn.Module):
             keys = keys + self.labels(states + self.label_offsets).sum(dim=2)
         return self.token_norm(keys)
 
-    def attention_weights(self, query: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor,
-                          states: torch.Tensor) -> torch.Tensor:
+    def attention_weights(
+        self, query: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor, states: torch.Tensor
+    ) -> torch.Tensor:
         """(B, T) attention of each query over its neighbour tokens, averaged over heads (rows sum to 1)."""
         if not self.config["retrieval"]:
             raise ValueError("a query-only classifier (retrieval=False) attends over no neighbours")
         keys = self._keys(tokens, kinds, states)
-        _, weights = self.attention(self.query(query)[:, None, :], keys, keys, need_weights=True,
-                                    average_attn_weights=True)
+        _, weights = self.attention(
+            self.query(query)[:, None, :], keys, keys, need_weights=True, average_attn_weights=True
+        )
         return weights[:, 0]
 
 
 class NeighbourTokens:
     """Gathers a batch's neighbour tokens from the memory on the fly, so memory use stays O(batch)."""
 
-    def __init__(self, memory_images: np.ndarray, memory_reports: np.ndarray, image_states: np.ndarray,
-                 report_states: np.ndarray, device: torch.device):
+    def __init__(
+        self,
+        memory_images: np.ndarray,
+        memory_reports: np.ndarray,
+        image_states: np.ndarray,
+        report_states: np.ndarray,
+        device: torch.device,
+    ):
         self.images = torch.from_numpy(np.ascontiguousarray(memory_images)).to(device)
         self.reports = torch.from_numpy(np.ascontiguousarray(memory_reports)).to(device)
         self.image_states = torch.from_numpy(image_states).to(device)
@@ -123,8 +158,9 @@ class NeighbourTokens:
         return tokens, kinds, states
 
 
-def save_classifier(model: RetrievalAugmentedClassifier, weights_path: str | Path, config_path: str | Path,
-                    extra: dict) -> None:
+def save_classifier(
+    model: RetrievalAugmentedClassifier, weights_path: str | Path, config_path: str | Path, extra: dict
+) -> None:
     """Write the classifier's weights (safetensors) and JSON config (+ training facts in `extra`)."""
     from safetensors.torch import save_file
 
@@ -137,7 +173,14 @@ def load_classifier(weights_path: str | Path, config_path: str | Path) -> tuple[
     from safetensors.torch import load_file
 
     config = json.loads(Path(config_path).read_text())
-    model = RetrievalAugmentedClassifier(config["dim"], config["hidden_dim"], config["attention_heads"],
-                                         config["dropout"], config["label_tokens"], config["retrieval"], seed=0)
+    model = RetrievalAugmentedClassifier(
+        config["dim"],
+        config["hidden_dim"],
+        config["attention_heads"],
+        config["dropout"],
+        config["label_tokens"],
+        config["retrieval"],
+        seed=0,
+    )
     model.load_state_dict(load_file(str(weights_path)))
     return model.eval(), config

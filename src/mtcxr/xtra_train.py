@@ -69,8 +69,9 @@ def load_memory_tokens(memory_dir: str | Path, device: torch.device) -> Neighbou
 def examples(neighbours: Neighbours, labels_path: str | Path, uncertain: str) -> Examples:
     """Join a split's neighbours with its studies' labels into training (or scoring) examples."""
     labels = read_table(labels_path, "labels")
-    joined = pl.DataFrame({"study_id": neighbours.study_ids}).join(labels, on="study_id", how="left",
-                                                                    maintain_order="left")
+    joined = pl.DataFrame({"study_id": neighbours.study_ids}).join(
+        labels, on="study_id", how="left", maintain_order="left"
+    )
     targets, mask = targets_and_mask(label_states(joined), uncertain)
     return Examples(neighbours.queries, neighbours.image_rows, neighbours.report_rows, targets, mask)
 
@@ -81,18 +82,29 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _batch(data: Examples, rows: torch.Tensor, tokens: NeighbourTokens, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _batch(
+    data: Examples, rows: torch.Tensor, tokens: NeighbourTokens, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     picked = rows.cpu().numpy()
     query = torch.from_numpy(data.queries[picked]).to(device)
     image_rows = torch.from_numpy(data.image_rows[picked]).to(device)
     report_rows = torch.from_numpy(data.report_rows[picked]).to(device)
-    return (query, *tokens(image_rows, report_rows), torch.from_numpy(data.targets[picked]).to(device),
-            torch.from_numpy(data.mask[picked]).to(device))
+    return (
+        query,
+        *tokens(image_rows, report_rows),
+        torch.from_numpy(data.targets[picked]).to(device),
+        torch.from_numpy(data.mask[picked]).to(device),
+    )
 
 
 @torch.no_grad()
-def predict(model: RetrievalAugmentedClassifier, data: Examples, tokens: NeighbourTokens, batch_size: int = 1024,
-            device: torch.device | None = None) -> np.ndarray:
+def predict(
+    model: RetrievalAugmentedClassifier,
+    data: Examples,
+    tokens: NeighbourTokens,
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> np.ndarray:
     """Return (N, 14) probabilities of the model for every example."""
     device = device or torch.device("cpu")
     model.eval().to(device)
@@ -104,8 +116,9 @@ def predict(model: RetrievalAugmentedClassifier, data: Examples, tokens: Neighbo
     return out
 
 
-def _loss(model: RetrievalAugmentedClassifier, data: Examples, tokens: NeighbourTokens, device: torch.device,
-          batch_size: int) -> float:
+def _loss(
+    model: RetrievalAugmentedClassifier, data: Examples, tokens: NeighbourTokens, device: torch.device, batch_size: int
+) -> float:
     model.eval()
     total, weight = 0.0, 0.0
     with torch.no_grad():
@@ -118,10 +131,20 @@ def _loss(model: RetrievalAugmentedClassifier, data: Examples, tokens: Neighbour
     return total / max(weight, 1.0)
 
 
-def fit_classifier(model: RetrievalAugmentedClassifier, train: Examples, validate: Examples | None,
-                   tokens: NeighbourTokens, *, epochs: int, batch_size: int, learning_rate: float,
-                   weight_decay: float, seed: int, device: torch.device, desc: str = "train_xtra"
-                   ) -> tuple[RetrievalAugmentedClassifier, pl.DataFrame, int]:
+def fit_classifier(
+    model: RetrievalAugmentedClassifier,
+    train: Examples,
+    validate: Examples | None,
+    tokens: NeighbourTokens,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    seed: int,
+    device: torch.device,
+    desc: str = "train_xtra",
+) -> tuple[RetrievalAugmentedClassifier, pl.DataFrame, int]:
     """Train with masked BCE; return (the model at its best validation epoch, per-epoch history, that epoch)."""
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -134,14 +157,18 @@ def fit_classifier(model: RetrievalAugmentedClassifier, train: Examples, validat
             order = torch.randperm(len(train), generator=generator)
             running, seen = 0.0, 0
             for start in range(0, len(train), batch_size):
-                query, keys, kinds, states, targets, mask = _batch(train, order[start : start + batch_size], tokens, device)
+                query, keys, kinds, states, targets, mask = _batch(
+                    train, order[start : start + batch_size], tokens, device
+                )
                 loss = masked_bce(model(query, keys, kinds, states), targets, mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 running += float(loss.detach()) * len(query)
                 seen += len(query)
-            validation = _loss(model, validate, tokens, device, batch_size) if validate is not None and len(validate) else None
+            validation = (
+                _loss(model, validate, tokens, device, batch_size) if validate is not None and len(validate) else None
+            )
             history.append({"epoch": epoch, "train_loss": running / max(seen, 1), "validate_loss": validation})
             # Without a validation split the last epoch is kept.
             score = validation if validation is not None else -epoch
@@ -152,8 +179,16 @@ def fit_classifier(model: RetrievalAugmentedClassifier, train: Examples, validat
     return model.eval(), table.with_columns(chosen=pl.col("epoch") == best_epoch), best_epoch
 
 
-def train_xtra(memory_dir: str, train_neighbours: str, validate_neighbours: str, labels_path: str, output_dir: str,
-               xtra_cfg: dict, seed: int, threads: int = 1) -> None:
+def train_xtra(
+    memory_dir: str,
+    train_neighbours: str,
+    validate_neighbours: str,
+    labels_path: str,
+    output_dir: str,
+    xtra_cfg: dict,
+    seed: int,
+    threads: int = 1,
+) -> None:
     """Train the X-TRA classifier and its query-only baseline; write their weights, configs and one history."""
     torch.set_num_threads(max(1, threads))
     device = choose_device(xtra_cfg["device"])
@@ -171,15 +206,39 @@ def train_xtra(memory_dir: str, train_neighbours: str, validate_neighbours: str,
     histories = []
     for method, retrieval in METHODS.items():
         started = time.perf_counter()
-        model = RetrievalAugmentedClassifier(train.queries.shape[1], xtra_cfg["hidden_dim"], xtra_cfg["attention_heads"],
-                                             xtra_cfg["dropout"], xtra_cfg["label_tokens"], retrieval, seed=seed)
+        model = RetrievalAugmentedClassifier(
+            train.queries.shape[1],
+            xtra_cfg["hidden_dim"],
+            xtra_cfg["attention_heads"],
+            xtra_cfg["dropout"],
+            xtra_cfg["label_tokens"],
+            retrieval,
+            seed=seed,
+        )
         model, history, epoch = fit_classifier(
-            model, train, validate, tokens, epochs=xtra_cfg["epochs"], batch_size=xtra_cfg["batch_size"],
-            learning_rate=xtra_cfg["learning_rate"], weight_decay=xtra_cfg["weight_decay"], seed=seed, device=device,
-            desc=f"train {method}")
-        extra = {"method": method, "best_epoch": epoch, "epochs": xtra_cfg["epochs"], "k": int(train.image_rows.shape[1]),
-                 "uncertain": xtra_cfg["uncertain"], "backbone": memory.get("backbone"), "variant": memory.get("variant"),
-                 "train_images": len(train), "seconds": round(time.perf_counter() - started, 2)}
+            model,
+            train,
+            validate,
+            tokens,
+            epochs=xtra_cfg["epochs"],
+            batch_size=xtra_cfg["batch_size"],
+            learning_rate=xtra_cfg["learning_rate"],
+            weight_decay=xtra_cfg["weight_decay"],
+            seed=seed,
+            device=device,
+            desc=f"train {method}",
+        )
+        extra = {
+            "method": method,
+            "best_epoch": epoch,
+            "epochs": xtra_cfg["epochs"],
+            "k": int(train.image_rows.shape[1]),
+            "uncertain": xtra_cfg["uncertain"],
+            "backbone": memory.get("backbone"),
+            "variant": memory.get("variant"),
+            "train_images": len(train),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         save_classifier(model.cpu(), out / f"{method}.safetensors", out / f"{method}.json", extra)
         histories.append(history.with_columns(method=pl.lit(method)))
         log.info("%s: best validation loss at epoch %d of %d", method, epoch, xtra_cfg["epochs"])

@@ -106,12 +106,12 @@ def test_mimic_csv_and_reports_zip_rerun_ingest(tmp_path: Path):
 
 def test_ingest_inputs_list_what_each_reader_reads(tmp_path: Path):
     manifest = write_manifest_tree(tmp_path / "collection")
-    listed = ingest_inputs({"kind": "manifest", "manifest": str(manifest), "views": ["PA", "AP", "UNKNOWN"]},
-                           "both", 0, "reject")
+    listed = ingest_inputs(
+        {"kind": "manifest", "manifest": str(manifest), "views": ["PA", "AP", "UNKNOWN"]}, "both", 0, "reject"
+    )
     images = manifest.parent / "images"
     # the manifest, every kept image that exists, and the folder of the one that does not (f.png)
-    assert listed == [str(manifest), *(str(images / f"{n}") for n in ("a.png", "c.png", "e.png", "i.png")),
-                      str(images)]
+    assert listed == [str(manifest), *(str(images / f"{n}") for n in ("a.png", "c.png", "e.png", "i.png")), str(images)]
 
     iu = write_iu_tree(tmp_path / "iu")
     listed = ingest_inputs({"kind": "iu_xray", "root": str(iu)}, "both", 0, "reject")
@@ -120,8 +120,13 @@ def test_ingest_inputs_list_what_each_reader_reads(tmp_path: Path):
 
     mimic = write_mimic_tree(tmp_path / "mimic")
     assert ingest_inputs({"kind": "mimic_cxr", "root": str(mimic)}, "both", 0, "reject") == [
-        str(mimic / name) for name in ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-split.csv",
-                                       "mimic-cxr-2.0.0-chexpert.csv.gz", "mimic-cxr-reports.zip")
+        str(mimic / name)
+        for name in (
+            "mimic-cxr-2.0.0-metadata.csv.gz",
+            "mimic-cxr-2.0.0-split.csv",
+            "mimic-cxr-2.0.0-chexpert.csv.gz",
+            "mimic-cxr-reports.zip",
+        )
     ]
     assert ingest_inputs({"kind": "synthetic"}, "both", 0, "reject") == []
 

@@ -203,9 +203,22 @@ def test_nothing_left_is_an_error(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("spelling", "view"),
-    [("AP Supine", "AP"), ("PA erect", "PA"), ("ap semi-erect", "AP"), ("AP portable", "AP"), ("Portable AP", "AP"),
-     ("L", "LATERAL"), ("LAT", "LATERAL"), ("Lateral", "LATERAL"), ("X-table lateral", "LATERAL"),
-     ("left lateral", "LL"), ("posteroanterior", "PA"), ("PA view", "PA"), ("", "UNKNOWN"), ("unknown", "UNKNOWN")],
+    [
+        ("AP Supine", "AP"),
+        ("PA erect", "PA"),
+        ("ap semi-erect", "AP"),
+        ("AP portable", "AP"),
+        ("Portable AP", "AP"),
+        ("L", "LATERAL"),
+        ("LAT", "LATERAL"),
+        ("Lateral", "LATERAL"),
+        ("X-table lateral", "LATERAL"),
+        ("left lateral", "LL"),
+        ("posteroanterior", "PA"),
+        ("PA view", "PA"),
+        ("", "UNKNOWN"),
+        ("unknown", "UNKNOWN"),
+    ],
 )
 def test_real_view_spellings_are_mapped(tmp_path: Path, spelling, view):
     manifest = write_csv(tmp_path / "m.csv", ["image_path", "report", "view"], [["a.png", "Normal chest.", spelling]])
@@ -227,7 +240,9 @@ def test_unknown_view_is_a_reject_with_its_value(tmp_path: Path):
         "of one, such as AP Supine, PA erect, LAT); correct the view column or leave it blank for UNKNOWN"
     ]
     assert "b.png" in reasons
-    assert any(r == "no image of a view in dataset.views (PA/AP); its images are AXIAL" for r in result.rejects["reason"])
+    assert any(
+        r == "no image of a view in dataset.views (PA/AP); its images are AXIAL" for r in result.rejects["reason"]
+    )
 
 
 @pytest.mark.parametrize(

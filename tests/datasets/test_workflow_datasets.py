@@ -28,8 +28,8 @@ from conftest import (
 )
 from PIL import Image
 
-from mtcxr.embeddings import read_embeddings
 from mtcxr.datasets.synthetic import read_synthetic
+from mtcxr.embeddings import read_embeddings
 from mtcxr.tables import CHEXPERT_DISPLAY, CHEXPERT_LABELS, read_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,8 +42,15 @@ pytestmark = pytest.mark.slow
 
 def synthetic_source(tmp_path: Path, n_studies: int = 60):
     """Synthetic studies (images as 64 px PNGs, reports, true labels) to lay out as a real dataset."""
-    cfg = {"synthetic": {"n_studies": n_studies, "n_patients": n_studies * 3 // 4, "image_size": 64,
-                         "lateral_fraction": 0.3}, "split_fractions": {"train": 0.6, "validate": 0.1, "test": 0.3}}
+    cfg = {
+        "synthetic": {
+            "n_studies": n_studies,
+            "n_patients": n_studies * 3 // 4,
+            "image_size": 64,
+            "lateral_fraction": 0.3,
+        },
+        "split_fractions": {"train": 0.6, "validate": 0.1, "test": 0.3},
+    }
     return read_synthetic(cfg, "both", 0, str(tmp_path / "synthetic-source"))
 
 
@@ -107,7 +114,9 @@ def check_carried_through(results: Path, preprocess_rejects: set[str]) -> pl.Dat
     assert preprocess_rejects <= set(images["image_id"])
     assert cached == set(images["image_id"]) - preprocess_rejects
 
-    embedded, vectors, meta = read_embeddings(sorted((results / "embeddings/demo").glob("images-*.parquet")), "image_id")
+    embedded, vectors, meta = read_embeddings(
+        sorted((results / "embeddings/demo").glob("images-*.parquet")), "image_id"
+    )
     assert set(embedded) == cached and len(embedded) == len(cached)
     assert meta["spec"] == "demo" and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     text_ids, _, _ = read_embeddings(results / "embeddings/demo/texts.parquet", "study_id")
@@ -126,8 +135,7 @@ def check_carried_through(results: Path, preprocess_rejects: set[str]) -> pl.Dat
     test_studies = set(studies.filter(pl.col("split") == "test")["study_id"])
     assert set(generation_rejects["item"]) <= test_studies
     known = ("no findings text", "the findings text holds only", "no frontal image", "every frontal image was rejected")
-    assert all(reason.startswith(known)
-               for reason in generation_rejects["reason"])
+    assert all(reason.startswith(known) for reason in generation_rejects["reason"])
     scored = read_table(results / "metrics/generation.parquet", "generation_metrics")
     assert set(scored["n_studies"]) == {len(test_studies) - generation_rejects.height}
     n_rejects = all_rejects(results).height + generation_rejects.height
@@ -201,7 +209,9 @@ def test_mimic_cxr_tree_end_to_end(tmp_path: Path):
     # Every synthetic study arrives with its report text and its CheXpert labels unchanged.
     studies = read_table(results / "data/studies.parquet", "studies")
     source_reports = {f"s{study[s]}": r for s, r in source.studies.select("study_id", "report").iter_rows()}
-    ingested = dict(studies.filter(pl.col("study_id").is_in(list(source_reports))).select("study_id", "report").iter_rows())
+    ingested = dict(
+        studies.filter(pl.col("study_id").is_in(list(source_reports))).select("study_id", "report").iter_rows()
+    )
     assert ingested == source_reports
     labels = read_table(results / "labels/labels.parquet", "labels")
     truth = source.labels.with_columns(study_id=pl.format("s{}", pl.col("study_id").replace_strict(study)))
@@ -229,8 +239,10 @@ def test_iu_xray_tree_end_to_end(tmp_path: Path):
     extra.files["1003_IM-0003-1001.dcm.png"] = NOT_AN_IMAGE
     root = write_iu_tree(tmp_path / "iu", extra=extra)
 
-    results = run_study(tmp_path, {"kind": "iu_xray", "root": str(root),
-                                   "split_fractions": {"train": 0.6, "validate": 0.1, "test": 0.3}})
+    results = run_study(
+        tmp_path,
+        {"kind": "iu_xray", "root": str(root), "split_fractions": {"train": 0.6, "validate": 0.1, "test": 0.3}},
+    )
 
     check_reasons(
         all_rejects(results),
@@ -246,8 +258,12 @@ def test_iu_xray_tree_end_to_end(tmp_path: Path):
     )
     images = check_carried_through(results, {"6_IM-2192-1001.dcm.png", "1003_IM-0003-1001.dcm.png"})
     frontal_files = {name for _, name, projection in extra.projections if projection == "Frontal"}
-    assert set(images["image_id"]) == {"1_IM-0001-4001.dcm.png", "2_IM-0652-1001.dcm.png",
-                                       "6_IM-2192-1001.dcm.png", *frontal_files}
+    assert set(images["image_id"]) == {
+        "1_IM-0001-4001.dcm.png",
+        "2_IM-0652-1001.dcm.png",
+        "6_IM-2192-1001.dcm.png",
+        *frontal_files,
+    }
     studies = read_table(results / "data/studies.parquet", "studies")
     assert studies.height == 3 + source.studies.height  # planted 1, 2, 6 and every synthetic study
     assert studies.group_by("patient_id").agg(pl.col("split").n_unique())["split"].max() == 1
@@ -280,8 +296,20 @@ def mixed_manifest(tmp_path: Path, studies: pl.DataFrame, images: pl.DataFrame, 
         suffix, fmt, mode = FORMATS[i % len(FORMATS)]
         name = f"mixed/{i:04d}-{mode.replace(';', '')}.{suffix}"
         files[name] = encoded(read_pixels(image["path"]), fmt, mode)
-        rows.append([name, study["study_id"], study["patient_id"], study["split"], image["view"],
-                     study["findings"] or "", study["impression"] or "", "", "", ""])
+        rows.append(
+            [
+                name,
+                study["study_id"],
+                study["patient_id"],
+                study["split"],
+                image["view"],
+                study["findings"] or "",
+                study["impression"] or "",
+                "",
+                "",
+                "",
+            ]
+        )
     return rows, files
 
 
@@ -328,7 +356,9 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path):
     """The real IU X-ray radiographs of ../shared/data, each re-saved in every format and mode of FORMATS,
     with their real reports, in a manifest beside synthetic studies (enough to train on)."""
     if not (REAL_IU / "indiana_reports.csv").is_file():
-        pytest.skip(f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)")
+        pytest.skip(
+            f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
+        )
     from mtcxr.datasets.iu_xray import read_iu_xray
 
     views = ["PA", "AP", "LATERAL"]
@@ -337,19 +367,24 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path):
     real_studies = real.studies.filter(pl.col("study_id").is_in(real_images["study_id"].to_list()))
     real_studies = real_studies.with_columns(split=pl.lit("test"), patient_id=pl.format("iu-{}", "patient_id"))
     assert real_images.height >= 1 and real_studies.height >= 1
-    formats = pl.concat([real_images.with_columns(copy=pl.lit(i)) for i in range(len(FORMATS))]).sort("copy", "image_id")
+    formats = pl.concat([real_images.with_columns(copy=pl.lit(i)) for i in range(len(FORMATS))]).sort(
+        "copy", "image_id"
+    )
     rows, files = mixed_manifest(tmp_path, real_studies, formats, file_pixels)
 
     source = synthetic_source(tmp_path)
-    synthetic_rows, synthetic_files = mixed_manifest(tmp_path, source.studies, source.images.filter(
-        pl.col("view") != "LATERAL"), file_pixels)
+    synthetic_rows, synthetic_files = mixed_manifest(
+        tmp_path, source.studies, source.images.filter(pl.col("view") != "LATERAL"), file_pixels
+    )
     synthetic_rows = [[f"synthetic/{row[0]}", *row[1:]] for row in synthetic_rows]
     synthetic_files = {f"synthetic/{name}": content for name, content in synthetic_files.items()}
-    manifest = write_manifest_tree(tmp_path / "collection", extra_rows=rows + synthetic_rows,
-                                   extra_files={**files, **synthetic_files})
+    manifest = write_manifest_tree(
+        tmp_path / "collection", extra_rows=rows + synthetic_rows, extra_files={**files, **synthetic_files}
+    )
 
-    results = run_study(tmp_path, {"kind": "manifest", "manifest": str(manifest), "views": views},
-                        images={"max_pixels": 60_000_000})
+    results = run_study(
+        tmp_path, {"kind": "manifest", "manifest": str(manifest), "views": views}, images={"max_pixels": 60_000_000}
+    )
 
     real_ids = {row[0] for row in rows}
     rejects = all_rejects(results)
@@ -358,5 +393,8 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path):
     assert real_ids <= set(images["image_id"]) and len(real_ids) == real_images.height * len(FORMATS)
     check_mixed_formats_cached(results, rows, file_pixels, formats["path"].to_list())
     studies = read_table(results / "data/studies.parquet", "studies")
-    assert dict(studies.filter(pl.col("study_id").is_in(real_studies["study_id"].to_list()))
-                .select("study_id", "report").iter_rows()) == dict(real_studies.select("study_id", "report").iter_rows())
+    assert dict(
+        studies.filter(pl.col("study_id").is_in(real_studies["study_id"].to_list()))
+        .select("study_id", "report")
+        .iter_rows()
+    ) == dict(real_studies.select("study_id", "report").iter_rows())

@@ -11,8 +11,9 @@ KINDS = ("synthetic", "mimic_cxr", "iu_xray", "manifest")
 __all__ = ["KINDS", "IngestResult", "read_dataset"]
 
 
-def read_dataset(dataset_cfg: dict, text_section: str, seed: int, work_dir: str | None = None,
-                 image_headers: bool = True) -> IngestResult:
+def read_dataset(
+    dataset_cfg: dict, text_section: str, seed: int, work_dir: str | None = None, image_headers: bool = True
+) -> IngestResult:
     """Read the dataset described by the config's `dataset:` mapping into contract tables.
 
     `work_dir` is where a generated dataset (synthetic) writes its image files. With

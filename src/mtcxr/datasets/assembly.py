@@ -46,7 +46,7 @@ class IngestResult:
     labels: pl.DataFrame
 
     @classmethod
-    def empty(cls) -> "IngestResult":
+    def empty(cls) -> IngestResult:
         return cls(*(empty_table(name) for name in ("studies", "images", "rejects", "labels")))
 
 

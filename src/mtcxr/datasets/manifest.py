@@ -185,8 +185,9 @@ def _read_manifest_file(path: Path) -> pl.DataFrame:
             f"{path} cannot be read as a manifest ({error}); check that it is a valid CSV or Parquet file."
         ) from error
     if table.height == 0:
-        raise DatasetError(f"dataset.manifest {path} has a header ({', '.join(table.columns)}) but no rows; "
-                           "add one row per image.")
+        raise DatasetError(
+            f"dataset.manifest {path} has a header ({', '.join(table.columns)}) but no rows; add one row per image."
+        )
     return table
 
 

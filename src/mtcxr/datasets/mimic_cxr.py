@@ -451,12 +451,16 @@ def _with_reports(source: Path, studies: pl.DataFrame) -> Iterator[pl.DataFrame]
         read = next(texts) if texts is not None else _folder_texts(chunk["report_path"])
         sections = _sections(chunk.height, read)
         found += sections["readable"].count()
-        yield chunk.hstack(sections).with_columns(
-            fault=pl.when(pl.col("readable").is_null())
-            .then(pl.lit(missing))
-            .when(~pl.col("readable"))
-            .then(pl.lit(unreadable))
-        ).drop("readable")
+        yield (
+            chunk.hstack(sections)
+            .with_columns(
+                fault=pl.when(pl.col("readable").is_null())
+                .then(pl.lit(missing))
+                .when(~pl.col("readable"))
+                .then(pl.lit(unreadable))
+            )
+            .drop("readable")
+        )
     if studies.height and found == 0:
         first = studies.head(1).select(pl.concat_str([pl.lit(prefix), member])).item()
         raise DatasetError(
@@ -543,4 +547,3 @@ def _labels(path: Path) -> pl.DataFrame | None:
         for block in _csv_blocks(path, ["study_id"], fix, every_column=True)
     ]
     return None if blocks[0] is None else pl.concat(blocks)
-

@@ -180,7 +180,10 @@ def _positive_sentence(finding: Finding, rng: np.random.Generator) -> tuple[str,
         options = [
             (f"Focal consolidation in the {side} {lobe}.", {"consolidation": 1}),
             (f"There is {side} {lobe} airspace consolidation.", {"consolidation": 1}),
-            (f"Dense opacity in the {side} {lobe} consistent with consolidation.", {"consolidation": 1, "lung_opacity": 1}),
+            (
+                f"Dense opacity in the {side} {lobe} consistent with consolidation.",
+                {"consolidation": 1, "lung_opacity": 1},
+            ),
         ]
         return pick(options)
     if name == "edema":
@@ -192,7 +195,11 @@ def _positive_sentence(finding: Finding, rng: np.random.Generator) -> tuple[str,
         return pick(options), {"edema": 1}
     if name == "atelectasis":
         where = "bibasilar" if side == "bilateral" else f"{side} basilar"
-        options = [f"{where.capitalize()} atelectasis.", f"Linear {where} atelectasis.", f"Subsegmental {where} atelectasis."]
+        options = [
+            f"{where.capitalize()} atelectasis.",
+            f"Linear {where} atelectasis.",
+            f"Subsegmental {where} atelectasis.",
+        ]
         return pick(options), {"atelectasis": 1}
     if name == "pneumothorax":
         options = [f"{size.capitalize()} {side} apical pneumothorax.", f"There is a {size} {side} pneumothorax."]
@@ -208,9 +215,15 @@ def _positive_sentence(finding: Finding, rng: np.random.Generator) -> tuple[str,
         return pick(options), {"lung_lesion": 1}
     if name == "support_devices":
         options = {
-            "ett": ["Endotracheal tube terminates 4 cm above the carina.", "An endotracheal tube is in standard position."],
+            "ett": [
+                "Endotracheal tube terminates 4 cm above the carina.",
+                "An endotracheal tube is in standard position.",
+            ],
             "picc": ["Right PICC line with tip in the lower SVC.", "A right-sided PICC terminates in the SVC."],
-            "pacemaker": ["Left chest wall pacemaker with leads in the right heart.", "Dual-lead pacemaker is in place."],
+            "pacemaker": [
+                "Left chest wall pacemaker with leads in the right heart.",
+                "Dual-lead pacemaker is in place.",
+            ],
         }[finding.device]
         return pick(options), {"support_devices": 1}
     raise ValueError(f"unknown finding {name}")
@@ -306,7 +319,10 @@ def render_frontal(study: Study, size: int) -> np.ndarray:
     lung_top, lung_bottom = 0.18, 0.18 + anatomy.lung_height
     lung_cy, lung_ry = (lung_top + lung_bottom) / 2, (lung_bottom - lung_top) / 2
     lung_rx = anatomy.thorax_width / 4.6
-    lungs = {side: _ellipse(yy, xx, lung_cy, _side_x(side, centre, anatomy.thorax_width / 4.1), lung_ry, lung_rx) for side in SIDES}
+    lungs = {
+        side: _ellipse(yy, xx, lung_cy, _side_x(side, centre, anatomy.thorax_width / 4.1), lung_ry, lung_rx)
+        for side in SIDES
+    }
     lung_mask = lungs["right"] | lungs["left"]
     image[lung_mask] = 0.16
     ribs = 0.06 * (np.sin(yy * 55 + anatomy.rib_phase + 6 * (xx - centre) ** 2) > 0.55)
@@ -319,7 +335,9 @@ def render_frontal(study: Study, size: int) -> np.ndarray:
     heart = _ellipse(yy, xx, lung_bottom - 0.1, centre + 0.04, 0.13, heart_rx)
     image[heart] = 0.7
     image[_ellipse(yy, xx, 0.3, centre, 0.2, 0.05)] = 0.62  # mediastinum
-    image[(yy > lung_bottom + 0.02 * np.cos((xx - centre) * 9)) & (np.abs(xx - centre) < anatomy.thorax_width / 2)] = 0.75
+    image[(yy > lung_bottom + 0.02 * np.cos((xx - centre) * 9)) & (np.abs(xx - centre) < anatomy.thorax_width / 2)] = (
+        0.75
+    )
 
     for finding in study.findings:
         strength = 1.0 if finding.certain else 0.55
@@ -430,7 +448,9 @@ def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: st
         lateral_fraction=float(options.get("lateral_fraction", 0.4)),
         prefix="syn-",
     )
-    splits = assign_patient_splits([s.patient_id for s in studies], dataset_cfg.get("split_fractions") or DEFAULT_FRACTIONS, seed)
+    splits = assign_patient_splits(
+        [s.patient_id for s in studies], dataset_cfg.get("split_fractions") or DEFAULT_FRACTIONS, seed
+    )
     image_dir = Path(work_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     study_rows, image_rows, label_rows = [], [], []
@@ -478,7 +498,9 @@ def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: st
     )
 
 
-def pretraining_pairs(n_studies: int, seed: int, size: int, lateral_fraction: float = 0.4) -> tuple[np.ndarray, list[str]]:
+def pretraining_pairs(
+    n_studies: int, seed: int, size: int, lateral_fraction: float = 0.4
+) -> tuple[np.ndarray, list[str]]:
     """Image-report pairs from a synthetic split of its own, for pretraining the demo backbone.
 
     The id prefix and seed differ from the study's, so no pretraining pair is a study image.

@@ -15,17 +15,45 @@ import polars as pl
 
 _PA = ("PA", "POSTEROANTERIOR", "POSTERO ANTERIOR", "POSTERIOR ANTERIOR", "FRONTAL PA")
 _AP = ("AP", "ANTEROPOSTERIOR", "ANTERO POSTERIOR", "ANTERIOR POSTERIOR", "FRONTAL AP")
-_POSITIONS = ("", " ERECT", " UPRIGHT", " STANDING", " SITTING", " SUPINE", " SEMI ERECT", " SEMIERECT",
-              " SEMI UPRIGHT", " PORTABLE", " PORTABLE SUPINE", " PORTABLE ERECT", " PORTABLE UPRIGHT")
+_POSITIONS = (
+    "",
+    " ERECT",
+    " UPRIGHT",
+    " STANDING",
+    " SITTING",
+    " SUPINE",
+    " SEMI ERECT",
+    " SEMIERECT",
+    " SEMI UPRIGHT",
+    " PORTABLE",
+    " PORTABLE SUPINE",
+    " PORTABLE ERECT",
+    " PORTABLE UPRIGHT",
+)
 
 SPELLINGS: dict[str, str] = {
     **{name + position: "PA" for name in _PA for position in _POSITIONS},
     **{name + position: "AP" for name in _AP for position in _POSITIONS},
     **{f"PORTABLE {name}": "AP" for name in _AP},
     **{f"SUPINE {name}": "AP" for name in _AP},
-    **dict.fromkeys(("LATERAL", "LAT", "L", "RL", "RIGHT LATERAL", "R LATERAL", "XTABLE LATERAL",
-                     "X TABLE LATERAL", "CROSS TABLE LATERAL", "CROSSTABLE LATERAL", "LATERAL ERECT",
-                     "LATERAL UPRIGHT", "LATERAL SUPINE"), "LATERAL"),
+    **dict.fromkeys(
+        (
+            "LATERAL",
+            "LAT",
+            "L",
+            "RL",
+            "RIGHT LATERAL",
+            "R LATERAL",
+            "XTABLE LATERAL",
+            "X TABLE LATERAL",
+            "CROSS TABLE LATERAL",
+            "CROSSTABLE LATERAL",
+            "LATERAL ERECT",
+            "LATERAL UPRIGHT",
+            "LATERAL SUPINE",
+        ),
+        "LATERAL",
+    ),
     **dict.fromkeys(("LL", "LEFT LATERAL", "L LATERAL"), "LL"),
     **dict.fromkeys(("UNKNOWN", "UNK", "N A", "NA", "NONE"), "UNKNOWN"),
 }

@@ -405,9 +405,7 @@ def decode_masks(masks: pl.Series) -> pl.DataFrame:
             .otherwise(None)
             .cast(pl.Int8)
         )
-    frame = pl.DataFrame({"mask": masks.cast(pl.Int64)}).select(
-        [columns[name].alias(name) for name in CHEXPERT_LABELS]
-    )
+    frame = pl.DataFrame({"mask": masks.cast(pl.Int64)}).select([columns[name].alias(name) for name in CHEXPERT_LABELS])
     return frame.with_columns(abnormal=abnormal_from_no_finding(pl.col("no_finding")))
 
 

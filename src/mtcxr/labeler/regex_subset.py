@@ -31,8 +31,14 @@ ANY_CHARACTERS = WORD_CHARACTERS + " .,-/()'\"?!:;+&%#*=<>[]"
 Node = tuple
 
 _EMPTY: Node = ("empty",)
-_CLASS_ESCAPES = {"w": WORD_CHARACTERS, "d": DIGITS, "s": ANY_CHARACTERS, "W": ANY_CHARACTERS,
-                  "D": ANY_CHARACTERS, "S": ANY_CHARACTERS}
+_CLASS_ESCAPES = {
+    "w": WORD_CHARACTERS,
+    "d": DIGITS,
+    "s": ANY_CHARACTERS,
+    "W": ANY_CHARACTERS,
+    "D": ANY_CHARACTERS,
+    "S": ANY_CHARACTERS,
+}
 _ASSERTION_ESCAPES = frozenset("bBAZ")
 _CONTROL_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
 _QUANTIFIER_RE = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
@@ -44,8 +50,10 @@ class _Parser:
         self.position = 0
 
     def fail(self, what: str) -> ValueError:
-        return ValueError(f"term regex {self.pattern!r}: {what} at position {self.position} "
-                          "is outside the syntax the labeler reads (see mtcxr.labeler.regex_subset)")
+        return ValueError(
+            f"term regex {self.pattern!r}: {what} at position {self.position} "
+            "is outside the syntax the labeler reads (see mtcxr.labeler.regex_subset)"
+        )
 
     def peek(self) -> str | None:
         return self.pattern[self.position] if self.position < len(self.pattern) else None

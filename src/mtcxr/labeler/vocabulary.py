@@ -284,7 +284,11 @@ REWRITES: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
         ),
         " qqunc ",
     ),
-    (("not ",), re.compile(r"\bnot (?:well|clearly|definitely) (?:seen|visualized|visualised|evaluated|assessed|excluded)\b"), " qqunc "),
+    (
+        ("not ",),
+        re.compile(r"\bnot (?:well|clearly|definitely) (?:seen|visualized|visualised|evaluated|assessed|excluded)\b"),
+        " qqunc ",
+    ),
     # "no (interval) change", "not significantly changed", "without change": about time, not the finding.
     (
         ("chang",),
@@ -316,8 +320,22 @@ REWRITE_GUARD_RE = re.compile("|".join(re.escape(guard) for guards, _, _ in REWR
 NEGATION, HEDGE, BREAK, LIST_END, NEGATED_LIST_END, COMMA = range(6)
 CUE_WORDS: dict[str, int | tuple[int, frozenset[str]]] = {
     **dict.fromkeys(
-        ("no", "not", "without", "negative", "absent", "resolved", "cleared", "removed", "instead", "neither",
-         "never", "unlikely", "excluded", "exclusion"),
+        (
+            "no",
+            "not",
+            "without",
+            "negative",
+            "absent",
+            "resolved",
+            "cleared",
+            "removed",
+            "instead",
+            "neither",
+            "never",
+            "unlikely",
+            "excluded",
+            "exclusion",
+        ),
         NEGATION,
     ),
     **dict.fromkeys(("absence", "resolution", "clearing", "removal"), (NEGATION, frozenset({"of"}))),
@@ -326,10 +344,38 @@ CUE_WORDS: dict[str, int | tuple[int, frozenset[str]]] = {
     "rather": (NEGATION, frozenset({"than"})),
     "ruled": (NEGATION, frozenset({"out"})),
     **dict.fromkeys(
-        ("possible", "possibly", "possibility", "probable", "probably", "likely", "may", "might", "could",
-         "questionable", "questionably", "question", "questioned", "suspicious", "suspicion", "worrisome", "worrying",
-         "perhaps", "equivocal", "indeterminate", "borderline", "differential", "versus", "vs", "vs.", "qqunc",
-         "uncertain", "unclear", "exclude", "?"),
+        (
+            "possible",
+            "possibly",
+            "possibility",
+            "probable",
+            "probably",
+            "likely",
+            "may",
+            "might",
+            "could",
+            "questionable",
+            "questionably",
+            "question",
+            "questioned",
+            "suspicious",
+            "suspicion",
+            "worrisome",
+            "worrying",
+            "perhaps",
+            "equivocal",
+            "indeterminate",
+            "borderline",
+            "differential",
+            "versus",
+            "vs",
+            "vs.",
+            "qqunc",
+            "uncertain",
+            "unclear",
+            "exclude",
+            "?",
+        ),
         HEDGE,
     ),
     "rule": (HEDGE, frozenset({"out"})),
@@ -337,8 +383,25 @@ CUE_WORDS: dict[str, int | tuple[int, frozenset[str]]] = {
     "evaluation": (HEDGE, frozenset({"for"})),
     "assess": (HEDGE, frozenset({"for"})),
     **dict.fromkeys(
-        ("but", "however", "although", "though", "except", "aside", "apart", "besides", "whereas", "while", "which",
-         "yet", "otherwise", "exception", "qqchg", "addition", "additionally"),
+        (
+            "but",
+            "however",
+            "although",
+            "though",
+            "except",
+            "aside",
+            "apart",
+            "besides",
+            "whereas",
+            "while",
+            "which",
+            "yet",
+            "otherwise",
+            "exception",
+            "qqchg",
+            "addition",
+            "additionally",
+        ),
         BREAK,
     ),
     "other": (BREAK, frozenset({"than"})),
@@ -366,7 +429,9 @@ UNC_POST_RE = re.compile(
     r"(?:may|might|could) be (?:present|seen|noted|developing|forming|a consideration))\b"
 )
 # Two findings offered as alternatives: "atelectasis or pneumonia", "effusion versus scarring".
-ALTERNATIVE_GAP_RE = re.compile(r"^ ?(?:[\w-]+ ){0,3}?(?:or|versus|vs\.?|and/or|/|or possibly|or less likely)(?: [\w-]+){0,3} ?$|^ ?/ ?$")
+ALTERNATIVE_GAP_RE = re.compile(
+    r"^ ?(?:[\w-]+ ){0,3}?(?:or|versus|vs\.?|and/or|/|or possibly|or less likely)(?: [\w-]+){0,3} ?$|^ ?/ ?$"
+)
 # Words that make the text after a comma a statement of its own rather than one more list item.
 STATEMENT_RE = re.compile(
     r"\b(?:is|are|was|were|has|have|had|be|been|seen|noted|present|identified|demonstrated|mild\w*|moderate\w*|"
