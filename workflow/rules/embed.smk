@@ -1,20 +1,20 @@
 rule pretrain_demo_backbone:
     output:
         folder=directory(DEMO_DIR),
-    params:
-        seed=config["seed"],
-        options=config["demo_backbone"],
     log:
         f"{RESULTS}/logs/pretrain_demo_backbone.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_demo_backbone.tsv"
+    conda:
+        ENV
     # A tiny model trained on the CPU: the demo's weights are then the same on every machine.
     threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        seed=config["seed"],
+        options=config["demo_backbone"],
     script:
         "../scripts/pretrain_demo_backbone.py"
 
@@ -25,22 +25,22 @@ rule embed_images:
         backbone=demo_dir_input,
     output:
         embeddings=f"{RESULTS}/embeddings/{{backbone}}/images-{{shard}}.parquet",
-    params:
-        spec=backbone_spec,
-        demo_dir=demo_dir_param,
-        batch_size=config["embed"]["batch_size"],
-        device=config["embed"]["device"],
     log:
         f"{RESULTS}/logs/embed_images/{{backbone}}/shard-{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/embed_images/{{backbone}}/shard-{{shard}}.tsv"
+    conda:
+        ENV
     threads: 4
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        ENV
+    params:
+        spec=backbone_spec,
+        demo_dir=demo_dir_param,
+        batch_size=config["embed"]["batch_size"],
+        device=config["embed"]["device"],
     script:
         "../scripts/embed_images.py"
 
@@ -51,21 +51,21 @@ rule embed_texts:
         backbone=demo_dir_input,
     output:
         embeddings=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
-    params:
-        spec=backbone_spec,
-        demo_dir=demo_dir_param,
-        batch_size=config["embed"]["batch_size"],
-        device=config["embed"]["device"],
     log:
         f"{RESULTS}/logs/embed_texts/{{backbone}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/embed_texts/{{backbone}}.tsv"
+    conda:
+        ENV
     threads: 4
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        ENV
+    params:
+        spec=backbone_spec,
+        demo_dir=demo_dir_param,
+        batch_size=config["embed"]["batch_size"],
+        device=config["embed"]["device"],
     script:
         "../scripts/embed_texts.py"

@@ -10,19 +10,19 @@ rule generate_baselines:
     output:
         reports=f"{RESULTS}/generation/baselines.parquet",
         rejects=f"{RESULTS}/generation/rejects.parquet",
-    params:
-        reference=config["generation"]["reference"],
-        seed=config["seed"],
     log:
         f"{RESULTS}/logs/generate_baselines.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate_baselines.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        reference=config["generation"]["reference"],
+        seed=config["seed"],
     script:
         "../scripts/generate_baselines.py"
 
@@ -39,18 +39,18 @@ rule generate_reports:
         config=primary_head("head.json"),
     output:
         reports=f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet",
-    params:
-        generation=config["generation"],
     log:
         f"{RESULTS}/logs/generate_reports/{{backbone}}/{{variant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate_reports/{{backbone}}/{{variant}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        generation=config["generation"],
     script:
         "../scripts/generate_reports.py"
 
@@ -65,19 +65,19 @@ rule generate_xtra_reports:
         pixel_rejects=pixel_reject_tables,
     output:
         reports=f"{RESULTS}/generation/{{backbone}}/{{variant}}/xtra.parquet",
-    params:
-        model_dir=xtra_model_dir,
-        generation=config["generation"],
     log:
         f"{RESULTS}/logs/generate_xtra_reports/{{backbone}}/{{variant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate_xtra_reports/{{backbone}}/{{variant}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        model_dir=xtra_model_dir,
+        generation=config["generation"],
     script:
         "../scripts/generate_xtra_reports.py"
 
@@ -89,21 +89,21 @@ rule score_generation:
         per_study=f"{RESULTS}/metrics/generation_per_study.parquet",
         metrics=f"{RESULTS}/metrics/generation.parquet",
         csv=report(f"{RESULTS}/metrics/generation.csv", caption="../report/generation_table.rst", category="Metrics"),
+    log:
+        f"{RESULTS}/logs/score_generation.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_generation.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         java=config["generation"]["java"],
         uncertain=config["generation"]["uncertain"],
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],
-    log:
-        f"{RESULTS}/logs/score_generation.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/score_generation.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        ENV
     script:
         "../scripts/score_generation.py"
 
@@ -117,11 +117,11 @@ rule generation_figure:
         f"{RESULTS}/logs/generation_figure.log",
     benchmark:
         f"{RESULTS}/benchmarks/generation_figure.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
     script:
         "../scripts/generation_figure.py"

@@ -6,22 +6,22 @@ rule ingest:
         images=f"{RESULTS}/data/images.parquet",
         rejects=f"{RESULTS}/data/rejects.parquet",
         dataset_labels=f"{RESULTS}/data/dataset_labels.parquet",
+    log:
+        f"{RESULTS}/logs/ingest.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         dataset=config["dataset"],
         text_section=config["text"]["section"],
         seed=config["seed"],
         work_dir=f"{RESULTS}/data/synthetic_images",
         on_bad_item=config["on_bad_item"],
-    log:
-        f"{RESULTS}/logs/ingest.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/ingest.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/ingest.py"
 
@@ -32,21 +32,21 @@ rule preprocess_images:
     output:
         pixels=f"{RESULTS}/data/pixels/shard-{{shard}}.parquet",
         rejects=f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/preprocess_images/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/preprocess_images/shard-{{shard}}.tsv"
+    conda:
+        ENV
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         shards=config["images"]["shards"],
         cache_size=config["images"]["cache_size"],
         max_pixels=config["images"]["max_pixels"],
         max_aspect_ratio=config["images"]["max_aspect_ratio"],
         on_bad_item=config["on_bad_item"],
-    log:
-        f"{RESULTS}/logs/preprocess_images/shard-{{shard}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/preprocess_images/shard-{{shard}}.tsv"
-    threads: 4
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        ENV
     script:
         "../scripts/preprocess_images.py"

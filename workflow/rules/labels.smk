@@ -5,17 +5,17 @@ rule extract_labels:
     output:
         labels=f"{RESULTS}/labels/labels.parquet",
         agreement=f"{RESULTS}/labels/agreement.parquet",
-    params:
-        source=config["labels"]["source"],
     log:
         f"{RESULTS}/logs/extract_labels.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_labels.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        source=config["labels"]["source"],
     script:
         "../scripts/extract_labels.py"

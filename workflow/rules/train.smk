@@ -9,22 +9,22 @@ rule train_head:
         weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.safetensors",
         config=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.json",
         history=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/history.parquet",
-    params:
-        variant=variant_config,
-        train=config["train"],
-        frontal_only=config["images"]["frontal_only"],
-        seed=lambda wildcards: int(wildcards.seed),
     log:
         f"{RESULTS}/logs/train_head/{{backbone}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_head/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        ENV
+    params:
+        variant=variant_config,
+        train=config["train"],
+        frontal_only=config["images"]["frontal_only"],
+        seed=lambda wildcards: int(wildcards.seed),
     script:
         "../scripts/train_head.py"
 
@@ -33,18 +33,20 @@ rule training_figure:
     input:
         histories=trained_histories,
     output:
-        figure=report(f"{RESULTS}/figures/training_{{backbone}}.png", caption="../report/training.rst", category="Figures"),
-    params:
-        histories=trained_history_map,
+        figure=report(
+            f"{RESULTS}/figures/training_{{backbone}}.png", caption="../report/training.rst", category="Figures"
+        ),
     log:
         f"{RESULTS}/logs/training_figure/{{backbone}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/training_figure/{{backbone}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        histories=trained_history_map,
     script:
         "../scripts/training_figure.py"

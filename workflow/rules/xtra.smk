@@ -13,21 +13,21 @@ rule build_memory:
         config=primary_head("head.json"),
     output:
         folder=directory(f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory"),
+    log:
+        f"{RESULTS}/logs/build_memory/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/build_memory/{{backbone}}/{{variant}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
     params:
         index=config["index"],
         k=config["xtra"]["k"],
         frontal_only=config["images"]["frontal_only"],
         seed=config["seed"],
-    log:
-        f"{RESULTS}/logs/build_memory/{{backbone}}/{{variant}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/build_memory/{{backbone}}/{{variant}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=16000,
-        runtime=120,
-    conda:
-        ENV
     script:
         "../scripts/build_memory.py"
 
@@ -44,20 +44,20 @@ rule retrieve_neighbours:
         config=primary_head("head.json"),
     output:
         neighbours=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/{{split}}.parquet",
-    params:
-        k=config["xtra"]["k"],
-        index=config["index"],
-        frontal_only=config["images"]["frontal_only"],
     log:
         f"{RESULTS}/logs/retrieve_neighbours/{{backbone}}/{{variant}}/{{split}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/retrieve_neighbours/{{backbone}}/{{variant}}/{{split}}.tsv"
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=16000,
         runtime=120,
-    conda:
-        ENV
+    params:
+        k=config["xtra"]["k"],
+        index=config["index"],
+        frontal_only=config["images"]["frontal_only"],
     script:
         "../scripts/retrieve_neighbours.py"
 
@@ -74,21 +74,21 @@ rule train_xtra:
         query_only=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/query_only.safetensors",
         query_only_config=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/query_only.json",
         history=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/model/history.parquet",
-    params:
-        output_dir=xtra_model_dir,
-        xtra=config["xtra"],
-        seed=config["seed"],
     log:
         f"{RESULTS}/logs/train_xtra/{{backbone}}/{{variant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_xtra/{{backbone}}/{{variant}}.tsv"
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=16000,
         runtime=240,
         gpu=1,
-    conda:
-        ENV
+    params:
+        output_dir=xtra_model_dir,
+        xtra=config["xtra"],
+        seed=config["seed"],
     script:
         "../scripts/train_xtra.py"
 
@@ -103,21 +103,21 @@ rule evaluate_xtra:
         auc=f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.parquet",
         paired=f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.paired.parquet",
         scores=f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.scores.parquet",
+    log:
+        f"{RESULTS}/logs/evaluate_xtra/{{backbone}}/{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_xtra/{{backbone}}/{{variant}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         model_dir=xtra_model_dir,
         uncertain=config["xtra"]["uncertain"],
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],
-    log:
-        f"{RESULTS}/logs/evaluate_xtra/{{backbone}}/{{variant}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_xtra/{{backbone}}/{{variant}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/evaluate_xtra.py"
 
@@ -131,11 +131,11 @@ rule xtra_figure:
         f"{RESULTS}/logs/xtra_figure.log",
     benchmark:
         f"{RESULTS}/benchmarks/xtra_figure.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
     script:
         "../scripts/xtra_figure.py"
