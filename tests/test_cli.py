@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 import torch
 from PIL import Image
+from tiny_tree import write_tiny_tree
 
 from mtcxr.cli import main
 from mtcxr.errors import InputError
@@ -23,7 +24,7 @@ from mtcxr.heads import ProjectionHeads, save_heads
 from mtcxr.index import build_index, read_index_info
 from mtcxr.labels import _read_reports, label_file
 from mtcxr.search import input_side, search_cli
-from mtcxr.tables import CHEXPERT_LABELS, write_table
+from mtcxr.tables import CHEXPERT_LABELS
 
 MTCXR = Path(sys.executable).with_name("mtcxr")
 INDEX = Path("index/demo/multitask")  # inside a results tree
@@ -72,67 +73,18 @@ def write_results_tree(results: Path) -> None:
         },
         results / "models/demo_backbone",
     )
-    studies = [f"s{i}" for i in range(8)]
-    splits = ["train"] * 4 + ["test"] * 4
-    reports = ["Small left pleural effusion.", "Lungs are clear.", "Moderate cardiomegaly.", "No pneumothorax."] * 2
-    write_table(
-        pl.DataFrame(
-            {
-                "study_id": studies,
-                "patient_id": [f"p{i}" for i in range(8)],
-                "split": splits,
-                "findings": reports,
-                "impression": [None] * 8,
-                "report": reports,
-                "dataset": ["test"] * 8,
-            }
-        ),
-        "studies",
-        results / "data/studies.parquet",
-    )
-    write_table(
-        pl.DataFrame(
-            {
-                "image_id": [f"i{i}" for i in range(8)],
-                "study_id": studies,
-                "patient_id": [f"p{i}" for i in range(8)],
-                "split": splits,
-                "view": ["PA"] * 8,
-                "path": [f"i{i}.png" for i in range(8)],
-                "width": [64] * 8,
-                "height": [64] * 8,
-            }
-        ),
-        "images",
-        results / "data/images.parquet",
-    )
-    labels = pl.DataFrame(
-        {
-            "study_id": studies,
-            **{name: [None] * 8 for name in CHEXPERT_LABELS},
-            "abnormal": [True, False] * 4,
-            "source": ["extracted"] * 8,
-        }
-    )
-    write_table(labels, "labels", results / "labels/labels.parquet")
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(16, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    from mtcxr.embeddings import write_embeddings
-
-    write_embeddings(
-        results / "embeddings/demo/images-0.parquet",
-        "image_id",
-        [f"i{i}" for i in range(8)],
+    reports = ["Small left pleural effusion.", "Lungs are clear.", "Moderate cardiomegaly.", "No pneumothorax."] * 2
+    write_tiny_tree(
+        results,
+        ["train"] * 4 + ["test"] * 4,
+        reports,
         vectors[:8],
-        {"spec": "demo", "normalized": True},
-    )
-    write_embeddings(
-        results / "embeddings/demo/texts.parquet",
-        "study_id",
-        studies,
         vectors[8:],
-        {"spec": "demo", "normalized": True},
+        abnormal=[True, False] * 4,
+        source="extracted",
     )
     heads = results / "models/demo/multitask"
     heads.mkdir(parents=True)

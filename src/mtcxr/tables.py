@@ -265,6 +265,14 @@ def pixels_schema():
         ]
     )
 
+# Columns whose values come from a closed set (besides `split`, checked wherever it appears).
+ALLOWED_VALUES: dict[str, list[tuple[str, tuple]]] = {
+    "images": [("view", VIEWS)],
+    "labels": [(column, (1, 0, -1, None)) for column in CHEXPERT_LABELS] + [("source", LABEL_SOURCES)],
+    "generated": [("method", GENERATION_METHODS)],
+    "paired": [("method", PAIRED_METHODS)],
+}
+
 
 class ContractError(ValueError):
     """A table does not match its contract; the message names the column and the fix."""
@@ -302,30 +310,14 @@ def validate_table(df: pl.DataFrame, name: str) -> pl.DataFrame:
             shown = duplicated.select(columns).unique().sort(columns).head(5).rows()
             shown = [row[0] for row in shown] if isinstance(key, str) else shown
             raise ContractError(f"{name}.{'+'.join(columns)} must be unique; duplicated values include {shown}.")
-    if "split" in df.columns:
-        bad = df.filter(~pl.col("split").is_in(SPLITS))["split"].unique().to_list()
+    allowed = [("split", SPLITS)] if "split" in df.columns else []
+    allowed += ALLOWED_VALUES.get(name, [])
+    for column, values in allowed:
+        # Nulls are the NOT_NULL check's concern; here only values outside the set.
+        bad = df.filter(~pl.col(column).is_in(list(values)) & pl.col(column).is_not_null())[column].unique().to_list()
         if bad:
-            raise ContractError(f"{name}.split has values {bad}; allowed: {list(SPLITS)}.")
-    if name == "images":
-        bad = df.filter(~pl.col("view").is_in(VIEWS))["view"].unique().to_list()
-        if bad:
-            raise ContractError(f"images.view has values {bad}; allowed: {list(VIEWS)}.")
-    if name == "labels":
-        for column in CHEXPERT_LABELS:
-            bad = df.filter(~pl.col(column).is_in([-1, 0, 1]) & pl.col(column).is_not_null())[column]
-            if bad.len():
-                raise ContractError(f"labels.{column} has values {bad.unique().to_list()}; allowed: 1, 0, -1, null.")
-        bad = df.filter(~pl.col("source").is_in(LABEL_SOURCES))["source"].unique().to_list()
-        if bad:
-            raise ContractError(f"labels.source has values {bad}; allowed: {list(LABEL_SOURCES)}.")
-    if name == "generated":
-        bad = df.filter(~pl.col("method").is_in(GENERATION_METHODS))["method"].unique().to_list()
-        if bad:
-            raise ContractError(f"generated.method has values {bad}; allowed: {list(GENERATION_METHODS)}.")
-    if name == "paired":
-        bad = df.filter(~pl.col("method").is_in(PAIRED_METHODS))["method"].unique().to_list()
-        if bad:
-            raise ContractError(f"paired.method has values {bad}; allowed: {list(PAIRED_METHODS)}.")
+            shown = ", ".join("null" if v is None else str(v) for v in values)
+            raise ContractError(f"{name}.{column} has values {sorted(bad)}; allowed: {shown}.")
     return df
 
 

@@ -1,0 +1,72 @@
+"""A hand-made results tree for unit tests of the stages after ingest: one PA image per study, the
+studies/images/labels tables and image and report embeddings, laid out as the workflow lays them out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mtcxr.embeddings import write_embeddings
+from mtcxr.tables import CHEXPERT_LABELS, write_table
+
+
+def write_tiny_tree(
+    results: Path,
+    splits: list[str],
+    reports: list[str],
+    image_vectors: np.ndarray,
+    text_vectors: np.ndarray,
+    positive: list[list[str]] | None = None,
+    abnormal: list[bool] | None = None,
+    source: str = "dataset",
+) -> dict[str, str]:
+    """Write study i (`s{i}`, patient `p{i}`, image `i{i}`) for every entry of `splits`; return the paths.
+
+    `positive[i]` lists study i's positive CheXpert labels (the others are left unmentioned);
+    `abnormal` defaults to "No Finding is not positive".
+    """
+    n = len(splits)
+    studies = [f"s{i}" for i in range(n)]
+    positive = positive or [[] for _ in range(n)]
+    abnormal = abnormal if abnormal is not None else ["no_finding" not in p for p in positive]
+    paths = {
+        "studies": results / "data/studies.parquet",
+        "images": results / "data/images.parquet",
+        "labels": results / "labels/labels.parquet",
+        "image_embeddings": results / "embeddings/demo/images-0.parquet",
+        "text_embeddings": results / "embeddings/demo/texts.parquet",
+    }
+    common = {"study_id": studies, "patient_id": [f"p{i}" for i in range(n)], "split": splits}
+    write_table(
+        pl.DataFrame(
+            {**common, "findings": reports, "impression": [None] * n, "report": reports, "dataset": ["test"] * n}
+        ),
+        "studies",
+        paths["studies"],
+    )
+    write_table(
+        pl.DataFrame(
+            {
+                "image_id": [f"i{i}" for i in range(n)],
+                **common,
+                "view": ["PA"] * n,
+                "path": [f"i{i}.png" for i in range(n)],
+                "width": [64] * n,
+                "height": [64] * n,
+            }
+        ),
+        "images",
+        paths["images"],
+    )
+    labels = {name: pl.Series([1 if name in p else None for p in positive], dtype=pl.Int8) for name in CHEXPERT_LABELS}
+    write_table(
+        pl.DataFrame({"study_id": studies, **labels, "abnormal": abnormal, "source": [source] * n}),
+        "labels",
+        paths["labels"],
+    )
+    meta = {"spec": "demo", "normalized": True}
+    write_embeddings(paths["image_embeddings"], "image_id", [f"i{i}" for i in range(n)], image_vectors, meta)
+    write_embeddings(paths["text_embeddings"], "study_id", studies, text_vectors, meta)
+    return {name: str(path) for name, path in paths.items()}
