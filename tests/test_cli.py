@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 import torch
 from PIL import Image
-from tiny_tree import write_tiny_tree
 
 from mtcxr.cli import main
 from mtcxr.errors import InputError
@@ -25,6 +24,8 @@ from mtcxr.index import build_index, read_index_info
 from mtcxr.labels import _read_reports, label_file
 from mtcxr.search import input_side, search_cli
 from mtcxr.tables import CHEXPERT_LABELS
+
+from tiny_tree import write_tiny_tree
 
 MTCXR = Path(sys.executable).with_name("mtcxr")
 INDEX = Path("index/demo/multitask")  # inside a results tree

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from tiny_tree import write_tiny_tree
 
 from mtcxr.evaluate import evaluate_retrieval
 from mtcxr.heads import ProjectionHeads, save_heads
 from mtcxr.index import build_index
 from mtcxr.tables import read_table
+
+from tiny_tree import write_tiny_tree
 
 DIM = 8
 # Test studies s0..s5 and two train studies s6, s7; each has one PA image.

@@ -1,0 +1,350 @@
+"""Stage `finetune_backbone`: train the last blocks of a backbone's towers together with projector heads
+under a variant's losses, and write the result as an open_clip `local-dir:` backbone (README, Fine-tuning).
+
+The last `image_blocks` residual blocks of the image tower and the last `text_layers` layers of the text
+tower are unfrozen, with everything after them in their tower (final norm, pooling, projection); 0 and 0
+leaves the encoders frozen and trains only the heads. The model stays in eval mode: batch-norm
+statistics and dropout stay as pretrained, so a frozen block is bit-identical afterwards and a run is
+deterministic. Backbone and heads have their own learning rates; a linear warm-up then a cosine
+decay, AdamW weight decay, gradient-norm clipping; bf16 autocast and gradient checkpointing on CUDA.
+
+Checkpoints (model, heads, optimizer, scheduler, RNG states, epoch and step) are written atomically
+every `checkpoint_minutes` (0: after every step) under a folder that is not a rule output, so that a
+job killed by a cluster's time limit resumes where it stopped when the workflow is run again, and ends
+with the weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from mtcxr.backbone import LOCAL_PREFIX, TEXT_TOWER_DIR, choose_device, load_backbone, resolve_spec, save_local_dir
+from mtcxr.heads import ProjectionHeads, save_heads
+from mtcxr.losses import check_loss_names, composite_loss
+from mtcxr.tables import CHEXPERT_LABELS, FRONTAL_VIEWS, read_table
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# Which parameters train
+# --------------------------------------------------------------------------------------------------
+
+
+def image_blocks(model: torch.nn.Module) -> tuple[list[torch.nn.Module], list[torch.nn.Module | torch.nn.Parameter]]:
+    """(the image tower's residual blocks in order, what follows the last one: norm, pooling, projection)."""
+    visual = model.visual
+    if hasattr(visual, "trunk"):  # timm (BiomedCLIP's ViT-B/16)
+        after = [getattr(visual.trunk, name) for name in ("norm", "fc_norm", "head") if hasattr(visual.trunk, name)]
+        return list(visual.trunk.blocks), after + [visual.head]
+    if hasattr(visual, "transformer"):  # open_clip VisionTransformer
+        return list(visual.transformer.resblocks), [visual.ln_post, visual.proj]
+    if hasattr(visual, "layer4"):  # open_clip ModifiedResNet (the demo backbone)
+        blocks = [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(visual, name)]
+        return blocks, [visual.attnpool]
+    raise ValueError(f"finetune: unknown image tower {type(visual).__name__}; known: timm, ViT, ModifiedResNet")
+
+
+def text_layers(model: torch.nn.Module) -> tuple[list[torch.nn.Module], list[torch.nn.Module | torch.nn.Parameter]]:
+    """(the text tower's layers in order, what follows the last one)."""
+    if hasattr(model, "text") and hasattr(model.text, "transformer"):  # HF text tower (BiomedCLIP's BERT)
+        after = [model.text.proj] + ([model.text.pooler] if isinstance(model.text.pooler, torch.nn.Module) else [])
+        return list(model.text.transformer.encoder.layer), after
+    if hasattr(model, "transformer"):  # open_clip text transformer
+        return list(model.transformer.resblocks), [model.ln_final, model.text_projection]
+    raise ValueError(f"finetune: unknown text tower in {type(model).__name__}")
+
+
+def _parameters(parts: list) -> list[torch.nn.Parameter]:
+    found = []
+    for part in parts:
+        found += [part] if isinstance(part, torch.nn.Parameter) else list(part.parameters())
+    return found
+
+
+def unfreeze(model: torch.nn.Module, n_image: int, n_text: int) -> list[torch.nn.Parameter]:
+    """Freeze `model`, then unfreeze its last `n_image` image blocks and `n_text` text layers with what
+    follows them; return the trainable parameters (none when both are 0)."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trainable: list[torch.nn.Parameter] = []
+    for n, (blocks, after), tower in ((n_image, image_blocks(model), "image"), (n_text, text_layers(model), "text")):
+        if n > len(blocks):
+            raise ValueError(f"finetune: the {tower} tower has {len(blocks)} blocks; cannot unfreeze the last {n}")
+        if n:
+            trainable += _parameters(blocks[-n:] + after)
+    unique = list({id(p): p for p in trainable}.values())
+    for parameter in unique:
+        parameter.requires_grad_(True)
+    return unique
+
+
+# --------------------------------------------------------------------------------------------------
+# Data: the cached pixels of the train split with their reports and labels
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingPairs:
+    pngs: list[bytes]
+    reports: list[str]
+    abnormal: np.ndarray  # (N,) bool
+    labels: np.ndarray  # (N, 14) bool: label == 1
+
+
+def training_pairs(
+    pixel_shards: list[str], studies_path: str, labels_path: str, split: str = "train", frontal_only: bool = True
+) -> TrainingPairs:
+    """Every cached image of `split` (frontal ones by default) with its study's report and labels, by image_id."""
+    studies = read_table(studies_path, "studies").filter(pl.col("split") == split).select("study_id", "report")
+    labels = read_table(labels_path, "labels")
+    pixels = pl.concat([pl.read_parquet(path) for path in pixel_shards]).filter(pl.col("split") == split)
+    if frontal_only:
+        pixels = pixels.filter(pl.col("view").is_in(FRONTAL_VIEWS))
+    table = pixels.join(studies, on="study_id", how="inner").join(labels, on="study_id", how="inner").sort("image_id")
+    if table.height < 2:
+        raise ValueError(f"finetune: the {split} split has {table.height} usable image(s); at least 2 are needed")
+    return TrainingPairs(
+        pngs=table["png"].to_list(),
+        reports=table["report"].to_list(),
+        abnormal=table["abnormal"].to_numpy().astype(bool),
+        labels=np.stack([(table[name].fill_null(0) == 1).to_numpy() for name in CHEXPERT_LABELS], axis=1),
+    )
+
+
+def _pixels(pngs: list[bytes], preprocess) -> torch.Tensor:
+    return torch.stack([preprocess(Image.open(io.BytesIO(png)).convert("RGB")) for png in pngs])
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """Write the checkpoint to a temporary file, then rename it: a kill mid-write leaves the last one whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states are not tensors
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def schedule(warmup_steps: int, total_steps: int):
+    """LambdaLR factor: linear warm-up over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    # A generator per epoch: the order of any epoch is known without replaying the earlier ones.
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def finetune_backbone(
+    base_spec: str,
+    pixel_shards: list[str],
+    studies_path: str,
+    labels_path: str,
+    output_dir: str,
+    checkpoint_path: str,
+    variant_cfg: dict,
+    settings: dict,
+    hidden_dim: int,
+    supcon_temperature: float,
+    demo_dir: str | None = None,
+    frontal_only: bool = True,
+    seed: int = 0,
+    threads: int = 1,
+) -> dict:
+    """Fine-tune `base_spec` on the train split under the variant's losses; write the local-dir folder.
+
+    `settings` is the config's `finetune:` block merged with this backbone's entry (image_blocks,
+    text_layers, epochs, batch_size, backbone_lr, head_lr, warmup_steps, weight_decay, grad_clip,
+    checkpoint_minutes, device). Returns the run's facts (also written to `finetune.json`).
+    """
+    torch.set_num_threads(max(1, threads))
+    weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
+    check_loss_names(weights)
+    if not weights:
+        raise ValueError("finetune: the variant has no loss with a positive weight to train with")
+    device = choose_device(settings.get("device", "auto"))
+    backbone = load_backbone(base_spec, device=str(device), demo_dir=demo_dir)
+    model = backbone.model
+    trainable = unfreeze(model, int(settings["image_blocks"]), int(settings["text_layers"]))
+    if device.type == "cuda" and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)  # activations recomputed in backward: larger batches fit
+    torch.manual_seed(seed)
+    heads = ProjectionHeads(backbone.embed_dim, hidden_dim, backbone.logit_scale, seed=seed).to(device)
+    pairs = training_pairs(pixel_shards, studies_path, labels_path, frontal_only=frontal_only)
+    n, batch_size, epochs = len(pairs.reports), int(settings["batch_size"]), int(settings["epochs"])
+    steps_per_epoch = max(1, n // batch_size)  # whole batches: contrastive losses want full ones
+    total_steps = steps_per_epoch * epochs
+    groups = [{"params": list(heads.parameters()), "lr": float(settings["head_lr"])}]
+    if trainable:
+        groups.append({"params": trainable, "lr": float(settings["backbone_lr"])})
+    optimizer = torch.optim.AdamW(groups, weight_decay=float(settings["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(int(settings["warmup_steps"]), total_steps))
+    positives = max(1, int(pairs.abnormal.sum()))
+    pos_weight = float((n - pairs.abnormal.sum()) / positives)
+
+    checkpoint = Path(checkpoint_path)
+    state = load_checkpoint(checkpoint)
+    step, history = 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step, history = int(state["step"]), list(state["history"])
+        log.info("resuming from %s at step %d of %d", checkpoint, step, total_steps)
+    every = float(settings["checkpoint_minutes"]) * 60
+    last_saved, started = time.monotonic(), time.perf_counter()
+    model.eval()  # see the module docstring: frozen statistics, no dropout, bit-identical frozen blocks
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
+    trained_images = 0
+    with tqdm(total=total_steps, initial=step, desc="finetune", unit="step") as progress:
+        while step < total_steps:
+            epoch, position = divmod(step, steps_per_epoch)
+            batch = _epoch_order(n, seed, epoch)[position * batch_size : (position + 1) * batch_size].numpy()
+            pixels = _pixels([pairs.pngs[i] for i in batch], backbone.preprocess).to(device)
+            tokens = backbone.tokenizer([pairs.reports[i] for i in batch]).to(device)
+            with autocast:
+                image = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
+                text = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
+                terms = composite_loss(
+                    heads,
+                    image,
+                    text,
+                    torch.from_numpy(pairs.abnormal[batch]).to(device),
+                    weights,
+                    supcon_temperature,
+                    pos_weight,
+                    torch.from_numpy(pairs.labels[batch]).to(device),
+                )
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(list(heads.parameters()) + trainable, float(settings["grad_clip"]))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            trained_images += len(batch)
+            history.append({"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in terms.items()}})
+            progress.update(1)
+            progress.set_postfix(epoch=epoch, loss=f"{history[-1]['total']:.3f}")
+            if step < total_steps and time.monotonic() - last_saved >= every:
+                save_checkpoint(
+                    checkpoint,
+                    model=model.state_dict(),
+                    heads=heads.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    rng=_rng_state(),
+                    step=step,
+                    history=history,
+                )
+                last_saved = time.monotonic()
+    seconds = time.perf_counter() - started
+    facts = {
+        "base": base_spec,
+        "variant_losses": weights,
+        "image_blocks": int(settings["image_blocks"]),
+        "text_layers": int(settings["text_layers"]),
+        "trainable_parameters": int(sum(p.numel() for p in trainable)),
+        "train_images": n,
+        "batch_size": batch_size,
+        "steps": total_steps,
+        "epochs": epochs,
+        "seed": seed,
+        "device": str(device),
+        "images_per_second": round(trained_images / seconds, 2) if seconds else None,
+    }
+    write_finetuned(model, base_spec, demo_dir, Path(output_dir), heads, facts, history)
+    checkpoint.unlink(missing_ok=True)
+    log.info(
+        "fine-tuned %s: %d trainable parameters, %d steps, %.1f images/s on %s",
+        base_spec,
+        facts["trainable_parameters"],
+        total_steps,
+        facts["images_per_second"] or 0,
+        device,
+    )
+    return facts
+
+
+def write_finetuned(
+    model: torch.nn.Module,
+    base_spec: str,
+    demo_dir: str | None,
+    folder: Path,
+    heads: ProjectionHeads,
+    facts: dict,
+    history: list[dict],
+) -> None:
+    """The fine-tuned model as a local-dir folder with the base's configuration (and text tower files),
+    plus the jointly trained heads, the facts and the per-step history."""
+    name = resolve_spec(base_spec, demo_dir)
+    if not name.startswith(LOCAL_PREFIX):
+        raise ValueError(
+            f"finetune: base {base_spec!r} is not a local-dir folder; fine-tune a `demo` or `local-dir:` backbone "
+            "(save a hub model with `mtcxr`'s README, Using BiomedCLIP, first)"
+        )
+    source = Path(name[len(LOCAL_PREFIX) :])
+    config = json.loads((source / "open_clip_config.json").read_text())
+    model = model.float().cpu()
+    save_local_dir(model, config["model_cfg"], config.get("preprocess_cfg", {}), folder)
+    if (source / TEXT_TOWER_DIR).is_dir():
+        shutil.copytree(source / TEXT_TOWER_DIR, folder / TEXT_TOWER_DIR, dirs_exist_ok=True)
+    save_heads(heads.cpu(), folder / "heads.safetensors", folder / "heads.json", {"trained": True, **facts})
+    (folder / "finetune.json").write_text(json.dumps(facts, indent=2) + "\n")
+    pl.DataFrame(history).write_parquet(folder / "history.parquet")
