@@ -34,6 +34,12 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/xtra.smk"
 include: "workflow/rules/generation.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/report.smk"
+
+
+# `snakemake --report`: the study described, with this run's settings (workflow/report/workflow.rst).
+report: "workflow/report/workflow.rst"
 
 
 # Cheap rules run on the submitting node even under a cluster profile.
@@ -45,12 +51,16 @@ localrules:
     xtra_figure,
     generation_figure,
     training_figure,
+    clinical_precision_figure,
+    retrieval_examples_figure,
+    rejects_figure,
+    summary_page,
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True
 
 
 onstart:

@@ -172,3 +172,16 @@ def test_train_seeds_and_protocol_defaults():
         resolve(train={"seeds": []})
     with pytest.raises(ConfigError, match=r"config key evaluate.protocols.0"):
         resolve(evaluate={"protocols": ["clip_benchmark"]})
+
+
+def test_finetuned_backbones_follow_the_backbones_they_are_built_from(tmp_path: Path):
+    assert set(resolve()["finetune"]["backbones"]) == {"demo_ft"}  # config.yaml: the demo's
+    preset = write(tmp_path, "preset.yaml", {"backbones": {"biomedclip": "local-dir:/models/biomedclip"}})
+    assert resolve(preset)["finetune"]["backbones"] == {}  # a preset with its own backbones: none inherited
+    assert resolve(finetune={"backbones": {}})["finetune"]["backbones"] == {}
+    with pytest.raises(ConfigError, match=r"finetune.backbones.ft.base is 'nope'"):
+        resolve(finetune={"backbones": {"ft": {"base": "nope", "variant": "multitask"}}})
+    with pytest.raises(ConfigError, match=r"finetune.backbones.ft.variant is 'zeroshot'; it must be a trained variant"):
+        resolve(finetune={"backbones": {"ft": {"base": "demo", "variant": "zeroshot"}}})
+    with pytest.raises(ConfigError, match=r"'demo' is already a backbone"):
+        resolve(finetune={"backbones": {"demo": {"base": "demo", "variant": "multitask"}}})

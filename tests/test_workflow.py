@@ -15,13 +15,34 @@ from mtcxr.tables import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-SUMMARY_COLUMNS = ["backbone", "variant", "seed", "task", "metric", "k", "value", "ci_low", "ci_high", "sd", "n_seeds",
-                   "n_queries"]
+SUMMARY_COLUMNS = [
+    "backbone",
+    "variant",
+    "seed",
+    "task",
+    "metric",
+    "k",
+    "value",
+    "ci_low",
+    "ci_high",
+    "sd",
+    "n_seeds",
+    "n_queries",
+]
 
 
 def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [*SNAKEMAKE, "--cores", "2", "--nolock", "--configfile", "tests/configs/tiny.yaml",
-               "--config", f"results={results}", *extra]
+    command = [
+        *SNAKEMAKE,
+        "--cores",
+        "2",
+        "--nolock",
+        "--configfile",
+        "tests/configs/tiny.yaml",
+        "--config",
+        f"results={results}",
+        *extra,
+    ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
 
 
@@ -61,7 +82,8 @@ def test_every_artifact_is_written(tiny_results):
             assert (r / f"index/demo/{variant}/seed{seed}/texts.faiss").is_file()
     assert not (r / "models/demo/zeroshot/seed1").exists()  # untrained: one run
     assert (r / "models/demo/multitask/seed0/head.safetensors").read_bytes() != (
-        r / "models/demo/multitask/seed1/head.safetensors").read_bytes()
+        r / "models/demo/multitask/seed1/head.safetensors"
+    ).read_bytes()
     history = pl.read_parquet(r / "models/demo/multitask/seed0/history.parquet")
     assert history.height == 3 and {"train_clip", "train_supcon", "train_bce"} <= set(history.columns)
     # train.select: best keeps the epoch with the lowest validation loss, marked and named in head.json.
@@ -74,7 +96,9 @@ def test_every_artifact_is_written(tiny_results):
     summary = pl.read_csv(r / "metrics/summary.csv")
     assert summary.columns == SUMMARY_COLUMNS
     assert set(summary["variant"].drop_nulls()) == {"zeroshot", "multitask", "xtra"}
-    recall = summary.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall") & (pl.col("n_seeds").fill_null(1) == 1))
+    recall = summary.filter(
+        (pl.col("task") == "i2t") & (pl.col("metric") == "recall") & (pl.col("n_seeds").fill_null(1) == 1)
+    )
     assert sorted(recall["k"].unique()) == [1, 5, 10]
     assert ((recall["ci_low"] <= recall["value"]) & (recall["value"] <= recall["ci_high"])).all()
     assert summary.filter(pl.col("metric") == "silhouette")["k"].is_null().all()
@@ -89,16 +113,23 @@ def test_every_artifact_is_written(tiny_results):
 def test_seeds_protocols_and_findings(tiny_results):
     """train.seeds [0, 1]: per-seed rows, across-seed mean/sd, the pooled paired test; every protocol's rows."""
     r = tiny_results
-    summary = read_table(r / "metrics/summary.parquet", "metrics")
-    recall = summary.filter((pl.col("variant") == "multitask") & (pl.col("task") == "i2t") & (pl.col("metric") == "recall")
-                            & (pl.col("k") == 10))
+    summary = read_table(r / "metrics/summary.parquet", "metrics").filter(pl.col("backbone") == "demo")
+    recall = summary.filter(
+        (pl.col("backbone") == "demo")
+        & (pl.col("variant") == "multitask")
+        & (pl.col("task") == "i2t")
+        & (pl.col("metric") == "recall")
+        & (pl.col("k") == 10)
+    )
     per_seed = recall.filter(pl.col("n_seeds") == 1).sort("seed")
     across = recall.filter(pl.col("n_seeds") == 2).row(0, named=True)
     assert per_seed["seed"].to_list() == [0, 1] and across["seed"] is None
     assert across["value"] == pytest.approx(per_seed["value"].mean())
     assert across["sd"] == pytest.approx(per_seed["value"].std())
     assert across["ci_low"] <= across["value"] <= across["ci_high"]
-    paired = pl.read_csv(r / "metrics/paired_vs_zeroshot.csv").filter(pl.col("variant") == "multitask")
+    paired = pl.read_csv(r / "metrics/paired_vs_zeroshot.csv").filter(
+        (pl.col("variant") == "multitask") & (pl.col("backbone") == "demo")
+    )
     assert set(paired["method"]) == {"query_bootstrap", "seed_query_bootstrap"}
     assert paired.filter(pl.col("method") == "seed_query_bootstrap")["n_seeds"].unique().to_list() == [2]
 
@@ -114,14 +145,39 @@ def test_seeds_protocols_and_findings(tiny_results):
     log = (r / "logs/evaluate/demo/zeroshot/seed0.log").read_text()
     assert "fewer than 200; all are used" in log  # the tiny test split has far fewer than 5 x 200
 
-    findings = pl.read_csv(r / "metrics/finding_precision.csv")
+    findings = pl.read_csv(r / "metrics/finding_precision.csv").filter(pl.col("backbone") == "demo")
     assert {"i2t", "t2i"} <= set(findings["task"]) and findings["value"].is_between(0, 1).all()
     assert set(findings.filter(pl.col("n_seeds") == 2)["variant"]) == {"multitask", "xtra"}  # the trained ones
     assert (r / "figures/finding_precision_demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (r / "metrics/summary.md").read_text()
-    for text in ("mean ± standard deviation over 2 training seeds", "seed-and-query bootstrap", "### Published protocols",
-                 "### Clinical precision by query finding"):
+    for text in (
+        "mean ± standard deviation over 2 training seeds",
+        "seed-and-query bootstrap",
+        "### Published protocols",
+        "### Clinical precision by query finding",
+    ):
         assert text in markdown
+
+
+@pytest.mark.slow
+def test_finetuned_backbone_is_a_backbone_like_any_other(tiny_results):
+    """tiny.yaml fine-tunes demo's last image block (demo_ft): its folder loads as a local-dir backbone
+    and its variants (zeroshot, multitask) sit in the summary beside demo's."""
+    r = tiny_results
+    folder = r / "models/finetuned/demo_ft"
+    facts = json.loads((folder / "finetune.json").read_text())
+    assert facts["image_blocks"] == 1 and facts["text_layers"] == 0 and facts["trainable_parameters"] > 0
+    assert (folder / "open_clip_model.safetensors").is_file() and not (
+        r / "checkpoints/finetune_backbone/demo_ft.pt"
+    ).exists()
+    _, vectors, meta = read_embeddings(r / "embeddings/demo_ft/texts.parquet", "study_id")
+    assert meta["spec"] == f"local-dir:{folder}"
+    summary = read_table(r / "metrics/summary.parquet", "metrics")
+    ft = summary.filter(pl.col("backbone") == "demo_ft")
+    assert set(ft["variant"]) == {"zeroshot", "multitask"}
+    assert ft.filter((pl.col("task") == "i2t") & (pl.col("metric") == "recall"))["value"].is_between(0, 1).all()
+    assert "## Backbone `demo_ft`" in (r / "metrics/summary.md").read_text()
+    assert (r / "figures/tsne_demo_ft.png").is_file()
 
 
 @pytest.mark.slow
@@ -145,18 +201,30 @@ def test_xtra_results(tiny_results):
 def test_generation_results(tiny_results):
     r = tiny_results
     images = read_table(r / "data/images.parquet", "images")
-    test_studies = images.filter((pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"]))["study_id"].n_unique()
+    test_studies = images.filter((pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"]))[
+        "study_id"
+    ].n_unique()
     metrics = read_table(r / "metrics/generation.parquet", "generation_metrics")
     methods = set(metrics.select("backbone", "variant", "method").unique().rows())
-    assert methods == {(None, None, "random"), (None, None, "most_frequent"), ("demo", "zeroshot", "retrieval"),
-                       ("demo", "zeroshot", "oracle"), ("demo", "multitask", "retrieval"), ("demo", "multitask", "oracle"),
-                       ("demo", "xtra", "retrieval"), ("demo", "xtra", "oracle"), ("demo", "xtra", "xtra")}
+    assert methods == {
+        (None, None, "random"),
+        (None, None, "most_frequent"),
+        ("demo", "zeroshot", "retrieval"),
+        ("demo", "zeroshot", "oracle"),
+        ("demo", "multitask", "retrieval"),
+        ("demo", "multitask", "oracle"),
+        ("demo", "xtra", "retrieval"),
+        ("demo", "xtra", "oracle"),
+        ("demo", "xtra", "xtra"),
+    } | {("demo_ft", variant, method) for variant in ("zeroshot", "multitask") for method in ("retrieval", "oracle")}
     assert set(metrics["n_studies"]) == {test_studies}
     bleu4 = metrics.filter(pl.col("metric") == "bleu4")
     assert bleu4["value"].is_between(0, 1).all() and bleu4["ci_low"].le(bleu4["ci_high"]).all()
     # The oracle picks, among the same top k, the report closest to the reference: never worse on ROUGE-L.
-    rouge = dict(((v, m), x) for v, m, x in metrics.filter(pl.col("metric") == "rouge_l")
-                 .select("variant", "method", "value").iter_rows())
+    rouge = dict(
+        ((v, m), x)
+        for v, m, x in metrics.filter(pl.col("metric") == "rouge_l").select("variant", "method", "value").iter_rows()
+    )
     for variant in ("zeroshot", "multitask", "xtra"):
         assert rouge[(variant, "oracle")] >= rouge[(variant, "retrieval")]
     generated = read_table(r / "generation/demo/multitask/retrieval.parquet", "generated")
@@ -227,13 +295,40 @@ def test_forcerun_train_xtra_reruns_it_and_what_follows(tiny_results):
 def test_html_report_builds(tiny_results):
     """README: `snakemake --report results/report.html` after a run."""
     report = tiny_results / "report.html"
-    done = subprocess.run([*SNAKEMAKE, "--report", str(report), "--configfile", "tests/configs/tiny.yaml",
-                           "--config", f"results={tiny_results}"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--report",
+            str(report),
+            "--configfile",
+            "tests/configs/tiny.yaml",
+            "--config",
+            f"results={tiny_results}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     html = report.read_text()
-    for name in ("summary.csv", "paired_vs_zeroshot.csv", "tsne_demo.png", "recall_at_k.png", "generation.csv",
-                 "generation.png", "training_demo.png", "finding_precision_demo.png", "finding_precision.csv"):
+    for name in (
+        "summary.csv",
+        "paired_vs_zeroshot.csv",
+        "tsne_demo.png",
+        "recall_at_k.png",
+        "generation.csv",
+        "generation.png",
+        "training_demo.png",
+        "finding_precision_demo.png",
+        "finding_precision.csv",
+        "clinical_precision_demo.png",
+        "retrieval_examples_demo.png",
+        "rejects.png",
+        "summary.html",
+    ):
         assert name in html
+    # The study description (workflow/report/workflow.rst) with this run's settings.
+    assert "report retrieval" in html and "160 studies of 120" in html
 
 
 @pytest.mark.slow
@@ -241,9 +336,24 @@ def test_zeroshot_head_is_seeded(tiny_results):
     """Two runs of train_head for the untrained zeroshot variant write identical weights."""
     weights = tiny_results / "models/demo/zeroshot/seed0/head.safetensors"
     first = weights.read_bytes()
-    again = subprocess.run([*SNAKEMAKE, "--cores", "1", "--nolock", str(weights), "--forcerun", "train_head",
-                            "--configfile", "tests/configs/tiny.yaml", "--config", f"results={tiny_results}"],
-                           cwd=REPO, capture_output=True, text=True)
+    again = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--cores",
+            "1",
+            "--nolock",
+            str(weights),
+            "--forcerun",
+            "train_head",
+            "--configfile",
+            "tests/configs/tiny.yaml",
+            "--config",
+            f"results={tiny_results}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert weights.read_bytes() == first
 
@@ -255,13 +365,19 @@ def test_lint_finds_nothing():
 
 
 def _neighbour_inputs(results: Path, memory: Path) -> dict:
-    return dict(memory_dir=str(memory), image_embeddings=[str(results / f"embeddings/demo/images-{i}.parquet") for i in range(2)],
-                text_embeddings=str(results / "embeddings/demo/texts.parquet"),
-                images_path=str(results / "data/images.parquet"), studies_path=str(results / "data/studies.parquet"),
-                labels_path=str(results / "labels/labels.parquet"),
-                head_weights=str(results / "models/demo/xtra/seed0/head.safetensors"),
-                head_config=str(results / "models/demo/xtra/seed0/head.json"), split="test", frontal_only=True,
-                index_cfg={"nprobe": 8, "ef_search": 16})
+    return dict(
+        memory_dir=str(memory),
+        image_embeddings=[str(results / f"embeddings/demo/images-{i}.parquet") for i in range(2)],
+        text_embeddings=str(results / "embeddings/demo/texts.parquet"),
+        images_path=str(results / "data/images.parquet"),
+        studies_path=str(results / "data/studies.parquet"),
+        labels_path=str(results / "labels/labels.parquet"),
+        head_weights=str(results / "models/demo/xtra/seed0/head.safetensors"),
+        head_config=str(results / "models/demo/xtra/seed0/head.json"),
+        split="test",
+        frontal_only=True,
+        index_cfg={"nprobe": 8, "ef_search": 16},
+    )
 
 
 @pytest.mark.slow
@@ -271,18 +387,24 @@ def test_neighbour_faults_are_clear(tiny_results, tmp_path):
 
     memory = tiny_results / "xtra/demo/xtra/memory"
     inputs = _neighbour_inputs(tiny_results, memory)
-    with pytest.raises(InputError, match=r"xtra.k is 5000, but the memory's images \(\d+ entries\) hold fewer than 5000"):
+    with pytest.raises(
+        InputError, match=r"xtra.k is 5000, but the memory's images \(\d+ entries\) hold fewer than 5000"
+    ):
         retrieve_neighbours(**inputs, k=5000, output=str(tmp_path / "n.parquet"))
     other = tmp_path / "memory"
     shutil.copytree(memory, other)
     info = json.loads((other / "memory.json").read_text())
     (other / "memory.json").write_text(json.dumps({**info, "spec": "ViT-B-16:openai", "dim": 512}))
-    with pytest.raises(InputError, match=r"built from 'ViT-B-16:openai' embeddings \(dim 512\), but the queries .* are 'demo'"):
+    with pytest.raises(
+        InputError, match=r"built from 'ViT-B-16:openai' embeddings \(dim 512\), but the queries .* are 'demo'"
+    ):
         retrieve_neighbours(**{**inputs, "memory_dir": str(other)}, k=2, output=str(tmp_path / "n.parquet"))
     assert retrieve_neighbours(**inputs, k=2, output=str(tmp_path / "n.parquet")) > 0
 
 
 def test_memory_split_must_be_train():
-    done = subprocess.run([*SNAKEMAKE, "-n", "--config", "xtra={memory: test}"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [*SNAKEMAKE, "-n", "--config", "xtra={memory: test}"], cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 1
     assert "config key xtra.memory: 'test' is not one of ['train']" in done.stderr

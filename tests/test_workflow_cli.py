@@ -47,10 +47,11 @@ def test_config_value_from_the_command_line(tmp_path: Path):
     done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path / 'results_small'}")
     assert done.returncode == 0, done.stderr
     counts = jobs_planned(done)
-    # config.yaml: 6 variants, 5 of them trained with 3 seeds each and zeroshot once; 2 shards
-    assert counts["train_head"] == 16 and counts["preprocess_images"] == 2
+    # config.yaml: 6 variants, 5 of them trained with 3 seeds each and zeroshot once (16), and the
+    # fine-tuned demo_ft with zeroshot + multitask (4); 2 shards
+    assert counts["train_head"] == 20 and counts["preprocess_images"] == 2 and counts["finetune_backbone"] == 1
     assert counts["build_memory"] == 1 and counts["retrieve_neighbours"] == 3 and counts["train_xtra"] == 1
-    assert counts["generate_reports"] == 6 and counts["generate_xtra_reports"] == 1 and counts["score_generation"] == 1
+    assert counts["generate_reports"] == 8 and counts["generate_xtra_reports"] == 1 and counts["score_generation"] == 1
     assert str(tmp_path / "results_small") in done.stdout
 
 
@@ -73,7 +74,7 @@ def test_evaluate_target_rule(tmp_path: Path):
     done = snakemake("-n", "--cores", "all", "evaluate", "--config", f"results={tmp_path}")
     assert done.returncode == 0, done.stderr
     counts = jobs_planned(done)
-    assert counts["evaluate_variant"] == 16 and counts["evaluate"] == 1
+    assert counts["evaluate_variant"] == 20 and counts["evaluate"] == 1
     assert "summarize" not in counts and "figures" not in counts
 
 

@@ -8,7 +8,10 @@ inherits demo entries:
 - the named collections `backbones` and `variants`: a config that names one gives the
   whole collection;
 - `dataset` when the override sets `dataset.kind`: a dataset section describes one kind
-  of data (a MIMIC root, a manifest, the synthetic generator's sizes).
+  of data (a MIMIC root, a manifest, the synthetic generator's sizes);
+- `finetune.backbones` when the override names it, `backbones` or `variants`: fine-tuned
+  backbones are built from the backbones and variants listed beside them, so a preset never
+  inherits the demo's.
 
 `--config` values arrive as YAML strings (`train='{epochs: 4}'` gives `'4'`); each is
 converted to the type the schema declares before validation. Defaults live in the schema
@@ -52,6 +55,11 @@ def layered(default: Mapping, override: Mapping) -> dict:
             base.pop(key, None)
     if isinstance(override.get("dataset"), Mapping) and "kind" in override["dataset"]:
         base.pop("dataset", None)
+    names_finetuned = isinstance(override.get("finetune"), Mapping) and "backbones" in override["finetune"]
+    if ("backbones" in override or "variants" in override or names_finetuned) and isinstance(
+        base.get("finetune"), Mapping
+    ):
+        base["finetune"].pop("backbones", None)
     return merged(base, override)
 
 
@@ -89,6 +97,7 @@ def run_config(
     validate(config, schema)
     with_defaults(config, schema)
     check_variants(config, loss_names(schema))
+    check_finetune(config)
     return config
 
 
@@ -207,4 +216,30 @@ def check_variants(config: Mapping, losses: list[str]) -> None:
                 f"variants.{name} trains (train: true) but has no loss with a weight above 0 "
                 f"(losses: {weights or 'none'}), so its heads would stay the identity and it would repeat zeroshot. "
                 f"Give it at least one of {', '.join(losses)} with a positive weight, or set train: false."
+            )
+
+
+def check_finetune(config: Mapping) -> None:
+    """Raise ConfigError for a fine-tuned backbone whose name, base or variants do not fit the config."""
+    backbones, variants = config["backbones"], config["variants"]
+    for name, entry in config.get("finetune", {}).get("backbones", {}).items():
+        where = f"finetune.backbones.{name}"
+        if name in backbones:
+            raise ConfigError(
+                f"{where}: {name!r} is already a backbone in `backbones:`; give the fine-tuned one a new name"
+            )
+        if entry["base"] not in backbones:
+            raise ConfigError(
+                f"{where}.base is {entry['base']!r}; it must be one of backbones ({', '.join(backbones)})"
+            )
+        variant = variants.get(entry["variant"])
+        if variant is None or not variant.get("train", True):
+            trained = [v for v, cfg in variants.items() if cfg.get("train", True)]
+            raise ConfigError(
+                f"{where}.variant is {entry['variant']!r}; it must be a trained variant ({', '.join(trained)})"
+            )
+        unknown = [v for v in entry.get("variants") or [] if v not in variants]
+        if unknown or (entry.get("variants") and "zeroshot" not in entry["variants"]):
+            raise ConfigError(
+                f"{where}.variants must list variants of `variants:`, zeroshot among them; got {entry.get('variants')}"
             )

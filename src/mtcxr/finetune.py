@@ -247,7 +247,7 @@ def finetune_backbone(
         step, history = int(state["step"]), list(state["history"])
         log.info("resuming from %s at step %d of %d", checkpoint, step, total_steps)
     every = float(settings["checkpoint_minutes"]) * 60
-    last_saved, started = time.monotonic(), time.perf_counter()
+    last_saved, started, first_step = time.monotonic(), time.perf_counter(), step
     model.eval()  # see the module docstring: frozen statistics, no dropout, bit-identical frozen blocks
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -255,6 +255,7 @@ def finetune_backbone(
     trained_images = 0
     with tqdm(total=total_steps, initial=step, desc="finetune", unit="step") as progress:
         while step < total_steps:
+            step_started = time.perf_counter()
             epoch, position = divmod(step, steps_per_epoch)
             batch = _epoch_order(n, seed, epoch)[position * batch_size : (position + 1) * batch_size].numpy()
             pixels = _pixels([pairs.pngs[i] for i in batch], backbone.preprocess).to(device)
@@ -278,8 +279,18 @@ def finetune_backbone(
             optimizer.step()
             scheduler.step()
             step += 1
-            trained_images += len(batch)
-            history.append({"step": step, "epoch": epoch, **{k: float(v.detach()) for k, v in terms.items()}})
+            if step == first_step + 1:  # the rate leaves out the first step's one-off allocations
+                started = time.perf_counter()
+            else:
+                trained_images += len(batch)
+            history.append(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "seconds": time.perf_counter() - step_started,
+                    **{k: float(v.detach()) for k, v in terms.items()},
+                }
+            )
             progress.update(1)
             progress.set_postfix(epoch=epoch, loss=f"{history[-1]['total']:.3f}")
             if step < total_steps and time.monotonic() - last_saved >= every:

@@ -395,7 +395,8 @@ def _generation_examples(studies: pl.DataFrame, headline: pl.DataFrame, examples
         & (pl.col("variant") == best["variant"])
     ).sort("study_id")
     picks = np.sort(np.random.default_rng(seed).choice(chosen.height, min(examples, chosen.height), replace=False))
-    clip = lambda text: (text[:300] + " …") if len(text) > 300 else text  # noqa: E731
+    # One table row per example: a report's line breaks (MIMIC's have them) would end the row.
+    clip = lambda text: " ".join(text.split())[:300] + (" …" if len(" ".join(text.split())) > 300 else "")  # noqa: E731
     lines = [
         f"Examples ({best['backbone']} / {best['variant']} / {best['method']}, the best by CE F1; "
         "studies drawn by seed):",

@@ -265,6 +265,7 @@ def pixels_schema():
         ]
     )
 
+
 # Columns whose values come from a closed set (besides `split`, checked wherever it appears).
 ALLOWED_VALUES: dict[str, list[tuple[str, tuple]]] = {
     "images": [("view", VIEWS)],

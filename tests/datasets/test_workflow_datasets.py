@@ -84,6 +84,7 @@ def run_study(tmp_path: Path, dataset: dict, **overrides) -> Path:
     # X-TRA runs in tests/test_workflow.py; the miniature trees hold too few train patients for its memory.
     config["variants"].pop("xtra")
     config["xtra"] = {"variants": []}
+    config["finetune"] = {"backbones": {}}  # fine-tuning runs in tests/test_workflow.py
     for section, values in overrides.items():
         config[section].update(values)
     config_path = tmp_path / "config.yaml"

@@ -8,9 +8,16 @@ with stop_on_input_error():
 
 RESULTS = config["results"]
 SHARDS = list(range(config["images"]["shards"]))
-BACKBONES = list(config["backbones"])
 VARIANTS = list(config["variants"])
 XTRA_VARIANTS = list(config["xtra"]["variants"])
+# Fine-tuned backbones (finetune.backbones): each is a backbone of its own, built by finetune_backbone,
+# evaluated with its own `variants` (zeroshot and the variant it was trained with, unless it says).
+FINETUNED = config["finetune"]["backbones"]
+BACKBONES = list(config["backbones"]) + list(FINETUNED)
+BACKBONE_VARIANTS = {backbone: VARIANTS for backbone in config["backbones"]} | {
+    name: [v for v in VARIANTS if v in (entry.get("variants") or ["zeroshot", entry["variant"]])]
+    for name, entry in FINETUNED.items()
+}
 GENERATION = config["generation"]["enabled"]
 # Training seeds: each trained variant once per seed; an untrained variant (zeroshot) runs once, at
 # the first seed. X-TRA, report generation and the t-SNE figure use the first seed's heads.
@@ -25,14 +32,26 @@ ENV = "../envs/mtcxr.yaml"
 
 wildcard_constraints:
     backbone="|".join(BACKBONES) or "none",
+    finetuned="|".join(FINETUNED) or "none",
     variant="|".join(VARIANTS) or "none",
     shard=r"\d+",
     seed=r"\d+",
     split="train|validate|test",
 
 
+def finetuned_dir(name):
+    return f"{RESULTS}/models/finetuned/{name}"
+
+
+def spec_of(backbone):
+    """A backbone's spec: the config's, or the local-dir folder finetune_backbone writes."""
+    if backbone in FINETUNED:
+        return f"local-dir:{finetuned_dir(backbone)}"
+    return config["backbones"][backbone]
+
+
 def backbone_spec(wildcards):
-    return config["backbones"][wildcards.backbone]
+    return spec_of(wildcards.backbone)
 
 
 def demo_dir_param(wildcards):
@@ -40,9 +59,42 @@ def demo_dir_param(wildcards):
     return DEMO_DIR if backbone_spec(wildcards) == "demo" else None
 
 
+def backbone_folder(backbone):
+    """[the folder the workflow writes for this backbone] (demo, fine-tuned); [] for one named in the config."""
+    if backbone in FINETUNED:
+        return [finetuned_dir(backbone)]
+    return [DEMO_DIR] if spec_of(backbone) == "demo" else []
+
+
 def demo_dir_input(wildcards):
-    """Make the demo backbone an input only of the jobs that load it."""
-    return [DEMO_DIR] if backbone_spec(wildcards) == "demo" else []
+    """Make the demo or fine-tuned backbone's folder an input only of the jobs that load it."""
+    return backbone_folder(wildcards.backbone)
+
+
+def finetune_entry(wildcards):
+    return FINETUNED[wildcards.finetuned]
+
+
+def finetune_base_spec(wildcards):
+    return spec_of(finetune_entry(wildcards)["base"])
+
+
+def finetune_base_input(wildcards):
+    return backbone_folder(finetune_entry(wildcards)["base"])
+
+
+def finetune_demo_dir(wildcards):
+    return DEMO_DIR if finetune_base_spec(wildcards) == "demo" else None
+
+
+def finetune_variant_config(wildcards):
+    return config["variants"][finetune_entry(wildcards)["variant"]]
+
+
+def finetune_settings(wildcards):
+    """The shared `finetune:` settings with this entry's own keys over them."""
+    shared = {key: value for key, value in config["finetune"].items() if key != "backbones"}
+    return {**shared, **finetune_entry(wildcards)}
 
 
 def is_trained(variant):
@@ -56,8 +108,22 @@ def variant_seeds(variant):
 
 def run_paths(pattern, backbones=None):
     """`pattern` ({backbone}, {variant}, {seed}) for every backbone x variant x its seeds."""
-    return [pattern.format(backbone=backbone, variant=variant, seed=seed) for backbone in (backbones or BACKBONES)
-            for variant in VARIANTS for seed in variant_seeds(variant)]
+    return [
+        pattern.format(backbone=backbone, variant=variant, seed=seed)
+        for backbone in (backbones or BACKBONES)
+        for variant in BACKBONE_VARIANTS[backbone]
+        for seed in variant_seeds(variant)
+    ]
+
+
+def backbone_variant_paths(pattern, variants=None):
+    """`pattern` ({backbone}, {variant}) for every backbone x each of its variants (within `variants`)."""
+    return [
+        pattern.format(backbone=backbone, variant=variant)
+        for backbone in BACKBONES
+        for variant in BACKBONE_VARIANTS[backbone]
+        if variants is None or variant in variants
+    ]
 
 
 def primary_head(name):
@@ -71,8 +137,11 @@ def image_embeddings(wildcards):
 
 def all_reject_tables(wildcards):
     generation = [f"{RESULTS}/generation/rejects.parquet"] if GENERATION else []
-    return ([f"{RESULTS}/data/rejects.parquet"] + expand(f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet", shard=SHARDS)
-            + generation)
+    return (
+        [f"{RESULTS}/data/rejects.parquet"]
+        + expand(f"{RESULTS}/data/pixels/rejects-{{shard}}.parquet", shard=SHARDS)
+        + generation
+    )
 
 
 def pixel_reject_tables(wildcards):
@@ -82,23 +151,31 @@ def pixel_reject_tables(wildcards):
 
 def generation_tables(wildcards):
     """Every generation method's reports: the baselines, retrieval per backbone x variant, X-TRA per memory."""
-    return ([f"{RESULTS}/generation/baselines.parquet"]
-            + expand(f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet", backbone=BACKBONES, variant=VARIANTS)
-            + expand(f"{RESULTS}/generation/{{backbone}}/{{variant}}/xtra.parquet", backbone=BACKBONES, variant=XTRA_VARIANTS))
+    return (
+        [f"{RESULTS}/generation/baselines.parquet"]
+        + backbone_variant_paths(f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet")
+        + backbone_variant_paths(f"{RESULTS}/generation/{{backbone}}/{{variant}}/xtra.parquet", XTRA_VARIANTS)
+    )
 
 
 def generation_summary_inputs(wildcards):
     """The generation metrics and per-study scores `summarize` reads, when generation is on."""
     if not GENERATION:
         return {}
-    return {"generation": f"{RESULTS}/metrics/generation.parquet",
-            "generation_studies": f"{RESULTS}/metrics/generation_per_study.parquet"}
+    return {
+        "generation": f"{RESULTS}/metrics/generation.parquet",
+        "generation_studies": f"{RESULTS}/metrics/generation_per_study.parquet",
+    }
 
 
 def index_dirs(wildcards):
     """Variants shown side by side in the t-SNE figure (first seed): zeroshot and multitask when configured."""
-    shown = [v for v in ("zeroshot", "multitask") if v in VARIANTS] or VARIANTS[:2]
-    return {b: {v: f"{RESULTS}/index/{b}/{v}/seed{PRIMARY_SEED}" for v in shown} for b in BACKBONES}
+
+    def shown(backbone):
+        variants = BACKBONE_VARIANTS[backbone]
+        return [v for v in ("zeroshot", "multitask") if v in variants] or variants[:2]
+
+    return {b: {v: f"{RESULTS}/index/{b}/{v}/seed{PRIMARY_SEED}" for v in shown(b)} for b in BACKBONES}
 
 
 def index_folders(wildcards):
@@ -115,9 +192,13 @@ def metric_tables(wildcards):
 
 
 def trained_history_map(wildcards):
-    """"variant/seedN" -> history.parquet of every run of this backbone that trains (not `zeroshot`)."""
-    return {f"{v}/seed{s}": f"{RESULTS}/models/{wildcards.backbone}/{v}/seed{s}/history.parquet"
-            for v in VARIANTS if is_trained(v) for s in SEEDS}
+    """ "variant/seedN" -> history.parquet of every run of this backbone that trains (not `zeroshot`)."""
+    return {
+        f"{v}/seed{s}": f"{RESULTS}/models/{wildcards.backbone}/{v}/seed{s}/history.parquet"
+        for v in BACKBONE_VARIANTS[wildcards.backbone]
+        if is_trained(v)
+        for s in SEEDS
+    }
 
 
 def trained_histories(wildcards):
@@ -139,8 +220,7 @@ def xtra_tables(suffix):
     """Input function: the X-TRA metrics tables (`parquet`, `paired.parquet`) of every backbone x X-TRA variant."""
 
     def tables(wildcards):
-        return expand(f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.{suffix}", backbone=BACKBONES,
-                      variant=XTRA_VARIANTS)
+        return backbone_variant_paths(f"{RESULTS}/metrics/xtra/{{backbone}}/{{variant}}.{suffix}", XTRA_VARIANTS)
 
     return tables
 
@@ -148,15 +228,34 @@ def xtra_tables(suffix):
 def final_outputs():
     xtra = [f"{RESULTS}/figures/xtra_auc.png"] if XTRA_VARIANTS else []
     xtra += [f"{RESULTS}/figures/generation.png", f"{RESULTS}/metrics/generation.csv"] if GENERATION else []
+    per_backbone = ["tsne", "training", "finding_precision", "clinical_precision", "retrieval_examples"]
     return [
         f"{RESULTS}/metrics/summary.csv",
         f"{RESULTS}/metrics/summary.md",
+        f"{RESULTS}/metrics/summary.html",
         f"{RESULTS}/metrics/finding_precision.csv",
         f"{RESULTS}/labels/agreement.parquet",
         f"{RESULTS}/figures/recall_at_k.png",
-    ] + expand(f"{RESULTS}/figures/{{name}}_{{backbone}}.png", name=["tsne", "training", "finding_precision"],
-               backbone=BACKBONES) + xtra
+        f"{RESULTS}/figures/rejects.png",
+        *expand(f"{RESULTS}/figures/{{name}}_{{backbone}}.png", name=per_backbone, backbone=BACKBONES),
+        *xtra,
+    ]
 
 
 def variant_config(wildcards):
     return config["variants"][wildcards.variant]
+
+
+def example_index_dirs(wildcards):
+    """Variant -> first-seed index folder of {backbone} for the retrieval examples: the t-SNE figure's variants."""
+    return index_dirs(wildcards)[wildcards.backbone]
+
+
+def example_index_folders(wildcards):
+    return list(example_index_dirs(wildcards).values())
+
+
+def shared_subcategory():
+    """The report subcategory of a figure drawn for every backbone in one job: the backbone when there is
+    one (beside its per-backbone figures), else "all backbones"."""
+    return BACKBONES[0] if len(BACKBONES) == 1 else "all backbones"

@@ -9,19 +9,19 @@ rule build_index:
         config=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.json",
     output:
         folder=directory(f"{RESULTS}/index/{{backbone}}/{{variant}}/seed{{seed}}"),
-    params:
-        demo_dir=demo_dir_param,
-        frontal_only=config["images"]["frontal_only"],
     log:
         f"{RESULTS}/logs/build_index/{{backbone}}/{{variant}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/build_index/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        demo_dir=demo_dir_param,
+        frontal_only=config["images"]["frontal_only"],
     script:
         "../scripts/build_index.py"
 
@@ -34,6 +34,16 @@ rule evaluate_variant:
         metrics=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.parquet",
         queries=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.queries.parquet",
         findings=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.findings.parquet",
+    log:
+        f"{RESULTS}/logs/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         ks=config["evaluate"]["ks"],
         precision_k=config["evaluate"]["precision_k"],
@@ -42,16 +52,6 @@ rule evaluate_variant:
         protocols=config["evaluate"]["protocols"],
         cxr_clip_images=CXR_CLIP_IMAGES,
         label_5x200=config["evaluate"]["label_5x200"],
-    log:
-        f"{RESULTS}/logs/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    conda:
-        ENV
     script:
         "../scripts/evaluate.py"
 
@@ -77,19 +77,23 @@ rule summarize:
         md=f"{RESULTS}/metrics/summary.md",
         paired=report(f"{RESULTS}/metrics/paired_vs_zeroshot.csv", caption="../report/paired.rst", category="Metrics"),
         xtra=report(f"{RESULTS}/metrics/xtra_auc.csv", caption="../report/xtra_table.rst", category="Metrics"),
-        findings=report(f"{RESULTS}/metrics/finding_precision.csv", caption="../report/finding_table.rst", category="Metrics"),
-    params:
-        bootstrap=config["evaluate"]["bootstrap"],
-        seed=config["evaluate"]["seed"],
-        examples=config["generation"]["examples"],
+        findings=report(
+            f"{RESULTS}/metrics/finding_precision.csv", caption="../report/finding_table.rst", category="Metrics"
+        ),
     log:
         f"{RESULTS}/logs/summarize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarize.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["seed"],
+        examples=config["generation"]["examples"],
     script:
         "../scripts/summarize.py"
 
@@ -101,21 +105,41 @@ rule figures:
         labels=f"{RESULTS}/labels/labels.parquet",
         indexes=index_folders,
     output:
-        tsne=report(expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES), caption="../report/tsne.rst", category="Figures"),
-        findings=report(expand(f"{RESULTS}/figures/finding_precision_{{backbone}}.png", backbone=BACKBONES),
-                        caption="../report/finding_precision.rst", category="Figures"),
-        recall=report(f"{RESULTS}/figures/recall_at_k.png", caption="../report/recall.rst", category="Figures"),
-    params:
-        index_dirs=index_dirs,
-        perplexity=config["figures"]["tsne_perplexity"],
-        seed=config["seed"],
+        # One job draws every backbone's figures, so they share one report subcategory (shared_subcategory).
+        tsne=report(
+            expand(f"{RESULTS}/figures/tsne_{{backbone}}.png", backbone=BACKBONES),
+            caption="../report/tsne.rst",
+            category="Retrieval",
+            subcategory=shared_subcategory(),
+        ),
+        findings=report(
+            expand(
+                f"{RESULTS}/figures/finding_precision_{{backbone}}.png",
+                backbone=BACKBONES,
+            ),
+            caption="../report/finding_precision.rst",
+            category="Retrieval",
+            subcategory=shared_subcategory(),
+        ),
+        recall=report(
+            f"{RESULTS}/figures/recall_at_k.png",
+            caption="../report/recall.rst",
+            category="Retrieval",
+            subcategory=shared_subcategory(),
+        ),
     log:
         f"{RESULTS}/logs/figures.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        index_dirs=index_dirs,
+        perplexity=config["figures"]["tsne_perplexity"],
+        seed=config["seed"],
     script:
         "../scripts/figures.py"

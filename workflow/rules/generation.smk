@@ -112,7 +112,9 @@ rule generation_figure:
     input:
         metrics=f"{RESULTS}/metrics/generation.parquet",
     output:
-        figure=report(f"{RESULTS}/figures/generation.png", caption="../report/generation.rst", category="Figures"),
+        figure=report(
+            f"{RESULTS}/figures/generation.png", caption="../report/generation.rst", category="Report generation"
+        ),
     log:
         f"{RESULTS}/logs/generation_figure.log",
     benchmark:

@@ -6,20 +6,24 @@ rule clinical_precision_figure:
     input:
         summary=f"{RESULTS}/metrics/summary.parquet",
     output:
-        figure=report(f"{RESULTS}/figures/clinical_precision_{{backbone}}.png", caption="../report/clinical_precision.rst",
-                      category="Retrieval", subcategory="{backbone}"),
-    params:
-        k=config["evaluate"]["precision_k"],
+        figure=report(
+            f"{RESULTS}/figures/clinical_precision_{{backbone}}.png",
+            caption="../report/clinical_precision.rst",
+            category="Retrieval",
+            subcategory="{backbone}",
+        ),
     log:
         f"{RESULTS}/logs/clinical_precision_figure/{{backbone}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/clinical_precision_figure/{{backbone}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        k=config["evaluate"]["precision_k"],
     script:
         "../scripts/clinical_precision_figure.py"
 
@@ -30,22 +34,26 @@ rule retrieval_examples_figure:
         pixels=expand(f"{RESULTS}/data/pixels/shard-{{shard}}.parquet", shard=SHARDS),
         labels=f"{RESULTS}/labels/labels.parquet",
     output:
-        figure=report(f"{RESULTS}/figures/retrieval_examples_{{backbone}}.png", caption="../report/retrieval_examples.rst",
-                      category="Retrieval", subcategory="{backbone}"),
-    params:
-        index_dirs=example_index_dirs,
-        queries=config["figures"]["example_queries"],
-        seed=config["seed"],
+        figure=report(
+            f"{RESULTS}/figures/retrieval_examples_{{backbone}}.png",
+            caption="../report/retrieval_examples.rst",
+            category="Retrieval",
+            subcategory="{backbone}",
+        ),
     log:
         f"{RESULTS}/logs/retrieval_examples_figure/{{backbone}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/retrieval_examples_figure/{{backbone}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        ENV
+    params:
+        index_dirs=example_index_dirs,
+        queries=config["figures"]["example_queries"],
+        seed=config["seed"],
     script:
         "../scripts/retrieval_examples_figure.py"
 
@@ -55,18 +63,16 @@ rule rejects_figure:
         rejects=all_reject_tables,
     output:
         figure=report(f"{RESULTS}/figures/rejects.png", caption="../report/rejects.rst", category="Data"),
-    params:
-        results=RESULTS,
     log:
         f"{RESULTS}/logs/rejects_figure.log",
     benchmark:
         f"{RESULTS}/benchmarks/rejects_figure.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     script:
         "../scripts/rejects_figure.py"
 
@@ -80,11 +86,11 @@ rule summary_page:
         f"{RESULTS}/logs/summary_page.log",
     benchmark:
         f"{RESULTS}/benchmarks/summary_page.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        ENV
     script:
         "../scripts/summary_page.py"

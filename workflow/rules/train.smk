@@ -34,7 +34,7 @@ rule training_figure:
         histories=trained_histories,
     output:
         figure=report(
-            f"{RESULTS}/figures/training_{{backbone}}.png", caption="../report/training.rst", category="Figures"
+            f"{RESULTS}/figures/training_{{backbone}}.png", caption="../report/training.rst", category="Training"
         ),
     log:
         f"{RESULTS}/logs/training_figure/{{backbone}}.log",

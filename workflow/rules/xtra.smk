@@ -126,7 +126,7 @@ rule xtra_figure:
     input:
         auc=xtra_tables("parquet"),
     output:
-        figure=report(f"{RESULTS}/figures/xtra_auc.png", caption="../report/xtra_auc.rst", category="Figures"),
+        figure=report(f"{RESULTS}/figures/xtra_auc.png", caption="../report/xtra_auc.rst", category="X-TRA"),
     log:
         f"{RESULTS}/logs/xtra_figure.log",
     benchmark:

@@ -4,5 +4,6 @@ log_to_file(snakemake.log[0])
 
 from mtcxr.figures import training_figure  # noqa: E402
 
-training_figure(histories=dict(snakemake.params.histories), output=snakemake.output.figure,
-                backbone=snakemake.wildcards.backbone)
+training_figure(
+    histories=dict(snakemake.params.histories), output=snakemake.output.figure, backbone=snakemake.wildcards.backbone
+)
