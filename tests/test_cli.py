@@ -25,7 +25,7 @@ from mtcxr.labels import _read_reports, label_file
 from mtcxr.search import input_side, search_cli
 from mtcxr.tables import CHEXPERT_LABELS
 
-from tiny_tree import write_tiny_tree
+from tiny_tree import write_tiny_demo_backbone, write_tiny_tree
 
 MTCXR = Path(sys.executable).with_name("mtcxr")
 INDEX = Path("index/demo/multitask")  # inside a results tree
@@ -55,25 +55,7 @@ def random_heads(seed: int) -> ProjectionHeads:
 
 def write_results_tree(results: Path) -> None:
     """A tiny results tree (untrained demo backbone, tables, random embeddings, heads), then its index."""
-    import open_clip
-
-    from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
-    from mtcxr.demo_backbone import demo_model_cfg
-
-    model_cfg = demo_model_cfg(DIM, 32)  # ModifiedResNet: visual.image_size is an int
-    torch.manual_seed(0)
-    save_local_dir(
-        open_clip.CLIP(**model_cfg),
-        model_cfg,
-        {
-            "size": 32,
-            "mean": list(CLIP_MEAN),
-            "std": list(CLIP_STD),
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
-        },
-        results / "models/demo_backbone",
-    )
+    write_tiny_demo_backbone(results / "models/demo_backbone", DIM)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(16, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -14,11 +14,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mtcxr import finetune
-from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
 from mtcxr.demo_backbone import demo_model_cfg
 from mtcxr.tables import pixels_schema
 
-from tiny_tree import write_tiny_tree
+from tiny_tree import write_tiny_demo_backbone, write_tiny_tree
 
 N = 16
 SETTINGS = {
@@ -41,22 +40,7 @@ MULTITASK = {"losses": {"clip": 1.0, "supcon": 1.0, "bce": 1.0}}
 def tree(tmp_path_factory) -> dict:
     """A tiny untrained demo-shaped backbone (local-dir) and 16 train studies with cached 32 px images."""
     root = tmp_path_factory.mktemp("finetune")
-    import open_clip
-
-    model_cfg = demo_model_cfg(16, 32)
-    torch.manual_seed(0)
-    save_local_dir(
-        open_clip.CLIP(**model_cfg),
-        model_cfg,
-        {
-            "size": 32,
-            "mean": list(CLIP_MEAN),
-            "std": list(CLIP_STD),
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
-        },
-        root / "base",
-    )
+    write_tiny_demo_backbone(root / "base", 16)
     reports = ["Small left pleural effusion.", "Lungs are clear.", "Moderate cardiomegaly.", "No pneumothorax."] * 4
     positive = [["pleural_effusion"], ["no_finding"], ["cardiomegaly"], ["no_finding"]] * 4
     vectors = np.eye(N, dtype=np.float32)

@@ -70,3 +70,23 @@ def write_tiny_tree(
     write_embeddings(paths["image_embeddings"], "image_id", [f"i{i}" for i in range(n)], image_vectors, meta)
     write_embeddings(paths["text_embeddings"], "study_id", studies, text_vectors, meta)
     return {name: str(path) for name, path in paths.items()}
+
+
+def write_tiny_demo_backbone(folder: Path, dim: int, image_size: int = 32) -> Path:
+    """An untrained backbone of the demo's architecture (ModifiedResNet, 2-layer text) as a local-dir folder."""
+    import open_clip
+    import torch
+
+    from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
+    from mtcxr.demo_backbone import demo_model_cfg
+
+    model_cfg = demo_model_cfg(dim, image_size)  # ModifiedResNet: visual.image_size is an int
+    torch.manual_seed(0)
+    preprocess = {
+        "size": image_size,
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    return save_local_dir(open_clip.CLIP(**model_cfg), model_cfg, preprocess, folder)
