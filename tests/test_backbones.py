@@ -234,7 +234,11 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path):
 
     summary = pl.read_csv(results / "metrics/summary.csv")
     pairs = set(summary.drop_nulls("backbone").select("backbone", "variant").unique().iter_rows())
-    assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask", "xtra")}
+    # tiny.yaml's fine-tuned demo_ft comes along, with zeroshot and the variant it was trained with
+    assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask", "xtra")} | {
+        ("demo_ft", "zeroshot"),
+        ("demo_ft", "multitask"),
+    }
     for name, dim, expected_spec in (("demo", 32, "demo"), ("biomedclip", 48, spec)):
         ids, vectors, meta = read_embeddings(
             [results / f"embeddings/{name}/images-{i}.parquet" for i in range(2)], "image_id"

@@ -358,10 +358,22 @@ def clinical_precision_figure(summary_path: str, backbone: str, k: int, output: 
         )
     )
     if not table.height:
-        raise ValueError(
-            f"{summary_path} has no {'/'.join(wanted)} rows at k={k} for backbone {backbone!r}; "
-            "is evaluate.precision_k the k the metrics were computed with?"
+        # evaluate writes these rows only when the test queries hold both classes: say so in the figure.
+        log.warning("%s: no %s rows at k=%d for %s", summary_path, "/".join(wanted), k, backbone)
+        fig, ax = plt.subplots(figsize=(7.5, 2.2))
+        ax.text(
+            0.5,
+            0.5,
+            f"{backbone}: no normal/abnormal Precision@{k} to show.\nThe test queries hold only one class "
+            "(normal or abnormal), so the class-balanced value is undefined.",
+            ha="center",
+            va="center",
         )
+        ax.set_axis_off()
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, dpi=130)
+        plt.close(fig)
+        return
     variants = _variant_order(table["variant"].to_list())
     rows = {(r["task"], r["variant"], r["metric"]): r for r in table.iter_rows(named=True)}
     # Wide rather than tall: the report centres a figure taller than the browser window and cuts its top.
