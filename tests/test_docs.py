@@ -10,6 +10,9 @@ SOURCES = [
     *REPO.glob("workflow/**/*.py"),
     *REPO.glob("workflow/report/*.rst"),
     *REPO.glob("tests/**/*.py"),
+    *REPO.glob("tests/**/*.sh"),
+    *REPO.glob("benchmarks/*.py"),
+    *REPO.glob("profiles/**/*.yaml"),
     REPO / "Snakefile",
 ]
 

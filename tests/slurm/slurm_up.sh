@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stand up a single-node Slurm cluster on this machine, for tests (DESIGN §8).
+# Stand up a single-node Slurm cluster on this machine, for tests (docs/design.md, Clusters).
 #
 #   sudo tests/slurm/slurm_up.sh      # as root, non-interactive, idempotent
 #   tests/slurm/slurm_down.sh         # stops what this script started
