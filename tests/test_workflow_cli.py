@@ -78,6 +78,19 @@ def test_evaluate_target_rule(tmp_path: Path):
     assert "summarize" not in counts and "figures" not in counts
 
 
+def test_a_file_target_runs_what_it_needs(tmp_path: Path):
+    """README: `snakemake --cores all results/metrics/demo/multitask/seed0.parquet`: one run's metrics only."""
+    readme = (REPO / "README.md").read_text()
+    assert "`snakemake --cores all results/metrics/demo/multitask/seed0.parquet`" in readme
+    done = snakemake(
+        "-n", "--cores", "all", f"{tmp_path}/metrics/demo/multitask/seed0.parquet", "--config", f"results={tmp_path}"
+    )
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    assert counts["evaluate_variant"] == 1 and counts["train_head"] == 1 and counts["build_index"] == 1
+    assert "summarize" not in counts and "finetune_backbone" not in counts
+
+
 def test_generation_can_be_turned_off(tmp_path: Path):
     done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path}", "generation={enabled: false}")
     assert done.returncode == 0, done.stderr
