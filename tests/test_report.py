@@ -179,7 +179,7 @@ def test_ranked_reports_give_the_own_reports_rank(tmp_path):
         assert ranked["rank"][i] == order.index(own[i]) + 1
 
 
-def test_clinical_precision_figure_needs_the_precision_k_rows(tmp_path):
+def test_clinical_precision_figure_draws_the_precision_k_rows(tmp_path):
     rows = []
     for variant, n_seeds, sd in (("zeroshot", None, None), ("multitask", 2, 0.01)):
         for task in ("i2t", "t2i"):
@@ -205,8 +205,9 @@ def test_clinical_precision_figure_needs_the_precision_k_rows(tmp_path):
     write_table(pl.DataFrame(rows, schema=CONTRACTS["metrics"]), "metrics", summary)
     figures.clinical_precision_figure(str(summary), "demo", 5, str(tmp_path / "cp.png"))
     assert Image.open(tmp_path / "cp.png").width > 700
-    with pytest.raises(ValueError, match="no precision_normal/precision_abnormal/balanced_precision rows at k=10"):
-        figures.clinical_precision_figure(str(summary), "demo", 10, str(tmp_path / "no.png"))
+    # No rows at that k (or a one-class test split): a small figure that says so, not a crash.
+    figures.clinical_precision_figure(str(summary), "demo", 10, str(tmp_path / "no.png"))
+    assert Image.open(tmp_path / "no.png").height < Image.open(tmp_path / "cp.png").height
 
 
 # --- the built report, in a browser ---------------------------------------------------------------
