@@ -1,19 +1,25 @@
 # mtcxr: chest X-ray image <-> report retrieval, from data ingestion to figures.
 from snakemake.utils import min_version
 
-from mtcxr.config import run_config
+import sys
+
+from mtcxr.config import check_repeated_flags, run_config
 from mtcxr.preflight import check_not_running, stop_on_input_error
 
 min_version("9.0")
 
 
 # config.yaml (the demo) is the default; each --configfile, then --config, overrides only the
-# keys it names. `backbones`, `variants` and a `dataset` that sets `kind` are replaced whole, so
-# a preset gets exactly what it lists (mtcxr.config). The schema fills what is left out.
+# keys it names. `backbones`, `variants`, `finetune.backbones` and a `dataset` that sets `kind` are
+# replaced whole by the last source naming them, so a preset gets exactly what it lists
+# (mtcxr.config). The schema fills what is left out.
 configfile: "config.yaml"
 
 
 with stop_on_input_error():
+    if workflow.is_main_process:
+        # Snakemake keeps only the last of repeated --configfile/--config flags: say so, not drop them.
+        check_repeated_flags(sys.argv)
     resolved = run_config(
         default_file=f"{workflow.basedir}/config.yaml",
         configfiles=workflow.config_settings.configfiles,

@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtcxr.config import ConfigError, coerced, layered, load_yaml, run_config
+from mtcxr.config import ConfigError, check_repeated_flags, coerced, layered, load_yaml, parsed_command_line, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "config.yaml"
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+TINY = REPO / "tests/configs/tiny.yaml"
+# A second config file listing two variants (tiny.yaml lists zeroshot, multitask and xtra).
+TWO_VARIANTS = {"variants": {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1.0}}}, "xtra": {"variants": []}}
 
 
 def resolve(*configfiles: Path, **command_line) -> dict:
@@ -185,3 +188,107 @@ def test_finetuned_backbones_follow_the_backbones_they_are_built_from(tmp_path: 
         resolve(finetune={"backbones": {"ft": {"base": "demo", "variant": "zeroshot"}}})
     with pytest.raises(ConfigError, match=r"'demo' is already a backbone"):
         resolve(finetune={"backbones": {"demo": {"base": "demo", "variant": "multitask"}}})
+
+
+def test_a_later_configfile_replaces_variants_whole(tmp_path: Path):
+    """`--configfile tiny.yaml v2.yaml`: v2's variants, not the union; tiny's other keys stay."""
+    v2 = write(tmp_path, "v2.yaml", TWO_VARIANTS)
+    config = resolve(TINY, v2)
+    assert list(config["variants"]) == ["zeroshot", "clip"]
+    # tiny's demo_ft trains with multitask: v2 names the variants, so its fine-tuned backbones go too
+    assert config["finetune"]["backbones"] == {}
+    assert config["finetune"]["epochs"] == 1 and config["train"]["seeds"] == [0, 1]  # tiny's, merged
+    assert config["results"] == "results/tiny" and config["xtra"]["k"] == 4
+    # the other order: tiny.yaml names the variants last
+    assert list(resolve(v2, TINY)["variants"]) == ["zeroshot", "multitask", "xtra"]
+
+
+def test_a_source_that_does_not_name_a_whole_key_keeps_the_earlier_one(tmp_path: Path):
+    partial = write(tmp_path, "partial.yaml", {"evaluate": {"bootstrap": 20}})
+    config = resolve(TINY, partial)
+    assert list(config["variants"]) == ["zeroshot", "multitask", "xtra"]
+    assert set(config["finetune"]["backbones"]) == {"demo_ft"} and config["evaluate"]["bootstrap"] == 20
+    assert config["evaluate"]["ks"] == [1, 5, 10]  # tiny's, under the partial file's bootstrap
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [
+        # as Snakemake 9 hands it over: parsed by YAML's base loader, every scalar a string
+        {"zeroshot": {"train": "false"}, "clip": {"losses": {"clip": "1.0"}}},
+        # as text (a value Snakemake could not parse, or one given through its API)
+        "{zeroshot: {train: false}, clip: {losses: {clip: 1.0}}}",
+    ],
+)
+def test_command_line_variants_replace_the_configfiles(variants):
+    config = resolve(TINY, variants=variants, xtra="{variants: []}")
+    assert config["variants"] == {"zeroshot": {"train": False}, "clip": {"losses": {"clip": 1.0}, "train": True}}
+    assert config["finetune"]["backbones"] == {} and config["xtra"]["variants"] == []
+    assert config["xtra"]["k"] == 4  # `xtra` is merged, not replaced: tiny's k stays
+
+
+@pytest.mark.parametrize("finetune", [{"backbones": {}}, "{backbones: {}}"])
+@pytest.mark.parametrize("configfiles", [(), (TINY,)])
+def test_command_line_switches_fine_tuning_off(finetune, configfiles):
+    config = resolve(*configfiles, finetune=finetune)
+    assert config["finetune"]["backbones"] == {}
+    assert config["finetune"]["epochs"] == (1 if configfiles else 3)  # the rest of the section is merged
+    assert list(config["variants"]) == (
+        ["zeroshot", "multitask", "xtra"] if configfiles else list(load_yaml(DEFAULT)["variants"])
+    )
+
+
+def test_backbones_and_a_dataset_kind_are_the_last_sources(tmp_path: Path):
+    first = write(
+        tmp_path,
+        "first.yaml",
+        {"backbones": {"a": "local-dir:/models/a"}, "dataset": {"kind": "manifest", "manifest": "m.csv"}},
+    )
+    second = write(tmp_path, "second.yaml", {"backbones": {"b": "local-dir:/models/b"}, "dataset": {"views": ["PA"]}})
+    config = resolve(first, second)
+    assert config["backbones"] == {"b": "local-dir:/models/b"}
+    # second.yaml names no kind: its dataset keys merge into first.yaml's manifest dataset
+    assert config["dataset"]["kind"] == "manifest" and config["dataset"]["manifest"] == "m.csv"
+    assert config["dataset"]["views"] == ["PA"]
+    third = resolve(first, second, dataset={"kind": "iu_xray", "root": "/data/iu"})["dataset"]
+    assert third["kind"] == "iu_xray" and "manifest" not in third and third["views"] == ["PA", "AP"]
+
+
+def test_command_line_text_is_parsed_before_layering():
+    assert parsed_command_line({"train": "{seeds: [0, 1]}", "results": "out", "xtra": {"variants": "[]"}}) == {
+        "train": {"seeds": [0, 1]},
+        "results": "out",
+        "xtra": {"variants": []},
+    }
+    assert parsed_command_line({"results": "{not yaml"}) == {"results": "{not yaml"}  # the schema names it
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["/env/bin/snakemake", "--configfile", "a.yaml", "--configfile", "b.yaml"],
+        ["/env/lib/snakemake/__main__.py", "-n", "--configfiles", "a.yaml", "--configfile=b.yaml"],
+        ["snakemake", "--configf", "a.yaml", "--configfile", "b.yaml"],
+    ],
+)
+def test_a_repeated_configfile_flag_is_refused(argv):
+    with pytest.raises(ConfigError, match=r"^--configfile is given 2 times; Snakemake keeps only the last one's"):
+        check_repeated_flags(argv)
+
+
+def test_a_repeated_config_flag_is_refused():
+    with pytest.raises(ConfigError, match=r"^--config is given 2 times.*after one --config"):
+        check_repeated_flags(["snakemake", "--config", "results=a", "-C", "seed=1"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["/env/bin/snakemake", "--configfile", "a.yaml", "b.yaml", "--config", "results=x", "seed=1"],
+        ["snakemake", "--cores", "2", "--config", "results=x", "--configfiles", "a.yaml"],
+        ["/env/bin/pytest", "--configfile", "a.yaml", "--configfile", "b.yaml"],  # not Snakemake's command line
+        [],
+    ],
+)
+def test_one_flag_of_each_passes(argv):
+    check_repeated_flags(argv)

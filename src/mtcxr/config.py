@@ -1,9 +1,10 @@
 """The run's config: the workflow's `config.yaml` overridden by `--configfile` and `--config`, checked.
 
 Snakemake's convention: `config.yaml` is the default, and every `--configfile` (in order),
-then `--config`, overrides only the keys it names, merging mappings key by key. Two kinds
-of key are replaced whole instead, so that a preset gets exactly what it lists and never
-inherits demo entries:
+then `--config`, overrides only the keys it names, merging mappings key by key. The sources
+are layered one at a time, so a key replaced whole is replaced by the last source that names
+it. Some keys are replaced whole instead of merged, so that a preset gets exactly what it
+lists and never inherits demo entries:
 
 - the named collections `backbones` and `variants`: a config that names one gives the
   whole collection;
@@ -13,15 +14,20 @@ inherits demo entries:
   backbones are built from the backbones and variants listed beside them, so a preset never
   inherits the demo's.
 
-`--config` values arrive as YAML strings (`train='{epochs: 4}'` gives `'4'`); each is
-converted to the type the schema declares before validation. Defaults live in the schema
+`--config` values arrive parsed by YAML's base loader, every scalar a string
+(`train='{epochs: 4}'` gives `{'epochs': '4'}`); a value still a string that holds a YAML
+mapping or list is parsed before layering, so that it replaces and merges like a config
+file's, and every scalar is converted to the type the schema declares before validation.
+
+Snakemake keeps only the last of repeated `--configfile` or `--config` flags (argparse), and
+hands cluster jobs only those; `check_repeated_flags` stops such a command line before any job. Defaults live in the schema
 only (`workflow/schemas/config.schema.yaml`) and fill every key a config leaves out.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jsonschema
@@ -85,13 +91,14 @@ def run_config(
     it is skipped, so that a job resolves exactly the config its submitting process did.
     """
     default_path = Path(default_file).resolve()
-    override: dict = {}
-    for path in configfiles:
-        if Path(path).resolve() != default_path:
-            override = merged(override, load_yaml(path))
-    override = merged(override, dict(command_line))
+    sources = [load_yaml(path) for path in configfiles if Path(path).resolve() != default_path]
+    sources.append(parsed_command_line(command_line))
     schema = load_yaml(schema_file)
-    config = layered(load_yaml(default_file), override)
+    config = load_yaml(default_file)
+    # One source at a time: a key replaced whole is what the last source naming it says, never
+    # the union of two sources' entries.
+    for source in sources:
+        config = layered(config, source)
     check_moved_keys(config)
     config = coerced(config, schema)
     validate(config, schema)
@@ -99,6 +106,58 @@ def run_config(
     check_variants(config, loss_names(schema))
     check_finetune(config)
     return config
+
+
+def parsed_command_line(values: Mapping) -> dict:
+    """Return `--config` values with every string that holds a YAML mapping or list parsed into it.
+
+    Snakemake parses most values itself; one it could not, or one given through its API as text,
+    would otherwise replace a whole section as a string instead of naming the keys inside it.
+    Scalars stay strings: `coerced` types them by the schema.
+    """
+
+    def parsed(value):
+        if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+            try:
+                loaded = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value  # left as text: the schema check names the key
+            value = loaded if isinstance(loaded, (dict, list)) else value
+        if isinstance(value, Mapping):
+            return {key: parsed(item) for key, item in value.items()}
+        return value
+
+    return {key: parsed(value) for key, value in values.items()}
+
+
+def check_repeated_flags(argv: Sequence[str]) -> None:
+    """Raise ConfigError when a Snakemake command line repeats `--configfile` or `--config`.
+
+    Snakemake (argparse) keeps only the last flag's files or values, silently, and passes only
+    those on to cluster jobs, so the earlier ones cannot be honoured: the user is told to give
+    them after one flag. `argv` that is not Snakemake's own command line is ignored.
+    """
+    if not argv or not _is_snakemake(argv[0]):
+        return
+    options = [token.split("=", 1)[0] for token in argv[1:]]
+    repeated = {
+        # argparse accepts an unambiguous prefix: --configf ... --configfiles all name --configfile(s)
+        "--configfile": sum(len(o) > len("--config") and "--configfiles".startswith(o) for o in options),
+        "--config": sum(o == "--config" or (o.startswith("-C") and not o.startswith("--")) for o in options),
+    }
+    examples = {"--configfile": "--configfile a.yaml b.yaml", "--config": "--config results=out train='{epochs: 4}'"}
+    for flag, count in repeated.items():
+        if count > 1:
+            raise ConfigError(
+                f"{flag} is given {count} times; Snakemake keeps only the last one's values and drops the "
+                f"others silently. Give them all after one {flag}, in order (e.g. {examples[flag]})."
+            )
+
+
+def _is_snakemake(program: str) -> bool:
+    """Whether `program` (argv[0]) is Snakemake's command: its script or `python -m snakemake`."""
+    path = Path(program)
+    return path.name == "snakemake" or (path.name == "__main__.py" and path.parent.name == "snakemake")
 
 
 # Keys that moved: (old path, new path). An old config gets the move named, not "unexpected key".
