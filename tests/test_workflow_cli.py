@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -67,6 +68,45 @@ def test_partial_configfile_overrides_only_its_keys(tmp_path: Path):
     done = snakemake("-n", "--cores", "all", "--configfile", str(partial))
     assert done.returncode == 0, done.stderr
     assert jobs_planned(done)["preprocess_images"] == 3
+
+
+TWO_VARIANTS = "{zeroshot: {train: false}, clip: {losses: {clip: 1.0}}}"
+
+
+@pytest.mark.parametrize("given_by", ["configfile", "config"])
+def test_variants_are_replaced_by_the_last_source(tmp_path: Path, given_by: str):
+    """`--configfile tiny.yaml v2.yaml` (Snakemake's form for several files) or `--config variants=...`:
+    exactly the last source's variants run, not their union with tiny.yaml's."""
+    if given_by == "configfile":
+        v2 = tmp_path / "v2.yaml"
+        v2.write_text(f"variants: {TWO_VARIANTS}\nxtra: {{variants: []}}\n")
+        sources = ["--configfile", "tests/configs/tiny.yaml", str(v2), "--config", f"results={tmp_path}"]
+    else:
+        sources = ["--configfile", "tests/configs/tiny.yaml", "--config", f"results={tmp_path}"]
+        sources += [f"variants={TWO_VARIANTS}", "xtra={variants: []}"]
+    done = snakemake("-n", "--cores", "all", *sources)
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    assert set(re.findall(r"variant=(\w+)", done.stdout)) == {"zeroshot", "clip"}
+    assert counts["train_head"] == 3 and counts["evaluate_variant"] == 3  # zeroshot once, clip at seeds 0 and 1
+    # tiny.yaml's demo_ft trains with multitask, which v2 drops; X-TRA is off
+    assert not {"finetune_backbone", "build_memory", "train_xtra"} & set(counts)
+
+
+def test_fine_tuning_is_switched_off_from_the_command_line(tmp_path: Path):
+    done = snakemake("-n", "--cores", "all", "--config", f"results={tmp_path}", "finetune={backbones: {}}")
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    assert "finetune_backbone" not in counts and "backbone=demo_ft" not in done.stdout
+    assert counts["train_head"] == 16  # config.yaml's variants on demo alone: 5 trained x 3 seeds + zeroshot
+
+
+def test_a_repeated_configfile_flag_stops_before_any_job(tmp_path: Path):
+    """Snakemake would keep only the second flag's file and drop tiny.yaml silently."""
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(f"variants: {TWO_VARIANTS}\nxtra: {{variants: []}}\n")
+    done = snakemake("-n", "--configfile", "tests/configs/tiny.yaml", "--configfile", str(v2))
+    assert_message_alone(done, "--configfile is given 2 times; Snakemake keeps only the last one's values")
 
 
 def test_evaluate_target_rule(tmp_path: Path):
