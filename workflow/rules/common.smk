@@ -92,13 +92,66 @@ def finetune_variant_config(wildcards):
 
 
 def finetune_settings(wildcards):
-    """The shared `finetune:` settings with this entry's own keys over them."""
-    shared = {key: value for key, value in config["finetune"].items() if key != "backbones"}
-    return {**shared, **finetune_entry(wildcards)}
+    """The shared `finetune:` settings with this entry's own keys over them: what changes its weights.
+
+    Left out: `checkpoint_minutes` (how often a checkpoint is written; the job reads it from the config,
+    so changing it reruns nothing) and the entry's `variants` (what is evaluated on it afterwards)."""
+    untracked = ("backbones", "checkpoint_minutes")
+    shared = {key: value for key, value in config["finetune"].items() if key not in untracked}
+    entry = {key: value for key, value in finetune_entry(wildcards).items() if key != "variants"}
+    return {**shared, **entry}
 
 
 def is_trained(variant):
     return config["variants"][variant].get("train", True)
+
+
+# Params hold exactly the settings that change a job's output: Snakemake reruns a job whose params
+# changed, so a key that does not change it (train.seeds, generation.examples, ...) must not be one.
+# `device` stays where it is: CUDA and CPU kernels round differently, so the weights differ.
+HEAD_TRAINING_KEYS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "hidden_dim",
+    "supcon_temperature",
+    "select",
+    "criterion",
+    "patience",
+    "device",
+)
+XTRA_TRAINING_KEYS = (
+    "hidden_dim",
+    "attention_heads",
+    "dropout",
+    "label_tokens",
+    "uncertain",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "device",
+)
+# The generation settings of one method's reports; `uncertain` and `java` are score_generation's,
+# `examples` is summarize's (rows of summary.md).
+GENERATION_KEYS = ("reference", "choice", "k")
+
+
+def train_settings(wildcards):
+    """The `train:` settings that change this job's heads: not `seeds` (the job's own seed is its
+    wildcard), and for an untrained variant (the identity head) only the head's width."""
+    keys = HEAD_TRAINING_KEYS if is_trained(wildcards.variant) else ("hidden_dim",)
+    return {key: config["train"][key] for key in keys}
+
+
+def xtra_settings():
+    """The `xtra:` settings that change the X-TRA classifiers (k and the memory reach them as inputs)."""
+    return {key: config["xtra"][key] for key in XTRA_TRAINING_KEYS}
+
+
+def generation_settings():
+    return {key: config["generation"][key] for key in GENERATION_KEYS}
 
 
 def variant_seeds(variant):

@@ -50,7 +50,7 @@ rule generate_reports:
         mem_mb=8000,
         runtime=60,
     params:
-        generation=config["generation"],
+        generation=generation_settings(),
     script:
         "../scripts/generate_reports.py"
 
@@ -77,7 +77,7 @@ rule generate_xtra_reports:
         runtime=60,
     params:
         model_dir=xtra_model_dir,
-        generation=config["generation"],
+        generation=generation_settings(),
     script:
         "../scripts/generate_xtra_reports.py"
 
@@ -99,8 +99,9 @@ rule score_generation:
     resources:
         mem_mb=8000,
         runtime=120,
+    # generation.java is not a param (the script reads it from the config): which Java runs METEOR
+    # does not change the scores, so pointing it elsewhere reruns nothing.
     params:
-        java=config["generation"]["java"],
         uncertain=config["generation"]["uncertain"],
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["evaluate"]["seed"],

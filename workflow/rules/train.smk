@@ -22,7 +22,7 @@ rule train_head:
         gpu=1,
     params:
         variant=variant_config,
-        train=config["train"],
+        train=train_settings,
         frontal_only=config["images"]["frontal_only"],
         seed=lambda wildcards: int(wildcards.seed),
     script:

@@ -87,7 +87,7 @@ rule train_xtra:
         gpu=1,
     params:
         output_dir=xtra_model_dir,
-        xtra=config["xtra"],
+        xtra=xtra_settings(),
         seed=config["seed"],
     script:
         "../scripts/train_xtra.py"

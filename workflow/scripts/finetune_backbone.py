@@ -12,7 +12,8 @@ finetune_backbone(
     output_dir=snakemake.output.folder,
     checkpoint_path=snakemake.params.checkpoint,
     variant_cfg=snakemake.params.variant,
-    settings=snakemake.params.settings,
+    # checkpoint_minutes is not a param (changing it must not rerun the job): it comes from the config
+    settings={**snakemake.params.settings, "checkpoint_minutes": snakemake.config["finetune"]["checkpoint_minutes"]},
     hidden_dim=snakemake.params.hidden_dim,
     supcon_temperature=snakemake.params.supcon_temperature,
     demo_dir=snakemake.params.demo_dir,

@@ -9,7 +9,7 @@ score_generation(
     output_per_study=snakemake.output.per_study,
     output_metrics=snakemake.output.metrics,
     output_csv=snakemake.output.csv,
-    java=snakemake.params.java,
+    java=snakemake.config["generation"]["java"],  # not a param: it does not change the scores
     uncertain=snakemake.params.uncertain,
     n_boot=snakemake.params.bootstrap,
     seed=snakemake.params.seed,
