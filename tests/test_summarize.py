@@ -126,3 +126,57 @@ def test_across_seed_rows_mean_sd_and_seed_query_test(tmp_path: Path):
     assert "mean ± standard deviation over 3 training seeds" in report
     assert f"| multitask | – | – | 0.500 ± {np.std([0.2, 0.4, 0.9], ddof=1):.3f} |" in report
     assert "seed-and-query bootstrap" in report
+
+
+def test_summary_without_mtcxr_shows_the_protocols_present_and_says_what_was_not_computed(tmp_path: Path):
+    """evaluate.protocols [cxr_clip, label_5x200]: no i2t/t2i rows. The main table keeps only the columns that
+    have rows (no precision@10 header guessed), a note says what mtcxr would add, the others are shown."""
+    per_query = [
+        ("cxr_clip_i2t", "recall", 10, None),
+        ("label_5x200_i2t", "precision", 10, None),
+        ("label_5x200_t2i", "precision", 10, None),
+    ]
+    files = [
+        write_run(tmp_path, "zeroshot", None, [(t, m, k, np.zeros(N)) for t, m, k, _ in per_query]),
+        write_run(tmp_path, "multitask", 0, [(t, m, k, np.ones(N)) for t, m, k, _ in per_query]),
+    ]
+    run_summarize(tmp_path, files)
+    report = (tmp_path / "s.md").read_text()
+    main = report.split("## Backbone `demo`")[1].split("Paired difference")[0]
+    # write_run gives each run a silhouette and no AUC.
+    assert "| variant | classification auc | classification silhouette |" in main.splitlines()
+    assert "| multitask | – | 0.000 |" in main.splitlines()
+    assert (
+        "mtcxr's own retrieval metrics (i2t and t2i Recall@K, Precision@k, clinical precision by query finding): "
+        "not computed. `evaluate.protocols` does not include `mtcxr`; add it to compute them."
+    ) in main
+    assert "precision@" not in main and "i2t recall" not in main
+    paired_header = "| variant | cxr_clip_i2t recall@10 | label_5x200_i2t precision@10 | label_5x200_t2i precision@10 |"
+    assert paired_header in report.splitlines()
+    assert (
+        "| multitask | – | – | 1.000 [1.000, 1.000] | – | – | – | 1.000 [1.000, 1.000] | – | – | 1.000 [1.000, 1.000] |"
+        in (report.splitlines())
+    )
+
+
+def test_summary_headers_use_the_runs_precision_k(tmp_path: Path):
+    """evaluate.precision_k 5: the main and paired tables say precision@5, never a guessed @10."""
+    per_query = [
+        ("i2t", "recall", 10, None),
+        ("i2t", "precision", 5, None),
+        ("t2i", "recall", 10, None),
+        ("t2i", "precision", 5, None),
+    ]
+    files = [
+        write_run(tmp_path, variant, seed, [(t, m, k, RECALL[variant]) for t, m, k, _ in per_query])
+        for variant, seed in (("zeroshot", None), ("multitask", 0))
+    ]
+    run_summarize(tmp_path, files)
+    report = (tmp_path / "s.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| variant | i2t recall@1 |"))
+    assert header.split(" | ")[4:6] == ["i2t precision@5", "i2t balanced_precision@5"]
+    assert header.split(" | ")[9:11] == ["t2i precision@5", "t2i balanced_precision@5"]
+    assert "precision@10" not in report
+    assert "not computed" not in report
+    paired = next(line for line in report.splitlines() if line.startswith("| variant | i2t recall@10 |"))
+    assert "i2t balanced_precision@5" in paired and "t2i balanced_precision@5" in paired

@@ -18,10 +18,26 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from mtcxr import metrics  # noqa: E402
 from mtcxr.embeddings import read_embeddings  # noqa: E402
+from mtcxr.summarize import PROTOCOL_TASKS, missing_protocol_note, protocols_evaluated  # noqa: E402
 from mtcxr.tables import CHEXPERT_DISPLAY, headline_rows, read_table, validate_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 COLOURS = {False: "#1b9e77", True: "#d95f02"}
+
+
+def _draw_note(ax, note: str, width: int = 60) -> None:
+    """`note` in place of a panel whose rows are missing: the figure says why instead of drawing nothing."""
+    import textwrap
+
+    ax.text(0.5, 0.5, textwrap.fill(note, width), ha="center", va="center", fontsize=9, color="#374151")
+    ax.set_axis_off()
+
+
+def _save(fig, output: str, dpi: int, notes: list[str]) -> None:
+    """Write `fig`; the notes drawn in place of missing panels also go into the PNG's Description text."""
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi, metadata={"Description": "\n".join(notes)} if notes else None)
+    plt.close(fig)
 
 
 def tsne_figure(
@@ -75,38 +91,65 @@ def tsne_figure(
 def recall_figure(summary_path: str, output: str) -> None:
     """Recall@K per variant for i2t and t2i, one panel per task and backbone, with 95% CI bars.
 
-    A variant trained with several seeds shows its across-seed mean and seed-and-query interval.
+    A variant trained with several seeds shows its across-seed mean and seed-and-query interval. A
+    backbone evaluated without mtcxr's protocol shows CXR-CLIP's image→report Recall@K where it has
+    them, and a note in each panel it has no rows for.
     """
-    summary = headline_rows(read_table(summary_path, "metrics").filter(pl.col("metric") == "recall"))
-    backbones = summary["backbone"].unique().sort().to_list()
-    tasks = ["i2t", "t2i"]
-    fig, axes = plt.subplots(len(backbones), 2, figsize=(11, 4 * len(backbones)), squeeze=False)
+    summary = read_table(summary_path, "metrics")
+    recall = headline_rows(summary.filter(pl.col("metric") == "recall"))
+    evaluated = [*(task for tasks in PROTOCOL_TASKS.values() for task in tasks), "classification"]
+    backbones = summary.filter(pl.col("task").is_in(evaluated))["backbone"].drop_nulls().unique().sort().to_list()
+    fig, axes = plt.subplots(max(1, len(backbones)), 2, figsize=(11, 4 * max(1, len(backbones))), squeeze=False)
+    notes: list[str] = []
+    if not backbones:
+        notes.append("Recall@K: summary.parquet holds no retrieval metrics (every test gallery is empty).")
+        _draw_note(axes[0][0], notes[-1])
+        axes[0][1].set_axis_off()
     for row, backbone in enumerate(backbones):
-        for col, task in enumerate(tasks):
+        panels = [("i2t", "image → report"), ("t2i", "report → image")]
+        protocols = protocols_evaluated(summary, backbone) or set()
+        if "mtcxr" not in protocols and "cxr_clip" in protocols:
+            panels[0] = ("cxr_clip_i2t", "image → report, CXR-CLIP protocol")
+        for col, (task, title) in enumerate(panels):
             ax = axes[row][col]
-            table = summary.filter((pl.col("backbone") == backbone) & (pl.col("task") == task))
+            table = recall.filter((pl.col("backbone") == backbone) & (pl.col("task") == task))
+            if not table.height:
+                # CXR-CLIP's protocol would have drawn the image→report panel too.
+                providers = ("mtcxr",) if task == "t2i" else ("mtcxr", "cxr_clip")
+                note = missing_protocol_note(summary, backbone, f"{backbone}: {title} Recall@K", providers)
+                notes.append(note or f"{backbone}: {title} Recall@K: no rows in summary.parquet.")
+                _draw_note(ax, notes[-1], 55)
+                continue
             variants = sorted(table["variant"].unique().to_list(), key=lambda v: (v != "zeroshot", v))
             ks = sorted(table["k"].unique().to_list())
             width = 0.8 / max(1, len(variants))
             for i, variant in enumerate(variants):
                 part = table.filter(pl.col("variant") == variant).sort("k")
-                x = np.arange(len(ks)) + (i - (len(variants) - 1) / 2) * width
+                x = np.array([ks.index(k) for k in part["k"]]) + (i - (len(variants) - 1) / 2) * width
                 value = part["value"].to_numpy()
-                errors = np.vstack([value - part["ci_low"].to_numpy(), part["ci_high"].to_numpy() - value])
-                ax.bar(x, value, width, yerr=errors, capsize=2, label=variant)
+                # A row without an interval (an across-seed row without per-query values) gets no whisker.
+                low = part["ci_low"].fill_null(part["value"]).to_numpy()
+                high = part["ci_high"].fill_null(part["value"]).to_numpy()
+                ax.bar(x, value, width, yerr=np.vstack([value - low, high - value]), capsize=2, label=variant)
             ax.set_xticks(np.arange(len(ks)), [f"R@{k}" for k in ks])
             ax.set_ylim(0, 1)
-            ax.set_title(f"{backbone}: {'image → report' if task == 'i2t' else 'report → image'}")
+            ax.set_title(f"{backbone}: {title}")
             ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=130)
-    plt.close(fig)
+    _save(fig, output, 130, notes)
+    for note in notes:
+        log.warning("recall figure: %s", note)
 
 
-def finding_precision_figure(findings: pl.DataFrame, backbone: str, output: str) -> None:
+def finding_precision_figure(
+    findings: pl.DataFrame, backbone: str, output: str, summary: pl.DataFrame | None = None
+) -> None:
     """Heatmap of image->report clinical precision by query finding (rows) and variant (columns),
-    each cell annotated with its value and the finding's number of queries."""
+    each cell annotated with its value and the finding's number of queries.
+
+    Without rows for `backbone` the figure says why: mtcxr's protocol was not evaluated (read from
+    `summary`, the `metrics` table), or else no test image has a positive finding.
+    """
     table = headline_rows(findings.filter((pl.col("backbone") == backbone) & (pl.col("task") == "i2t")))
     variants = sorted(table["variant"].unique().to_list(), key=lambda v: (v != "zeroshot", v))
     names = [name for name in CHEXPERT_DISPLAY if name in set(table["finding"].to_list())]
@@ -116,6 +159,7 @@ def finding_precision_figure(findings: pl.DataFrame, backbone: str, output: str)
         grid[names.index(row["finding"]), variants.index(row["variant"])] = row["value"]
         counts[row["finding"]] = row["n_queries"]
     fig, ax = plt.subplots(figsize=(1.3 * max(2, len(variants)) + 3.2, 0.42 * max(2, len(names)) + 1.6))
+    notes: list[str] = []
     if names:
         image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
         for (i, j), value in np.ndenumerate(grid):
@@ -135,12 +179,14 @@ def finding_precision_figure(findings: pl.DataFrame, backbone: str, output: str)
         k = table["k"][0]
         ax.set_title(f"{backbone}: image → report clinical precision by query finding (P@{k})", fontsize=10)
     else:
-        ax.text(0.5, 0.5, "no test image has a positive finding", ha="center", va="center")
-        ax.set_axis_off()
+        fig.set_size_inches(7.5, 2.2)
+        title = f"{backbone}: clinical precision by query finding"
+        missing = None if summary is None else missing_protocol_note(summary, backbone, title)
+        notes.append(missing or f"{title}: no test image has a positive finding.")
+        _draw_note(ax, notes[-1], 80)
+        log.warning("finding precision figure: %s", notes[-1])
     fig.tight_layout()
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=130)
-    plt.close(fig)
+    _save(fig, output, 130, notes)
 
 
 def make_figures(
@@ -162,8 +208,9 @@ def make_figures(
     recall_figure(summary_path, output_recall)
     if findings_path is not None:
         findings = validate_table(pl.read_csv(findings_path, infer_schema_length=None), "finding_precision")
+        summary = read_table(summary_path, "metrics")
         for backbone, output in zip(index_dirs, output_findings):
-            finding_precision_figure(findings, backbone, output)
+            finding_precision_figure(findings, backbone, output, summary)
 
 
 METHOD_STYLE = {
@@ -349,30 +396,28 @@ def clinical_precision_figure(summary_path: str, backbone: str, k: int, output: 
     from matplotlib.patches import Patch
 
     wanted = [metric for metric, _, _ in PRECISION_BARS]
-    table = headline_rows(
-        read_table(summary_path, "metrics").filter(
-            (pl.col("backbone") == backbone)
-            & pl.col("task").is_in(["i2t", "t2i"])
-            & pl.col("metric").is_in(wanted)
-            & (pl.col("k") == k)
-        )
-    )
+    summary = read_table(summary_path, "metrics")
+    own = summary.filter((pl.col("backbone") == backbone) & pl.col("task").is_in(PROTOCOL_TASKS["mtcxr"]))
+    table = headline_rows(own.filter(pl.col("metric").is_in(wanted) & (pl.col("k") == k)))
     if not table.height:
-        # evaluate writes these rows only when the test queries hold both classes: say so in the figure.
         log.warning("%s: no %s rows at k=%d for %s", summary_path, "/".join(wanted), k, backbone)
+        note = missing_protocol_note(summary, backbone, f"{backbone}: clinical Precision@{k}")
+        found = own.filter(pl.col("metric") == "precision")["k"].drop_nulls().unique().sort().to_list()
+        if note is None and found and k not in found:
+            note = (
+                f"{backbone}: no Precision@{k} rows; summary.parquet holds Precision@"
+                f"{', '.join(map(str, found))} (evaluated with another evaluate.precision_k)."
+            )
+        elif note is None:
+            # evaluate writes the per-class rows only when the test queries hold both classes.
+            note = (
+                f"{backbone}: no normal/abnormal Precision@{k} to show. The test queries hold only one class "
+                "(normal or abnormal), so the class-balanced value is undefined."
+            )
+        log.warning("clinical precision figure: %s", note)
         fig, ax = plt.subplots(figsize=(7.5, 2.2))
-        ax.text(
-            0.5,
-            0.5,
-            f"{backbone}: no normal/abnormal Precision@{k} to show.\nThe test queries hold only one class "
-            "(normal or abnormal), so the class-balanced value is undefined.",
-            ha="center",
-            va="center",
-        )
-        ax.set_axis_off()
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(output, dpi=130)
-        plt.close(fig)
+        _draw_note(ax, note, 80)
+        _save(fig, output, 130, [note])
         return
     variants = _variant_order(table["variant"].to_list())
     rows = {(r["task"], r["variant"], r["metric"]): r for r in table.iter_rows(named=True)}

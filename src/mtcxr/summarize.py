@@ -70,6 +70,13 @@ PROTOCOL_COLUMNS = [
     ("label_5x200_t2i", "precision", 5, "P@5"),
     ("label_5x200_t2i", "precision", 10, "P@10"),
 ]
+# The tasks each retrieval protocol of `evaluate.protocols` writes (mtcxr.evaluate): summary.md and the
+# figures read which protocols a backbone was evaluated with from its rows, and say what was not computed.
+PROTOCOL_TASKS = {
+    "mtcxr": ("i2t", "t2i"),
+    "cxr_clip": ("cxr_clip_i2t",),
+    "label_5x200": ("label_5x200_i2t", "label_5x200_t2i"),
+}
 PAIRED_METHOD_TEXT = {
     "query_bootstrap": "paired bootstrap over test queries",
     "seed_query_bootstrap": (
@@ -203,11 +210,46 @@ def finding_table(runs: list[Run]) -> pl.DataFrame:
     return validate_table(pl.concat([table, conform(across, "finding_precision")]), "finding_precision")
 
 
+def protocols_evaluated(summary: pl.DataFrame, backbone: str) -> set[str] | None:
+    """The retrieval protocols (`PROTOCOL_TASKS`) that have rows for `backbone` in a `metrics` table.
+
+    None where the backbone has no retrieval or classification row at all (evaluate writes none for an
+    empty test gallery): then a missing protocol says nothing about `evaluate.protocols`.
+    """
+    tasks = set(summary.filter(pl.col("backbone") == backbone)["task"].unique().to_list())
+    evaluated = {name for name, own in PROTOCOL_TASKS.items() if tasks & set(own)}
+    return evaluated if evaluated or "classification" in tasks else None
+
+
+def missing_protocol_note(
+    summary: pl.DataFrame,
+    backbone: str,
+    what: str,
+    protocols: Sequence[str] = ("mtcxr",),
+    verb: str = "draw this",
+    markdown: bool = False,
+) -> str | None:
+    """What to show instead of `what` when `backbone` has rows of none of `protocols` (any one of them
+    provides it); None where it has them."""
+    evaluated = protocols_evaluated(summary, backbone)
+    code = (lambda text: f"`{text}`") if markdown else (lambda text: text)  # noqa: E731
+    if evaluated is None:
+        return f"{what}: no metrics for backbone {code(backbone)} (its test gallery is empty; see logs/evaluate)."
+    if evaluated & set(protocols):
+        return None
+    names = [code(name) for name in protocols]
+    lacks = f"does not include {names[0]}" if len(names) == 1 else f"includes none of {', '.join(names)}"
+    return f"{what}: not computed. {code('evaluate.protocols')} {lacks}; add {'it' if len(names) == 1 else 'one'} to {verb}."
+
+
 def _with_precision_k(columns: list[tuple], summary: pl.DataFrame) -> list[tuple]:
-    found = summary.filter((pl.col("metric") == "precision") & pl.col("task").is_in(["i2t", "t2i"]))["k"]
-    found = found.drop_nulls().unique().to_list()
-    precision_k = found[0] if found else 10
-    return [(task, metric, precision_k if k == "P" else k) for task, metric, k in columns]
+    """`columns` with k "P" set to the run's precision k (`evaluate.precision_k`, read from the i2t/t2i
+    precision rows); without those rows (mtcxr not evaluated) the "P" columns are left out, not guessed."""
+    found = summary.filter((pl.col("metric") == "precision") & pl.col("task").is_in(PROTOCOL_TASKS["mtcxr"]))["k"]
+    found = found.drop_nulls().unique().sort().to_list()
+    if not found:
+        return [(task, metric, k) for task, metric, k in columns if k != "P"]
+    return [(task, metric, found[0] if k == "P" else k) for task, metric, k in columns]
 
 
 def summarize(
@@ -628,7 +670,17 @@ def markdown_report(
     retrieval = summary.filter(~pl.col("task").str.starts_with("generation_"))
     for backbone in retrieval["backbone"].drop_nulls().unique().sort().to_list():
         lines += [f"## Backbone `{backbone}`", "", _seed_note(summary, backbone), ""]
-        lines += _pivot(shown, backbone, headline, headers)
+        missing = missing_protocol_note(
+            summary,
+            backbone,
+            "mtcxr's own retrieval metrics (i2t and t2i Recall@K, Precision@k, clinical precision by query finding)",
+            verb="compute them",
+            markdown=True,
+        )
+        own = [i for i, (task, _, _) in enumerate(headline) if not missing or task not in PROTOCOL_TASKS["mtcxr"]]
+        lines += _pivot(shown, backbone, [headline[i] for i in own], [headers[i] for i in own])
+        if missing:
+            lines += [missing, ""]
         lines += _paired_markdown(paired.filter(pl.col("backbone") == backbone), paired_columns)
         protocol = _pivot(shown, backbone, [c[:3] for c in PROTOCOL_COLUMNS], [c[3] for c in PROTOCOL_COLUMNS])
         if protocol:
