@@ -11,17 +11,23 @@ decay, AdamW weight decay, gradient-norm clipping; bf16 autocast and gradient ch
 Checkpoints (model, heads, optimizer, scheduler, RNG states, epoch and step) are written atomically
 every `checkpoint_minutes` (0: after every step) under a folder that is not a rule output, so that a
 job killed by a cluster's time limit resumes where it stopped when the workflow is run again, and ends
-with the weights an uninterrupted run reaches.
+with the weights an uninterrupted run reaches. A checkpoint carries the fingerprint of everything that
+decides the trained weights (`training_fingerprint`); one written under other settings, base weights or
+training data is discarded with a warning naming what changed, and training starts again from step 0.
+
+Any backbone spec can be the base: the result is written as a self-contained `local-dir:` folder
+(`save_as_local_dir`), whatever the base was loaded from.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import json
 import logging
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mtcxr.backbone import LOCAL_PREFIX, TEXT_TOWER_DIR, choose_device, load_backbone, resolve_spec, save_local_dir
+from mtcxr.backbone import (
+    HF_PREFIX,
+    LOCAL_PREFIX,
+    TEXT_TOWER_DIR,
+    Backbone,
+    choose_device,
+    load_backbone,
+    resolve_spec,
+    save_local_dir,
+)
+from mtcxr.errors import InputError
 from mtcxr.heads import ProjectionHeads, save_heads
 from mtcxr.losses import check_loss_names, composite_loss
 from mtcxr.tables import CHEXPERT_LABELS, FRONTAL_VIEWS, read_table
@@ -45,28 +61,48 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------------
 
 
+class FinetuneError(InputError, ValueError):
+    """A fine-tuning setting does not fit the base model; the message names the key and the fix."""
+
+
+KNOWN_IMAGE_TOWERS = "timm ViT (BiomedCLIP), open_clip VisionTransformer, ModifiedResNet (the demo, RN50)"
+KNOWN_TEXT_TOWERS = "open_clip text transformer, Hugging Face BERT-like (BiomedCLIP)"
+
+
 def image_blocks(model: torch.nn.Module) -> tuple[list[torch.nn.Module], list[torch.nn.Module | torch.nn.Parameter]]:
     """(the image tower's residual blocks in order, what follows the last one: norm, pooling, projection)."""
     visual = model.visual
-    if hasattr(visual, "trunk"):  # timm (BiomedCLIP's ViT-B/16)
+    if hasattr(visual, "trunk") and hasattr(visual.trunk, "blocks"):  # timm ViT (BiomedCLIP's ViT-B/16)
         after = [getattr(visual.trunk, name) for name in ("norm", "fc_norm", "head") if hasattr(visual.trunk, name)]
         return list(visual.trunk.blocks), after + [visual.head]
     if hasattr(visual, "transformer"):  # open_clip VisionTransformer
         return list(visual.transformer.resblocks), [visual.ln_post, visual.proj]
-    if hasattr(visual, "layer4"):  # open_clip ModifiedResNet (the demo backbone)
+    if hasattr(visual, "layer4"):  # open_clip ModifiedResNet (the demo backbone, RN50)
         blocks = [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(visual, name)]
         return blocks, [visual.attnpool]
-    raise ValueError(f"finetune: unknown image tower {type(visual).__name__}; known: timm, ViT, ModifiedResNet")
+    kind = type(getattr(visual, "trunk", visual)).__name__
+    raise FinetuneError(
+        f"finetune: the image tower is a {kind}, whose blocks mtcxr.finetune does not know (it knows "
+        f"{KNOWN_IMAGE_TOWERS}); set image_blocks: 0 for this backbone to train the text tower and heads only."
+    )
 
 
 def text_layers(model: torch.nn.Module) -> tuple[list[torch.nn.Module], list[torch.nn.Module | torch.nn.Parameter]]:
     """(the text tower's layers in order, what follows the last one)."""
-    if hasattr(model, "text") and hasattr(model.text, "transformer"):  # HF text tower (BiomedCLIP's BERT)
-        after = [model.text.proj] + ([model.text.pooler] if isinstance(model.text.pooler, torch.nn.Module) else [])
-        return list(model.text.transformer.encoder.layer), after
-    if hasattr(model, "transformer"):  # open_clip text transformer
-        return list(model.transformer.resblocks), [model.ln_final, model.text_projection]
-    raise ValueError(f"finetune: unknown text tower in {type(model).__name__}")
+    text = getattr(model, "text", None)
+    if text is not None and hasattr(getattr(text, "transformer", None), "encoder"):  # HF (BiomedCLIP's BERT)
+        after = [text.proj] + ([text.pooler] if isinstance(text.pooler, torch.nn.Module) else [])
+        return list(text.transformer.encoder.layer), after
+    # open_clip's text transformer: CLIP's own attributes, or a CustomTextCLIP's (SigLIP, CoCa) `text` module
+    tower = text if text is not None and hasattr(text, "transformer") else model
+    if hasattr(tower, "transformer") and hasattr(tower.transformer, "resblocks"):
+        after = [tower.ln_final, tower.text_projection]
+        return list(tower.transformer.resblocks), [part for part in after if part is not None]
+    raise FinetuneError(
+        f"finetune: the text tower of this {type(model).__name__} is one whose layers mtcxr.finetune does not "
+        f"know (it knows {KNOWN_TEXT_TOWERS}); set text_layers: 0 for this backbone to train the image tower "
+        "and heads only."
+    )
 
 
 def _parameters(parts: list) -> list[torch.nn.Parameter]:
@@ -76,17 +112,28 @@ def _parameters(parts: list) -> list[torch.nn.Parameter]:
     return found
 
 
-def unfreeze(model: torch.nn.Module, n_image: int, n_text: int) -> list[torch.nn.Parameter]:
+def unfreeze(model: torch.nn.Module, n_image: int, n_text: int, where: str = "finetune") -> list[torch.nn.Parameter]:
     """Freeze `model`, then unfreeze its last `n_image` image blocks and `n_text` text layers with what
-    follows them; return the trainable parameters (none when both are 0)."""
+    follows them; return the trainable parameters (none when both are 0).
+
+    `where` is the config key of the entry, named in the error for a count above the tower's depth.
+    """
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     trainable: list[torch.nn.Parameter] = []
-    for n, (blocks, after), tower in ((n_image, image_blocks(model), "image"), (n_text, text_layers(model), "text")):
+    for n, towers, key, tower in (
+        (n_image, image_blocks, "image_blocks", "image"),
+        (n_text, text_layers, "text_layers", "text"),
+    ):
+        if not n:
+            continue  # a tower left frozen need not be one whose blocks are known
+        blocks, after = towers(model)
         if n > len(blocks):
-            raise ValueError(f"finetune: the {tower} tower has {len(blocks)} blocks; cannot unfreeze the last {n}")
-        if n:
-            trainable += _parameters(blocks[-n:] + after)
+            raise FinetuneError(
+                f"{where}.{key} is {n}, but the {tower} tower has {len(blocks)} blocks; set it to at most "
+                f"{len(blocks)} (the last ones train; 0 leaves the tower frozen)."
+            )
+        trainable += _parameters(blocks[-n:] + after)
     unique = list({id(p): p for p in trainable}.values())
     for parameter in unique:
         parameter.requires_grad_(True)
@@ -100,6 +147,7 @@ def unfreeze(model: torch.nn.Module, n_image: int, n_text: int) -> list[torch.nn
 
 @dataclass
 class TrainingPairs:
+    image_ids: list[str]
     pngs: list[bytes]
     reports: list[str]
     abnormal: np.ndarray  # (N,) bool
@@ -119,6 +167,7 @@ def training_pairs(
     if table.height < 2:
         raise ValueError(f"finetune: the {split} split has {table.height} usable image(s); at least 2 are needed")
     return TrainingPairs(
+        image_ids=table["image_id"].to_list(),
         pngs=table["png"].to_list(),
         reports=table["report"].to_list(),
         abnormal=table["abnormal"].to_numpy().astype(bool),
@@ -166,6 +215,106 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states are not tensors
 
 
+# The settings that decide the trained weights. Not `checkpoint_minutes` (when a checkpoint is written)
+# nor `device`: a job resubmitted elsewhere continues the same training.
+TRAINING_SETTINGS = (
+    "image_blocks",
+    "text_layers",
+    "epochs",
+    "batch_size",
+    "backbone_lr",
+    "head_lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of every tensor of the model's state (names, dtypes, shapes, bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_digest(pairs: TrainingPairs) -> str:
+    """A digest of the training pairs: image ids, cached pixels, reports and labels, in training order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for image_id, png, report in zip(pairs.image_ids, pairs.pngs, pairs.reports, strict=True):
+        for part in (image_id.encode(), png, report.encode()):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+    digest.update(np.ascontiguousarray(pairs.abnormal).tobytes())
+    digest.update(np.ascontiguousarray(pairs.labels).tobytes())
+    return digest.hexdigest()
+
+
+def training_fingerprint(
+    base_spec: str,
+    base_weights: str,
+    losses: dict[str, float],
+    settings: dict,
+    hidden_dim: int,
+    supcon_temperature: float,
+    frontal_only: bool,
+    seed: int,
+    pairs: TrainingPairs,
+) -> dict:
+    """Everything that decides the weights a run trains to; a checkpoint is resumed only under an equal one."""
+    return {
+        "base": base_spec,
+        "base_weights": base_weights,
+        "variant_losses": {name: float(weight) for name, weight in sorted(losses.items())},
+        **{key: _number(settings[key]) for key in TRAINING_SETTINGS},
+        "hidden_dim": int(hidden_dim),
+        "supcon_temperature": float(supcon_temperature),
+        "frontal_only": bool(frontal_only),
+        "seed": int(seed),
+        "train_images": len(pairs.image_ids),
+        "train_data": data_digest(pairs),
+    }
+
+
+def _number(value) -> int | float:
+    # 1 and 1.0 are one setting: YAML and --config give either
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def fingerprint_changes(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for each setting that differs (digests as `changed`)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key, "unset"), new.get(key, "unset")
+        if before != after:
+            digest = key in ("base_weights", "train_data")
+            changes.append(f"{key}: changed" if digest else f"{key}: {before} -> {after}")
+    return changes
+
+
+def resumable(state: dict | None, fingerprint: dict, path: Path) -> bool:
+    """Whether the checkpoint `state` continues this run; a stale one is deleted with a warning saying why."""
+    if state is None:
+        return False
+    if "fingerprint" not in state:
+        reason = "it records no settings (an older mtcxr wrote it), so it cannot be told to match this config"
+    else:
+        changes = fingerprint_changes(state["fingerprint"], fingerprint)
+        if not changes:
+            return True
+        reason = "it was written under other settings (" + "; ".join(changes) + ")"
+    log.warning(
+        "discarding the fine-tuning checkpoint %s, stopped at step %s: %s. Training starts again from step 0.",
+        path,
+        state.get("step", "?"),
+        reason,
+    )
+    path.unlink(missing_ok=True)
+    return False
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
@@ -203,12 +352,15 @@ def finetune_backbone(
     frontal_only: bool = True,
     seed: int = 0,
     threads: int = 1,
+    name: str | None = None,
 ) -> dict:
     """Fine-tune `base_spec` on the train split under the variant's losses; write the local-dir folder.
 
     `settings` is the config's `finetune:` block merged with this backbone's entry (image_blocks,
     text_layers, epochs, batch_size, backbone_lr, head_lr, warmup_steps, weight_decay, grad_clip,
-    checkpoint_minutes, device). Returns the run's facts (also written to `finetune.json`).
+    checkpoint_minutes, device). `name` is the entry's name in `finetune.backbones` (default: the
+    output folder's, as the workflow lays it out), named in errors. Returns the run's facts (also
+    written to `finetune.json`).
     """
     torch.set_num_threads(max(1, threads))
     weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
@@ -218,7 +370,9 @@ def finetune_backbone(
     device = choose_device(settings.get("device", "auto"))
     backbone = load_backbone(base_spec, device=str(device), demo_dir=demo_dir)
     model = backbone.model
-    trainable = unfreeze(model, int(settings["image_blocks"]), int(settings["text_layers"]))
+    base_weights = weights_digest(model)
+    where = f"finetune.backbones.{name or Path(output_dir).name}"
+    trainable = unfreeze(model, int(settings["image_blocks"]), int(settings["text_layers"]), where)
     if device.type == "cuda" and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)  # activations recomputed in backward: larger batches fit
     torch.manual_seed(seed)
@@ -235,17 +389,20 @@ def finetune_backbone(
     positives = max(1, int(pairs.abnormal.sum()))
     pos_weight = float((n - pairs.abnormal.sum()) / positives)
 
+    fingerprint = training_fingerprint(
+        base_spec, base_weights, weights, settings, hidden_dim, supcon_temperature, frontal_only, seed, pairs
+    )
     checkpoint = Path(checkpoint_path)
     state = load_checkpoint(checkpoint)
     step, history = 0, []
-    if state is not None:
+    if resumable(state, fingerprint, checkpoint):
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         step, history = int(state["step"]), list(state["history"])
-        log.info("resuming from %s at step %d of %d", checkpoint, step, total_steps)
+        log.info("resuming from %s at step %d of %d (same settings, base and data)", checkpoint, step, total_steps)
     every = float(settings["checkpoint_minutes"]) * 60
     last_saved, started, first_step = time.monotonic(), time.perf_counter(), step
     model.eval()  # see the module docstring: frozen statistics, no dropout, bit-identical frozen blocks
@@ -303,9 +460,11 @@ def finetune_backbone(
                     rng=_rng_state(),
                     step=step,
                     history=history,
+                    fingerprint=fingerprint,
                 )
                 last_saved = time.monotonic()
     seconds = time.perf_counter() - started
+    # From the run itself (the history holds every step, resumed ones included): what was trained.
     facts = {
         "base": base_spec,
         "variant_losses": weights,
@@ -314,13 +473,14 @@ def finetune_backbone(
         "trainable_parameters": int(sum(p.numel() for p in trainable)),
         "train_images": n,
         "batch_size": batch_size,
-        "steps": total_steps,
-        "epochs": epochs,
+        "steps": len(history),
+        "epochs": history[-1]["epoch"] + 1 if history else 0,
+        "resumed_at_step": first_step,
         "seed": seed,
         "device": str(device),
         "images_per_second": round(trained_images / seconds, 2) if seconds else None,
     }
-    write_finetuned(model, base_spec, demo_dir, Path(output_dir), heads, facts, history)
+    write_finetuned(backbone, demo_dir, Path(output_dir), heads, facts, history)
     checkpoint.unlink(missing_ok=True)
     log.info(
         "fine-tuned %s: %d trainable parameters, %d steps, %.1f images/s on %s",
@@ -333,29 +493,54 @@ def finetune_backbone(
     return facts
 
 
+def base_model_config(name: str) -> dict:
+    """The open_clip `model_cfg` a resolved spec builds its model from (local-dir, hf-hub or a named model)."""
+    import open_clip
+
+    if name.startswith((LOCAL_PREFIX, HF_PREFIX)):
+        model_cfg = open_clip.get_model_config(name)  # the folder's or the (cached) hub repo's open_clip_config.json
+    else:
+        model_cfg = open_clip.get_model_config(name.partition(":")[0].replace("/", "-"))  # as create_model looks it up
+    if model_cfg is None:
+        raise ValueError(f"finetune: open_clip has no model config for {name!r}")
+    return copy.deepcopy(model_cfg)
+
+
+def save_as_local_dir(backbone: Backbone, name: str, folder: Path) -> Path:
+    """Write a loaded backbone as a self-contained `local-dir:` folder that `load_backbone` loads anywhere.
+
+    `name` is its resolved spec (`resolve_spec`): any kind. The folder holds open_clip_config.json (the
+    base's model_cfg and the preprocessing the model was built with), the weights as safetensors, and for
+    a Hugging Face text tower its config (in `text/`, named by `hf_model_name`) and tokenizer files, so
+    that nothing is fetched from the hub or its cache to load it again.
+    """
+    import open_clip
+
+    model_cfg = base_model_config(name)
+    preprocess_cfg = copy.deepcopy(open_clip.get_model_preprocess_cfg(backbone.model))
+    text_cfg = model_cfg.setdefault("text_cfg", {})
+    folder.mkdir(parents=True, exist_ok=True)
+    if text_cfg.get("hf_model_name"):
+        backbone.model.text.config.save_pretrained(folder / TEXT_TOWER_DIR)
+        backbone.tokenizer.tokenizer.save_pretrained(folder / TEXT_TOWER_DIR)
+        text_cfg.update(hf_model_name=TEXT_TOWER_DIR, hf_tokenizer_name=TEXT_TOWER_DIR)
+        text_cfg.pop("hf_model_pretrained", None)
+    if text_cfg.get("hf_tokenizer_name"):
+        backbone.tokenizer.tokenizer.save_pretrained(folder)  # open_clip reads a local-dir's tokenizer here
+    return save_local_dir(backbone.model.float().cpu(), model_cfg, preprocess_cfg, folder)
+
+
 def write_finetuned(
-    model: torch.nn.Module,
-    base_spec: str,
+    backbone: Backbone,
     demo_dir: str | None,
     folder: Path,
     heads: ProjectionHeads,
     facts: dict,
     history: list[dict],
 ) -> None:
-    """The fine-tuned model as a local-dir folder with the base's configuration (and text tower files),
-    plus the jointly trained heads, the facts and the per-step history."""
-    name = resolve_spec(base_spec, demo_dir)
-    if not name.startswith(LOCAL_PREFIX):
-        raise ValueError(
-            f"finetune: base {base_spec!r} is not a local-dir folder; fine-tune a `demo` or `local-dir:` backbone "
-            "(save a hub model with `mtcxr`'s README, Using BiomedCLIP, first)"
-        )
-    source = Path(name[len(LOCAL_PREFIX) :])
-    config = json.loads((source / "open_clip_config.json").read_text())
-    model = model.float().cpu()
-    save_local_dir(model, config["model_cfg"], config.get("preprocess_cfg", {}), folder)
-    if (source / TEXT_TOWER_DIR).is_dir():
-        shutil.copytree(source / TEXT_TOWER_DIR, folder / TEXT_TOWER_DIR, dirs_exist_ok=True)
+    """The fine-tuned model as a local-dir folder (`save_as_local_dir`), plus the jointly trained heads,
+    the facts and the per-step history."""
+    save_as_local_dir(backbone, resolve_spec(backbone.spec, demo_dir), folder)
     save_heads(heads.cpu(), folder / "heads.safetensors", folder / "heads.json", {"trained": True, **facts})
     (folder / "finetune.json").write_text(json.dumps(facts, indent=2) + "\n")
     pl.DataFrame(history).write_parquet(folder / "history.parquet")

@@ -12,6 +12,7 @@ from pathlib import Path
 from mtcxr.backbone import BackboneError, check_backbone_available
 from mtcxr.config import ConfigError
 from mtcxr.errors import InputError
+from mtcxr.towers import check_finetune_depths
 
 RUN_MARKER = ".snakemake_running"  # under the results folder: "<host> <pid>" of the run writing it
 
@@ -35,6 +36,7 @@ def preflight(config: dict) -> list[str]:
             check_backbone_available(spec)
         except BackboneError as error:
             raise ConfigError(f"backbones.{name}: {error}") from None
+    check_finetune_depths(config)  # blocks to unfreeze that a base's tower does not have
     if config["generation"]["enabled"]:
         from mtcxr.nlg import find_java
 
