@@ -210,6 +210,50 @@ def test_clinical_precision_figure_draws_the_precision_k_rows(tmp_path):
     assert Image.open(tmp_path / "no.png").height < Image.open(tmp_path / "cp.png").height
 
 
+def render_caption(name: str, protocols: list[str]) -> str:
+    """A caption of workflow/report rendered as `snakemake --report` renders it (Jinja with trim_blocks,
+    then docutils), for the tiny config with `evaluate.protocols` set."""
+    import types
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    config = run_config(
+        default_file=REPO / "config.yaml",
+        configfiles=[REPO / "tests/configs/tiny.yaml"],
+        command_line={"evaluate": {"protocols": protocols}},
+        schema_file=REPO / "workflow/schemas/config.schema.yaml",
+    )
+    snakemake = types.SimpleNamespace(
+        config=config, wildcards=types.SimpleNamespace(backbone="demo"), params=types.SimpleNamespace(k=5)
+    )
+    text = jinja2.Environment(trim_blocks=True).from_string((REPO / f"workflow/report/{name}.rst").read_text())
+    rst = text.render(snakemake=snakemake, categories={}, files=[])
+    html = publish_parts(rst, writer="html", settings_overrides={"halt_level": 2})["body"]
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
+
+
+def test_captions_say_what_evaluate_protocols_left_out():
+    """Without mtcxr the captions do not describe bars that are not drawn; with it they are unchanged."""
+    recall = render_caption("recall", ["cxr_clip", "label_5x200"])
+    assert (
+        "This run's evaluate.protocols (cxr_clip, label_5x200) leaves out mtcxr: the image → report panel shows "
+        "CXR-CLIP's protocol instead (one frontal image per study, reports deduplicated by exact text), and a panel "
+        "without rows says so."
+    ) in recall
+    assert "leaves out mtcxr: a panel without rows says so." in render_caption("recall", ["label_5x200"])
+    for name in ("clinical_precision", "finding_precision"):
+        assert render_caption(name, ["cxr_clip"]).startswith("Not computed in this run: evaluate.protocols leaves out")
+        assert "Not computed" not in render_caption(name, ["mtcxr", "cxr_clip"])
+    assert "leaves out" not in render_caption("recall", ["mtcxr", "cxr_clip", "label_5x200"])
+    front = render_caption("workflow", ["cxr_clip", "label_5x200"])
+    assert (
+        "Test-split retrieval by the published protocols only (cxr_clip, label_5x200; mtcxr's own recall and "
+        "clinical precision not computed), 95% bootstrap CIs (50 resamples;"
+    ) in front
+    assert "Test-split recall at k = 1, 5, 10 and clinical precision at k = 5" in render_caption("workflow", ["mtcxr"])
+
+
 # --- the built report, in a browser ---------------------------------------------------------------
 
 
