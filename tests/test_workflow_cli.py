@@ -148,6 +148,53 @@ def test_missing_java_stops_before_any_job(tmp_path: Path):
     )
 
 
+def test_a_program_that_is_not_java_stops_before_any_job(tmp_path: Path):
+    done = snakemake("-n", "--config", f"results={tmp_path}", "generation={java: /bin/true}")
+    assert_message_alone(
+        done,
+        "generation.java is '/bin/true', which is not a Java runtime: `/bin/true -version` printed nothing, "
+        'where a Java runtime prints e.g. `openjdk version "17.0.2"`',
+    )
+
+
+def manifest_run(tmp_path: Path, columns: dict[str, list[str]]) -> subprocess.CompletedProcess:
+    """A dry run of configs/manifest.yaml on a manifest of 10 images (4 train, 2 validate, 4 test), one per study."""
+    splits = ["train"] * 4 + ["validate"] * 2 + ["test"] * 4
+    table = {"image_path": [f"i{i}.png" for i in range(10)], "split": splits, **columns}
+    manifest = tmp_path / "manifest.csv"
+    lines = [",".join(table)] + [",".join(values) for values in zip(*table.values())]
+    manifest.write_text("\n".join(lines) + "\n")
+    return snakemake(
+        "-n",
+        "--configfile",
+        "configs/manifest.yaml",
+        "--config",
+        f"results={tmp_path / 'r'}",
+        f"dataset={{kind: manifest, manifest: {manifest}, views: [PA, AP, UNKNOWN]}}",
+        "backbones={demo: demo}",
+    )
+
+
+def test_a_manifest_with_only_a_report_column_generates_against_the_report(tmp_path: Path):
+    """No findings, impression or view anywhere: the whole report is the reference (generation.reference:
+    findings) and the images of unknown view are the queries."""
+    done = manifest_run(tmp_path, {"report": [f"Report number {i}." for i in range(10)]})
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = jobs_planned(done)
+    assert counts["generate_baselines"] == 1 and counts["score_generation"] == 1 and "error" not in done.stderr
+
+
+def test_a_test_split_without_the_reference_section_stops_before_any_job(tmp_path: Path):
+    findings = ["No effusion."] * 6 + [""] * 4  # the test split's findings are all empty
+    done = manifest_run(tmp_path, {"view": ["PA"] * 10, "findings": findings, "impression": ["Normal."] * 10})
+    assert_message_alone(
+        done,
+        f"report generation cannot run on the manifest {tmp_path / 'manifest.csv'}: none of the 4 test studies has "
+        "a usable findings text (usable impression: 4, both: 4), so nothing to score; set generation.reference: "
+        "impression or both, or set `generation: {enabled: false}` to skip report generation.",
+    )
+
+
 def test_schema_error_is_one_paragraph(tmp_path: Path):
     done = snakemake("-n", "--config", f"results={tmp_path}", "train={epochs: four}")
     assert_message_alone(done, "config key train.epochs: 'four' is not of type 'integer'")

@@ -2,9 +2,15 @@
 
 Queries: every test study with a reference text (`generation.reference`: its findings,
 impression, or both joined) and a frontal image; its query image is its first frontal image by
-image_id (one query per study, as the CXR-CLIP protocol takes the first frontal image). A test
-study without a usable reference — none, blank, or only de-identification tokens (`___`,
-`XXXX`) — or without a frontal image is a reject with that reason.
+image_id (one query per study, as the CXR-CLIP protocol takes the first frontal image), or where it
+has none, its first image of unknown view (a manifest without a view column has only those; never a
+lateral). A test study without a usable reference — none, blank, or only de-identification tokens
+(`___`, `XXXX`) — or without such an image is a reject with that reason. A collection without sections
+(every study's findings and impression empty: a manifest with only a `report` column) has no
+section to choose, so its whole report is the reference whatever `generation.reference` says
+(`reference_section`); every generation job logs it. `check_generation_inputs` stops a run whose
+train split has nothing to retrieve or whose test split nothing to score, before any job where the
+dataset is read at parse time (IU X-ray, manifests), else at the first generation job.
 
 Corpus: the train split's reports in the reference section, deduplicated by normalised text
 (`mtcxr.index.normalize_report`); a distinct report stands for the first train study (by
@@ -37,12 +43,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtcxr.index import flat_ip_index, normalize_report
+# mtcxr.index (FAISS, torch) is imported where it is used: the pre-flight check imports this module.
 from mtcxr.tables import FRONTAL_VIEWS, read_table, write_table
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("findings", "impression", "both")
+REPORT = "report"  # the whole report: the reference of a collection without sections
+SKIP = "or set `generation: {enabled: false}` to skip report generation"
+QUERY_VIEWS = (*FRONTAL_VIEWS, "UNKNOWN")  # views a query image may have; a frontal one is preferred
 CHOICES = ("top1", "consensus")
 STAGE = "generate_reports"
 # MIMIC-CXR's placeholder and IU X-ray's (mtcxr's IU reader turns XXXX into ___ already).
@@ -50,8 +59,8 @@ DEIDENTIFIED = re.compile(r"_{2,}|X{3,}")
 
 
 def reference_texts(studies: pl.DataFrame, section: str) -> pl.Series:
-    """The text of `section` (findings, impression, or both joined by a space) of every study; null if none."""
-    if section not in SECTIONS:
+    """The text of `section` (findings, impression, both joined by a space, or the whole report) of every study."""
+    if section not in (*SECTIONS, REPORT):
         raise ValueError(f"generation.reference is {section!r}; choose one of {list(SECTIONS)}")
     parts = ["findings", "impression"] if section == "both" else [section]
     cleaned = [pl.col(part).str.strip_chars().replace("", None) for part in parts]
@@ -60,13 +69,86 @@ def reference_texts(studies: pl.DataFrame, section: str) -> pl.Series:
     ]
 
 
+def has_sections(studies: pl.DataFrame) -> bool:
+    """Whether any study has a findings or impression text (a collection read from a bare `report` has none)."""
+    texts = [studies[part].str.strip_chars().replace("", None) for part in ("findings", "impression")]
+    return any(text.null_count() < len(text) for text in texts)
+
+
+def reference_section(studies: pl.DataFrame, section: str) -> str:
+    """`section`, or `report` when the collection (`studies`, every split) has no sections to choose from."""
+    return section if has_sections(studies) else REPORT
+
+
+def _log_reference(section: str, used: str) -> None:
+    """Say in the job's log when a collection without sections has its whole report as the reference."""
+    if used != section:
+        log.warning(
+            "the dataset has no findings or impression sections (every study's are empty): each study's whole "
+            "report is the reference and the retrieved text, in place of generation.reference: %s",
+            section,
+        )
+
+
+def _no_usable_text(studies: pl.DataFrame, split: str, section: str) -> tuple[str, str] | None:
+    """(why no `split` study can serve under `section`, the fix naming the sections that would); None if some can."""
+    rows = studies.filter(pl.col("split") == split)
+    if any(unusable_reason(text, section) is None for text in reference_texts(rows, section)):
+        return None
+    counts = {
+        other: sum(unusable_reason(text, other) is None for text in reference_texts(rows, other))
+        for other in SECTIONS
+        if other != section
+    }
+    usable = [other for other, n in counts.items() if n]
+    have = ", ".join(f"{other}: {n}" for other, n in counts.items()) if section != REPORT else "none"
+    fix = f"set generation.reference: {' or '.join(usable)}" if usable else "give the studies report texts"
+    return f"none of the {rows.height} {split} studies has a usable {section} text (usable {have})", fix
+
+
+def check_generation_inputs(studies: pl.DataFrame, images: pl.DataFrame | None, section: str, source: str) -> str:
+    """Return the reference section used; raise InputError when generation cannot work on this dataset.
+
+    The train split needs a usable reference text to retrieve, the test split a study with one and
+    (where `images` is given) a frontal image to query with. `source` names the dataset in the message.
+    """
+    from mtcxr.errors import InputError
+
+    used = reference_section(studies, section)
+    for split, consequence in (("train", "there is nothing to retrieve a report from"), ("test", "nothing to score")):
+        found = _no_usable_text(studies, split, used)
+        if found:
+            problem, fix = found
+            raise InputError(f"report generation cannot run on {source}: {problem}, so {consequence}; {fix}, {SKIP}.")
+    if images is not None:
+        test = studies.filter(pl.col("split") == "test")
+        texts = reference_texts(test, used)
+        usable = {study for study, text in zip(test["study_id"], texts) if unusable_reason(text, used) is None}
+        frontal = set(images.filter(pl.col("view").is_in(QUERY_VIEWS))["study_id"])
+        if not usable & frontal:
+            raise InputError(
+                f"report generation cannot run on {source}: none of the {len(usable)} test studies with a usable "
+                f"{used} text has a frontal ({' or '.join(FRONTAL_VIEWS)}) or unknown-view image to query with, so "
+                f"nothing to score; give the test studies frontal images, {SKIP}."
+            )
+    return used
+
+
 def unusable_reason(text: str | None, section: str) -> str | None:
     """Why `text` cannot be a reference or a generated report, or None when it can."""
     if text is None or not text.strip():
+        if section == REPORT:
+            return "no report text"
         return f"no {section} text (generation.reference: {section})"
     if not re.search(r"[A-Za-z0-9]", DEIDENTIFIED.sub(" ", text)):
         return f"the {section} text holds only de-identification tokens (___ / XXXX)"
     return None
+
+
+def _studies(studies_path: str, section: str) -> tuple[pl.DataFrame, str]:
+    """(every study, sorted by study_id; the reference section used: `section`, or `report` without sections)."""
+    studies = read_table(studies_path, "studies").sort("study_id")
+    return studies, reference_section(studies, section)
 
 
 def generation_queries(
@@ -75,16 +157,25 @@ def generation_queries(
     """(queries: study_id, image_id, reference — one per usable test study; rejects of the others).
 
     Images `preprocess_images` rejected (the tables `pixel_rejects`) have no embedding and are never a query.
+    Raises InputError when no test study can be a query: every generation job would be wasted.
     """
-    studies = read_table(studies_path, "studies").filter(pl.col("split") == "test").sort("study_id")
+    from mtcxr.errors import InputError
+
+    everything, used = _studies(studies_path, section)
+    _log_reference(section, used)
+    section = used
+    studies = everything.filter(pl.col("split") == "test")
     studies = studies.with_columns(reference=reference_texts(studies, section))
-    images = read_table(images_path, "images").filter((pl.col("split") == "test") & pl.col("view").is_in(FRONTAL_VIEWS))
+    images = read_table(images_path, "images").filter((pl.col("split") == "test") & pl.col("view").is_in(QUERY_VIEWS))
     has_frontal = set(images["study_id"])
     rejected = (
         set(pl.concat([read_table(path, "rejects") for path in pixel_rejects])["item"]) if pixel_rejects else set()
     )
     frontal = (
-        images.filter(~pl.col("image_id").is_in(list(rejected))).group_by("study_id").agg(pl.col("image_id").min())
+        images.filter(~pl.col("image_id").is_in(list(rejected)))
+        .sort([~pl.col("view").is_in(FRONTAL_VIEWS), "image_id"])  # a frontal view first, then by image_id
+        .group_by("study_id", maintain_order=True)
+        .agg(pl.col("image_id").first())
     )
     studies = studies.join(frontal, on="study_id", how="left")
 
@@ -104,25 +195,37 @@ def generation_queries(
         item=pl.col("study_id"), path=pl.lit(None, pl.String), stage=pl.lit(STAGE), reason=pl.col("reason")
     )
     queries = studies.filter(pl.col("reason").is_null()).select("study_id", "image_id", "reference")
+    if queries.is_empty():
+        counts = rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+        why = "; ".join(f"{n}: {reason}" for reason, n in counts.iter_rows())
+        found = _no_usable_text(everything, "test", section)
+        raise InputError(
+            f"no test study of {studies_path} can be a report-generation query ({why}), so there would be "
+            f"nothing to score; {found[1] if found else 'give them what they lack'}, {SKIP}."
+        )
     return queries, rejects
 
 
 def train_corpus(studies_path: str, section: str) -> pl.DataFrame:
     """Distinct train reports of `section`: study_id (first study with the text), text, and `count` (studies with it)."""
-    studies = read_table(studies_path, "studies").filter(pl.col("split") == "train").sort("study_id")
+    from mtcxr.errors import InputError
+
+    everything, section = _studies(studies_path, section)
+    studies = everything.filter(pl.col("split") == "train")
     studies = studies.with_columns(text=reference_texts(studies, section))
     usable = [unusable_reason(text, section) is None for text in studies["text"]]
     studies = studies.filter(pl.Series(usable, dtype=pl.Boolean)).select("study_id", "text")
+    from mtcxr.index import normalize_report
+
     studies = studies.with_columns(key=pl.Series([normalize_report(t) for t in studies["text"]], dtype=pl.String))
     corpus = studies.group_by("key", maintain_order=True).agg(
         pl.col("study_id").first(), pl.col("text").first(), pl.len().alias("count")
     )
     if corpus.is_empty():
-        from mtcxr.errors import InputError
-
+        found = _no_usable_text(everything, "train", section)
+        fix = found[1] if found else "choose another generation.reference (findings, impression, both)"
         raise InputError(
-            f"no train study has a usable {section} text: there is nothing to retrieve a report from; "
-            "choose another generation.reference (findings, impression, both)."
+            f"no train study has a usable {section} text: there is nothing to retrieve a report from; {fix}, {SKIP}."
         )
     return corpus.select("study_id", "text", "count")
 
@@ -190,6 +293,8 @@ def generate_baselines(
 def top_candidates(query_vectors: np.ndarray, corpus_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) of the k nearest corpus reports of each query (exact inner product, best first)."""
     k = min(k, len(corpus_vectors))
+    from mtcxr.index import flat_ip_index
+
     scores, rows = flat_ip_index(corpus_vectors).search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
     return scores, rows
 
@@ -207,6 +312,7 @@ def consensus_choice(rows: np.ndarray, corpus_vectors: np.ndarray) -> np.ndarray
 
 def oracle_choice(rows: np.ndarray, corpus_texts: list[str], references: list[str]) -> np.ndarray:
     """Per query, the position among its candidates with the highest ROUGE-L against the reference (ties: best rank)."""
+    from mtcxr.index import normalize_report
     from mtcxr.nlg import rouge_l
 
     keys = [normalize_report(text) for text in corpus_texts]
@@ -276,8 +382,11 @@ def generate_by_retrieval(
     heads, _ = load_heads(head_weights, head_config)
     queries, _ = generation_queries(images_path, studies_path, section, pixel_rejects)
     corpus = train_corpus(studies_path, section)
-    load = lambda split: load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, split)  # noqa: E731
-    test, train = load("test"), load("train")
+    load = lambda split, frontal_only: load_split(  # noqa: E731
+        image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only
+    )
+    # Every test view: a query of unknown view needs its embedding (generation_queries picks the images).
+    test, train = load("test", False), load("train", True)
     queries, image_rows = _align(queries, test.image_ids, "image embedding")
     corpus, corpus_rows = _corpus_rows(corpus, train.study_ids)
     query_vectors = project(heads.image, test.image_vectors[image_rows])

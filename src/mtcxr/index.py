@@ -6,7 +6,9 @@ sharing it, the text, projected vector), `studies.parquet` (every study's own re
 vector, for the published protocols' exact-text dedup), `prototypes.npy` (mean projected normal and abnormal
 train reports) and `index.json` (backbone, variant, head files). The file paths in `index.json` are
 relative to the index folder, so a results folder still works after it is moved or copied; read them
-with `read_index_info`.
+with `read_index_info`. That includes the backbone's own folder: the demo backbone's (`demo_dir`) and
+a `local-dir:` backbone's (`backbone_dir`, e.g. a fine-tuned backbone under `models/finetuned/`, whose
+spec names it relative to the working directory of the run); `index_backbone_spec` gives the spec to load.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import faiss
 import numpy as np
 import polars as pl
 
+from mtcxr.backbone import LOCAL_PREFIX
 from mtcxr.embeddings import write_embeddings
 from mtcxr.heads import load_heads, project
 from mtcxr.pairs import load_split
@@ -28,7 +31,7 @@ from mtcxr.pairs import load_split
 log = logging.getLogger(__name__)
 
 # index.json entries that name files; stored relative to the index folder.
-PATH_KEYS = ("head_weights", "head_config", "demo_dir")
+PATH_KEYS = ("head_weights", "head_config", "demo_dir", "backbone_dir")
 
 
 def normalize_report(text: str) -> str:
@@ -82,7 +85,8 @@ def build_index(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metadata = {"backbone": backbone_name, "variant": variant, "spec": gallery.metadata.get("spec"), "normalized": True}
+    spec = gallery.metadata.get("spec")
+    metadata = {"backbone": backbone_name, "variant": variant, "spec": spec, "normalized": True}
     faiss.write_index(flat_ip_index(images), str(out / "images.faiss"))
     write_embeddings(
         out / "images.parquet",
@@ -124,6 +128,7 @@ def build_index(
                 "head_weights": _relative(head_weights, out),
                 "head_config": _relative(head_config, out),
                 "demo_dir": _relative(demo_dir, out) if demo_dir else None,
+                "backbone_dir": _relative(spec[len(LOCAL_PREFIX) :], out) if _is_local(spec) else None,
                 "trained": head_cfg.get("trained", False),
                 "seed": head_cfg.get("seed") if head_cfg.get("trained", False) else None,
             },
@@ -151,6 +156,25 @@ def _mean_or_zero(vectors: np.ndarray) -> np.ndarray:
 def _relative(path: str | Path, folder: Path) -> str:
     """`path` relative to `folder`, so the pair can move together."""
     return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+
+def _is_local(spec: str | None) -> bool:
+    return bool(spec) and spec.startswith(LOCAL_PREFIX)
+
+
+def index_backbone_spec(info: dict) -> str:
+    """The spec to load the backbone of an index (`read_index_info`'s answer) with.
+
+    A `local-dir:` backbone loads from `backbone_dir`, found relative to the index folder (the results
+    folder moved or copied as a whole, searched from anywhere); where that folder is gone, from the
+    spec's own path (a model folder outside the results folder that stayed where it was).
+    Other specs (`demo` with `demo_dir`, hub and named ones) are returned as they are.
+    """
+    spec = info["spec"]
+    folder = info.get("backbone_dir")
+    if _is_local(spec) and folder and (Path(folder).is_dir() or not Path(spec[len(LOCAL_PREFIX) :]).is_dir()):
+        return f"{LOCAL_PREFIX}{folder}"
+    return spec
 
 
 def read_index_info(index_dir: str | Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -30,7 +31,13 @@ def bad_items_error(rejects: pl.DataFrame, stage: str, shown: int = 3) -> BadIte
     )
 
 
-def ingest_inputs(dataset_cfg: dict, text_section: str, seed: int, on_bad_item: str) -> list[str]:
+def ingest_inputs(
+    dataset_cfg: dict,
+    text_section: str,
+    seed: int,
+    on_bad_item: str,
+    check: Callable[[pl.DataFrame, pl.DataFrame], object] | None = None,
+) -> list[str]:
     """Return the files ingest reads, after checking the dataset as a whole (raising an InputError).
 
     Run by the workflow before any job starts, so that a fault in the whole input stops
@@ -41,6 +48,8 @@ def ingest_inputs(dataset_cfg: dict, text_section: str, seed: int, on_bad_item: 
     rejects it), its folder is listed instead, so that adding the file reruns ingest. MIMIC-CXR
     is only located here (its CSVs and reports; reading them takes a minute): its images are
     read by preprocessing, not ingest, and PhysioNet's releases never change in place.
+    `check(studies, images)`, where given, is run on the tables a reader returned (not for
+    synthetic or MIMIC-CXR data, which are not read here): a later stage's check on the whole input.
     """
     kind = dataset_cfg.get("kind")
     if kind == "synthetic":
@@ -55,6 +64,8 @@ def ingest_inputs(dataset_cfg: dict, text_section: str, seed: int, on_bad_item: 
     result = read_dataset(dataset_cfg, text_section, seed, image_headers=False)
     if on_bad_item == "fail" and result.rejects.height:
         raise bad_items_error(result.rejects, "ingest")
+    if check is not None:
+        check(result.studies, result.images)
     if kind == "manifest":
         sources = [Path(dataset_cfg["manifest"]).expanduser()]
     else:

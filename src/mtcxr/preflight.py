@@ -7,6 +7,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from mtcxr.backbone import BackboneError, check_backbone_available
@@ -37,11 +38,26 @@ def preflight(config: dict) -> list[str]:
         except BackboneError as error:
             raise ConfigError(f"backbones.{name}: {error}") from None
     check_finetune_depths(config)  # blocks to unfreeze that a base's tower does not have
+    check = None
     if config["generation"]["enabled"]:
+        from mtcxr.generation import check_generation_inputs
         from mtcxr.nlg import find_java
 
         find_java(config["generation"]["java"])  # METEOR needs it; say so before hours of upstream jobs
-    return ingest_inputs(config["dataset"], config["text"]["section"], config["seed"], config["on_bad_item"])
+        # Whether the splits have references to retrieve and to score, where the dataset is read here.
+        check = partial(
+            check_generation_inputs, section=config["generation"]["reference"], source=_dataset_name(config["dataset"])
+        )
+    return ingest_inputs(config["dataset"], config["text"]["section"], config["seed"], config["on_bad_item"], check)
+
+
+def _dataset_name(dataset: dict) -> str:
+    """The dataset as an error message names it: its manifest or root folder."""
+    if dataset.get("kind") == "manifest":
+        return f"the manifest {dataset.get('manifest')}"
+    if dataset.get("root"):
+        return f"the {dataset.get('kind')} dataset at {dataset['root']}"
+    return f"the {dataset.get('kind')} dataset"
 
 
 def mark_running(results: str | Path) -> None:

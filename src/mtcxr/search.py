@@ -6,6 +6,7 @@ that does not decode, k < 1) is a one-line `InputError` that names the file and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import faiss
@@ -13,8 +14,9 @@ import numpy as np
 import polars as pl
 from safetensors import SafetensorError
 
+from mtcxr.backbone import LOCAL_PREFIX
 from mtcxr.errors import InputError
-from mtcxr.index import PATH_KEYS, read_index_info
+from mtcxr.index import PATH_KEYS, index_backbone_spec, read_index_info
 
 MAX_PIXELS = 60_000_000  # the schema's images.max_pixels: a query image larger than this is not a radiograph
 REBUILD = "rerun `snakemake --cores all --forcerun build_index` to rebuild the index"
@@ -42,10 +44,7 @@ def _index_info(folder: Path) -> dict:
             "e.g. results/index/demo/multitask/seed0 (run the workflow first: `snakemake --cores all`)"
         )
     if not info_path.is_file():
-        raise InputError(
-            f"{info_path} not found; --index must be a folder written by build_index, "
-            f"e.g. results/index/demo/multitask/seed0, or {REBUILD}"
-        )
+        raise InputError(_not_an_index(folder))
     try:
         info = read_index_info(folder)
     except (ValueError, TypeError) as error:  # bad JSON or not an object (ValueError), a path not a string
@@ -54,12 +53,57 @@ def _index_info(folder: Path) -> dict:
     if missing:
         raise InputError(f"{info_path} has no {', '.join(missing)}; {REBUILD}")
     for key in PATH_KEYS:
-        if info.get(key) and not Path(info[key]).exists():
+        if key != "backbone_dir" and info.get(key) and not Path(info[key]).exists():
             raise InputError(
                 f"{info[key]} ({key} in {info_path}) not found; move or copy the whole results "
                 f"folder together (index.json names it relative to the index folder), or {REBUILD}"
             )
+    spec = index_backbone_spec(info)
+    if spec.startswith(LOCAL_PREFIX) and not Path(spec[len(LOCAL_PREFIX) :]).is_dir():
+        where = (
+            f"{info['backbone_dir']} (backbone_dir in {info_path}) nor {info['spec']}"
+            if info.get("backbone_dir")
+            else f"{spec[len(LOCAL_PREFIX) :]} ({info['spec']!r} in {info_path}, relative to this folder)"
+        )
+        raise InputError(
+            f"the backbone folder is not found at {where}; move or copy the whole results folder together "
+            f"(index.json names a backbone under it relative to the index folder), or {REBUILD}"
+        )
     return info
+
+
+def _not_an_index(folder: Path) -> str:
+    """What `folder` (which has no index.json) is, and which folder to pass to --index instead."""
+    memory = folder / "memory.json"
+    if memory.is_file():
+        try:
+            described = json.loads(memory.read_text())
+            backbone, variant = str(described["backbone"]), str(described["variant"])
+        except (ValueError, KeyError, TypeError):
+            backbone, variant = "{backbone}", "{variant}"
+        # results/xtra/{backbone}/{variant}/memory -> results/index/{backbone}/{variant}/seed{N}
+        anchor = folder if len(folder.parents) > 3 else folder.resolve()  # as the user wrote it, where it can be
+        results = anchor.parents[3] if len(anchor.parents) > 3 else Path("results")
+        found = _index_folders(results / "index" / backbone / variant)
+        return (
+            f"--index {folder} is X-TRA's memory of the train split ({backbone} / {variant}), not a retrieval "
+            f"index: mtcxr search queries the test gallery's index that build_index writes; pass "
+            + (" or ".join(str(f) for f in found) if found else f"{results}/index/{backbone}/{variant}/seed<N>")
+        )
+    found = _index_folders(folder)
+    if found:
+        shown = ", ".join(str(f) for f in found[:3]) + (f" ({len(found) - 3} more)" if len(found) > 3 else "")
+        return f"{folder} holds index folders but is not one itself; pass one of them to --index: {shown}"
+    return (
+        f"{folder / 'index.json'} not found; --index must be a folder written by build_index, "
+        f"e.g. results/index/demo/multitask/seed0, or {REBUILD}"
+    )
+
+
+def _index_folders(folder: Path) -> list[Path]:
+    """The index folders at most three levels below `folder` (a results folder's under its `index/`), sorted."""
+    patterns = ["*/index.json", "*/*/index.json", "*/*/*/index.json", "index/*/*/*/index.json"]
+    return sorted({path.parent for pattern in patterns for path in folder.glob(pattern)})
 
 
 def _read_faiss(path: Path) -> faiss.Index:
@@ -117,7 +161,7 @@ def search_cli(index_dir: str | Path, image: str | None, text: str | None, k: in
             f"({type(error).__name__}: {_first_line(error)}); "
             "rerun `snakemake --cores all --forcerun train_head`"
         ) from None
-    backbone = load_backbone(info["spec"], demo_dir=info.get("demo_dir"))
+    backbone = load_backbone(index_backbone_spec(info), demo_dir=info.get("demo_dir"))
     if backbone.embed_dim != index.d:
         raise InputError(
             f"backbone {info['spec']!r} embeds in {backbone.embed_dim} dimensions and "
