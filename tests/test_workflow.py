@@ -3,18 +3,16 @@
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from tiny_workflow import REPO, SNAKEMAKE, run_snakemake
 
 from mtcxr.embeddings import read_embeddings
 from mtcxr.tables import read_table
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SUMMARY_COLUMNS = [
     "backbone",
     "variant",
@@ -29,29 +27,6 @@ SUMMARY_COLUMNS = [
     "n_seeds",
     "n_queries",
 ]
-
-
-def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
-        *SNAKEMAKE,
-        "--cores",
-        "2",
-        "--nolock",
-        "--configfile",
-        "tests/configs/tiny.yaml",
-        "--config",
-        f"results={results}",
-        *extra,
-    ]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("tiny") / "results"
-    done = run_snakemake(results)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return results
 
 
 @pytest.mark.slow
@@ -332,9 +307,11 @@ def test_html_report_builds(tiny_results):
 
 
 @pytest.mark.slow
-def test_zeroshot_head_is_seeded(tiny_results):
+def test_zeroshot_head_is_seeded(tiny_results, tmp_path):
     """Two runs of train_head for the untrained zeroshot variant write identical weights."""
-    weights = tiny_results / "models/demo/zeroshot/seed0/head.safetensors"
+    copy = tmp_path / "results"  # a copy: the shared run's heads keep their times (tests dry-run on it)
+    shutil.copytree(tiny_results, copy, copy_function=shutil.copy2)
+    weights = copy / "models/demo/zeroshot/seed0/head.safetensors"
     first = weights.read_bytes()
     again = subprocess.run(
         [
@@ -348,7 +325,7 @@ def test_zeroshot_head_is_seeded(tiny_results):
             "--configfile",
             "tests/configs/tiny.yaml",
             "--config",
-            f"results={tiny_results}",
+            f"results={copy}",
         ],
         cwd=REPO,
         capture_output=True,
