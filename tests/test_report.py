@@ -283,13 +283,12 @@ def test_every_report_output_is_found_by_the_declaration_scan():
 
 
 @pytest.fixture(scope="module")
-def tiny_report(tmp_path_factory) -> tuple[Path, Path, dict]:
-    """The tiny end-to-end run, then `snakemake --report` on it: (results, report.html, resolved config)."""
-    results = tmp_path_factory.mktemp("tiny_report") / "results"
+def tiny_report(tiny_results, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """The session's tiny end-to-end run (conftest.py), then `snakemake --report` on it: (results,
+    report.html, resolved config)."""
+    results = tiny_results
     settings = ["--configfile", "tests/configs/tiny.yaml", "--config", f"results={results}"]
-    run = subprocess.run([*SNAKEMAKE, "--cores", "2", "--nolock", *settings], cwd=REPO, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-4000:]
-    html = results / "report.html"
+    html = tmp_path_factory.mktemp("tiny_report") / "report.html"
     built = subprocess.run([*SNAKEMAKE, "--report", str(html), *settings], cwd=REPO, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-3000:]
     config = run_config(
