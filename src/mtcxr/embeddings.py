@@ -97,6 +97,12 @@ def read_embeddings(paths: str | Path | list, id_column: str) -> tuple[np.ndarra
     return ids, vectors, metadata
 
 
+def writable(array: np.ndarray) -> np.ndarray:
+    """`array`, or a copy where it is read-only (a zero-copy read above): for `torch.from_numpy`, whose
+    tensors are writable, so that a read-only buffer is never handed to code that may write to it."""
+    return array if array.flags.writeable else array.copy()
+
+
 def read_metadata(path: str | Path) -> dict:
     """The mtcxr metadata of an embedding table (spec, dim, normalized, …)."""
     raw = pq.read_schema(path).metadata or {}

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from mtcxr import metrics, protocols
-from mtcxr.embeddings import read_embeddings
+from mtcxr.embeddings import read_embeddings, writable
 from mtcxr.heads import load_heads
 from mtcxr.index import read_index_info
 from mtcxr.tables import CHEXPERT_LABELS, CONTRACTS, empty_table, read_table, write_table
@@ -337,7 +337,7 @@ def evaluate_retrieval(
             import torch
 
             with torch.no_grad():
-                logits = heads.abnormal_logit(torch.from_numpy(images)).numpy()
+                logits = heads.abnormal_logit(torch.from_numpy(writable(images))).numpy()  # a zero-copy read
             rows.add(
                 "classification",
                 "classifier_auc",

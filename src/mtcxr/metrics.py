@@ -8,12 +8,13 @@ similarity matrix is never held (docs/design.md, Performance principles). Rankin
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, silhouette_score
+
+from mtcxr.embeddings import writable
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,9 @@ def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) ->
     for name, array in (("queries", queries32), ("keys", keys32)):
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contain NaN or infinite values")
-    # Zero-copy embedding reads are read-only; torch only reads them, so share the memory without its warning.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(queries32), torch.from_numpy(keys32)
+    # Zero-copy embedding reads are read-only, and torch tensors writable: those are copied (O(N x D),
+    # next to the O(Q x N x D) scoring). Silencing torch's warning instead would hide it for the whole process.
+    return torch.from_numpy(writable(queries32)), torch.from_numpy(writable(keys32))
 
 
 def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> Iterator[tuple[int, torch.Tensor]]:

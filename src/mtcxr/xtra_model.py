@@ -21,6 +21,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from mtcxr.embeddings import writable
 from mtcxr.tables import CHEXPERT_LABELS
 
 N_LABELS = len(CHEXPERT_LABELS)
@@ -145,8 +146,9 @@ class NeighbourTokens:
         report_states: np.ndarray,
         device: torch.device,
     ):
-        self.images = torch.from_numpy(np.ascontiguousarray(memory_images)).to(device)
-        self.reports = torch.from_numpy(np.ascontiguousarray(memory_reports)).to(device)
+        # The memory's vectors are zero-copy reads of its Parquet files, hence read-only: copied once here.
+        self.images = torch.from_numpy(writable(np.ascontiguousarray(memory_images))).to(device)
+        self.reports = torch.from_numpy(writable(np.ascontiguousarray(memory_reports))).to(device)
         self.image_states = torch.from_numpy(image_states).to(device)
         self.report_states = torch.from_numpy(report_states).to(device)
 
