@@ -61,12 +61,12 @@ def _index_info(folder: Path) -> dict:
     spec = index_backbone_spec(info)
     if spec.startswith(LOCAL_PREFIX) and not Path(spec[len(LOCAL_PREFIX) :]).is_dir():
         where = (
-            f"{info['backbone_dir']} (backbone_dir in {info_path}) nor {info['spec']}"
+            f"neither at {info['backbone_dir']} (backbone_dir in {info_path}) nor at its spec's {info['spec']!r}"
             if info.get("backbone_dir")
-            else f"{spec[len(LOCAL_PREFIX) :]} ({info['spec']!r} in {info_path}, relative to this folder)"
+            else f"not at {spec[len(LOCAL_PREFIX) :]} ({info['spec']!r} in {info_path}, relative to the working folder)"
         )
         raise InputError(
-            f"the backbone folder is not found at {where}; move or copy the whole results folder together "
+            f"the backbone folder is {where}; move or copy the whole results folder together "
             f"(index.json names a backbone under it relative to the index folder), or {REBUILD}"
         )
     return info
