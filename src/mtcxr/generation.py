@@ -283,7 +283,7 @@ def generate_baselines(
         queries.height,
         rejects.height,
         corpus.height,
-        section,
+        _studies(studies_path, section)[1],  # the section used: `report` for a collection without sections
         int(corpus["count"][frequent]),
         corpus["text"][frequent][:120],
     )
