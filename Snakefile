@@ -5,8 +5,13 @@ import sys
 
 from mtcxr.config import check_repeated_flags, run_config
 from mtcxr.preflight import check_not_running, stop_on_input_error
+from mtcxr.reproducibility import pin_cpu_kernels
 
 min_version("9.0")
+
+# Every job computes with AVX2 kernels on any x86-64 CPU, so a CPU run gives the same bits on other
+# machines (mtcxr.reproducibility; README, Reproducibility). Job processes inherit the environment.
+pin_cpu_kernels()
 
 
 # config.yaml (the demo) is the default; each --configfile, then --config, overrides only the

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mtcxr.biomedclip_shape import write_biomedclip_like
-from mtcxr.embed import ShardImages, embed_image_shard
+from mtcxr.embed import ShardImages, Spread, embed_image_shard
 from mtcxr.embeddings import read_embeddings
 from mtcxr.imaging import encode_png
 from mtcxr.preprocess import PIXELS_SCHEMA
@@ -65,3 +65,18 @@ def test_order_and_values_do_not_depend_on_workers(pixel_shard, tmp_path):
     assert vectors.shape == (23, 48) and meta["spec"] == f"local-dir:{model}"
     assert list(results[2][0]) == list(ids)
     np.testing.assert_array_equal(results[2][1], vectors)
+
+
+def test_spread_warns_when_a_backbone_collapses(caplog):
+    rng = np.random.default_rng(1)
+    collapsed = np.ones((40, 8)) + 1e-4 * rng.normal(size=(40, 8))
+    spread_out = rng.normal(size=(40, 8))
+    for name, vectors in (("collapsed", collapsed), ("spread", spread_out)):
+        spread = Spread()
+        for batch in np.array_split(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), 3):
+            assert spread.add(batch.astype(np.float32)) is not None
+        with caplog.at_level("WARNING"):
+            cosine = spread.warn_if_collapsed("image", name)
+        assert (cosine > 0.999) == (name == "collapsed") and spread.n == 40
+    assert "image embeddings of collapsed have collapsed: mean pairwise cosine 1.0000 over 40" in caplog.text
+    assert "of spread" not in caplog.text

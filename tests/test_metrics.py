@@ -12,8 +12,10 @@ from mtcxr.metrics import (
     bootstrap_ci,
     cosine_silhouette,
     first_hit_ranks,
+    is_collapsed,
     label_set_exact_match,
     label_set_jaccard,
+    mean_pairwise_cosine,
     mean_rank,
     median_rank,
     p_value_floor,
@@ -360,3 +362,20 @@ def test_paired_bootstrap_seeds_constant_shift_and_sign():
     assert test["ci_low"] < 0 < test["ci_high"] and test["p_value"] > 0.2
     with pytest.raises(ValueError, match="expected baseline"):
         paired_bootstrap_seeds(baseline, baseline, n_boot=10)
+
+
+def test_mean_pairwise_cosine_matches_the_pairwise_mean_and_flags_collapse():
+    rng = np.random.default_rng(0)
+    spread = rng.normal(size=(50, 16))
+    spread /= np.linalg.norm(spread, axis=1, keepdims=True)
+    gram = spread @ spread.T
+    brute = gram[~np.eye(50, dtype=bool)].mean()
+    assert mean_pairwise_cosine(spread) == pytest.approx(brute, abs=1e-12)
+    assert not is_collapsed(mean_pairwise_cosine(spread))
+    # One direction plus noise of 1e-3: what the tiny study's untrained demo tower gave (cosine 1.0000).
+    collapsed = np.ones((50, 16)) + 1e-3 * rng.normal(size=(50, 16))
+    collapsed /= np.linalg.norm(collapsed, axis=1, keepdims=True)
+    assert mean_pairwise_cosine(collapsed) > 0.999 and is_collapsed(mean_pairwise_cosine(collapsed))
+    # Two antipodal clusters are spread (cosine near 0), not collapsed.
+    assert mean_pairwise_cosine(np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1 / 3)
+    assert np.isnan(mean_pairwise_cosine(np.ones((1, 4))))

@@ -180,3 +180,21 @@ def test_summary_headers_use_the_runs_precision_k(tmp_path: Path):
     assert "not computed" not in report
     paired = next(line for line in report.splitlines() if line.startswith("| variant | i2t recall@10 |"))
     assert "i2t balanced_precision@5" in paired and "t2i balanced_precision@5" in paired
+
+
+def test_collapsed_embeddings_are_flagged_in_summary_md(tmp_path: Path, caplog):
+    files = []
+    for variant, seed, cosine in (("zeroshot", None, 0.99991), ("multitask", 0, 0.41)):
+        metrics_path, queries_path = write_run(tmp_path, variant, seed, [("i2t", "recall", 10, RECALL[variant])])
+        table = pl.read_parquet(metrics_path)
+        spread = table.head(1).with_columns(
+            task=pl.lit("embeddings"), metric=pl.lit("image_mean_cosine"), k=pl.lit(None, dtype=pl.Int64), value=cosine
+        )
+        pl.concat([table, spread]).write_parquet(metrics_path)
+        files.append((metrics_path, queries_path))
+    with caplog.at_level("WARNING"):
+        run_summarize(tmp_path, files)
+    report = (tmp_path / "s.md").read_text()
+    assert report.count("Warning: collapsed embeddings") == 1
+    assert "test image embeddings of `demo`/`zeroshot` have a mean pairwise cosine of 0.9999" in report
+    assert "demo/multitask" not in caplog.text and "demo/zeroshot" in caplog.text

@@ -85,6 +85,43 @@ def test_every_artifact_is_written(tiny_results):
 
 
 @pytest.mark.slow
+def test_tiny_study_is_informative(tiny_results):
+    """The tiny study can catch a wrong metric: its embeddings are spread, zero-shot retrieval is well above
+    chance and retrieval-based generation returns many different reports, not one for every study."""
+    r = tiny_results
+    summary = pl.read_csv(r / "metrics/summary.csv")
+
+    def value(backbone: str, variant: str, task: str, metric: str, k: int | None = None) -> dict:
+        rows = summary.filter(
+            (pl.col("backbone") == backbone)
+            & (pl.col("variant") == variant)
+            & (pl.col("task") == task)
+            & (pl.col("metric") == metric)
+            & (pl.col("k").is_null() if k is None else pl.col("k") == k)
+            & (pl.col("n_seeds").fill_null(1) == 1)  # zeroshot's one run, or a trained variant's first seed
+            & (pl.col("seed").fill_null(0) == 0)
+        )
+        assert rows.height == 1, (backbone, variant, task, metric, k)
+        return rows.row(0, named=True)
+
+    for backbone in ("demo", "demo_ft"):
+        assert value(backbone, "zeroshot", "embeddings", "image_mean_cosine")["value"] < 0.9
+        assert value(backbone, "zeroshot", "embeddings", "report_mean_cosine")["value"] < 0.9
+    reports = pl.read_parquet(r / "index/demo/zeroshot/seed0/texts.parquet").height
+    recall5 = value("demo", "zeroshot", "i2t", "recall", 5)
+    assert recall5["value"] > 1.5 * 5 / reports, (recall5, reports)
+    # The whole ranking, not one cut-off: a random ranking's mean rank is (n + 1) / 2.
+    mean_rank = value("demo", "zeroshot", "cxr_clip_i2t", "mean_rank")
+    assert mean_rank["ci_high"] < (reports + 1) / 2, (mean_rank, reports)
+    assert value("demo", "zeroshot", "i2t", "balanced_precision", 5)["ci_low"] > 0.5
+    assert "collapsed" not in (r / "metrics/summary.md").read_text()
+
+    for method in ("demo/zeroshot/retrieval", "demo/multitask/retrieval"):
+        generated = pl.read_parquet(r / f"generation/{method}.parquet").filter(pl.col("method") == "retrieval")
+        assert generated.height >= 40 and generated["generated"].n_unique() >= 8, method
+
+
+@pytest.mark.slow
 def test_seeds_protocols_and_findings(tiny_results):
     """train.seeds [0, 1]: per-seed rows, across-seed mean/sd, the pooled paired test; every protocol's rows."""
     r = tiny_results

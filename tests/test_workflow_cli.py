@@ -101,6 +101,22 @@ def test_fine_tuning_is_switched_off_from_the_command_line(tmp_path: Path):
     assert counts["train_head"] == 16  # config.yaml's variants on demo alone: 5 trained x 3 seeds + zeroshot
 
 
+def test_the_readme_switches_each_costly_stage_off(tmp_path: Path):
+    """README, Config: every `--config` of the table of costly stages, given together as the README says."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| to leave out | add |") :].split("\n\n")[0]
+    values = re.findall(r"\| `--config (\w+=.*?)` \|", table)
+    assert [value.split("=")[0] for value in values] == ["finetune", "xtra", "generation", "train"]
+    done = snakemake(
+        "-n", "--cores", "all", "--config", f"results={tmp_path}", *(value.replace("'", "") for value in values)
+    )
+    assert done.returncode == 0, done.stderr
+    counts = jobs_planned(done)
+    off = ("finetune_backbone", "build_memory", "train_xtra", "generate_baselines", "generate_reports")
+    assert not set(off) & set(counts), counts
+    assert counts["train_head"] == 6  # config.yaml's 6 variants on demo, one seed each
+
+
 def test_a_repeated_configfile_flag_stops_before_any_job(tmp_path: Path):
     """Snakemake would keep only the second flag's file and drop tiny.yaml silently."""
     v2 = tmp_path / "v2.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def pretrain_demo_backbone(
     epochs: int = 12,
     batch_size: int = 128,
     learning_rate: float = 2e-3,
+    warmup_steps: int = 50,
     seed: int = 0,
 ) -> dict:
     """Train the demo CLIP on synthetic pairs and write it to `output_dir`; return training stats."""
@@ -50,6 +52,13 @@ def pretrain_demo_backbone(
     started = time.perf_counter()
     images, reports = pretraining_pairs(n_studies, seed, image_size)
     log.info("pretraining the demo backbone on %d synthetic image-report pairs", len(reports))
+    # What decides the bits of the weights besides the config (mtcxr.reproducibility).
+    log.info(
+        "CPU math: %d threads, %s kernels (MKL_CBWR=%s)",
+        torch.get_num_threads(),
+        torch.backends.cpu.get_cpu_capability(),
+        os.environ.get("MKL_CBWR", "unset"),
+    )
     model_cfg = demo_model_cfg(embed_dim, image_size)
     preprocess_cfg = {
         "size": image_size,
@@ -70,7 +79,7 @@ def pretrain_demo_backbone(
     steps_per_epoch = math.ceil(len(reports) / batch_size)
     total = epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / total))
+        optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
     )
     generator = torch.Generator().manual_seed(seed)
     model.train()

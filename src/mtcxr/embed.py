@@ -11,10 +11,12 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from mtcxr import metrics
 from mtcxr.backbone import Backbone, load_backbone
 from mtcxr.embeddings import EmbeddingWriter
 from mtcxr.imaging import decode_png
@@ -31,6 +33,36 @@ def _metadata(backbone: Backbone, name: str, modality: str) -> dict:
         "modality": modality,
         "logit_scale": backbone.logit_scale,
     }
+
+
+class Spread:
+    """Running sums of embedded vectors: their mean pairwise cosine, to warn when a backbone collapses."""
+
+    def __init__(self) -> None:
+        self.total, self.squared, self.n = 0.0, 0.0, 0
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        vectors64 = vectors.astype(np.float64)
+        self.total = self.total + vectors64.sum(axis=0)
+        self.squared += float((vectors64**2).sum())
+        self.n += len(vectors)
+        return vectors
+
+    def warn_if_collapsed(self, what: str, backbone_name: str) -> float:
+        """Log a warning naming the backbone when the vectors sit on (nearly) one point; return the cosine."""
+        cosine = metrics.cosine_from_sums(self.total, self.squared, self.n)
+        if metrics.is_collapsed(cosine):
+            log.warning(
+                "the %s embeddings of %s have collapsed: mean pairwise cosine %.4f over %d (>= %.2f), so every "
+                "query retrieves the same items. Check the backbone's preprocessing (image size, mean/std, "
+                "grayscale to RGB) or, for the demo backbone, train it longer (demo_backbone.epochs).",
+                what,
+                backbone_name,
+                cosine,
+                self.n,
+                metrics.COLLAPSED_MEAN_COSINE,
+            )
+        return cosine
 
 
 class ShardImages(torch.utils.data.IterableDataset):
@@ -96,13 +128,15 @@ def embed_image_shard(
         pin_memory=backbone.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
     )
     metadata = _metadata(backbone, backbone_name, "image")
+    spread = Spread()
     with (
         EmbeddingWriter(output, "image_id", backbone.embed_dim, metadata) as writer,
         tqdm(total=total, desc=f"embed images {Path(pixels_path).stem}", unit="img") as progress,
     ):
         for ids, pixels in loader:
-            writer.write(ids, backbone.encode_images(pixels))
+            writer.write(ids, spread.add(backbone.encode_images(pixels)))
             progress.update(len(ids))
+    spread.warn_if_collapsed("image", backbone_name)
     log.info("embedded %d images with %s (%s) into %s, %d loader workers", total, backbone_name, spec, output, workers)
     return total
 
@@ -142,9 +176,11 @@ def embed_texts(
             backbone.context_length,
             backbone_name,
         )
+    spread = Spread()
     with EmbeddingWriter(output, "study_id", backbone.embed_dim, _metadata(backbone, backbone_name, "text")) as writer:
         for start in tqdm(range(0, studies.height, batch_size), desc="embed texts", unit="batch"):
             chunk = studies.slice(start, batch_size)
-            writer.write(chunk["study_id"].to_list(), backbone.encode_texts(chunk["report"].to_list()))
+            writer.write(chunk["study_id"].to_list(), spread.add(backbone.encode_texts(chunk["report"].to_list())))
+    spread.warn_if_collapsed("report", backbone_name)
     log.info("embedded %d reports with %s (%s); %d truncated", studies.height, backbone_name, spec, truncated)
     return studies.height

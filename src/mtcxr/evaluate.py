@@ -347,6 +347,9 @@ def evaluate_retrieval(
                 None,
                 len(images),
             )
+        # How spread the test embeddings are: near 1 they have collapsed and no ranking means anything.
+        rows.add("embeddings", "image_mean_cosine", None, metrics.mean_pairwise_cosine(images), None, None, len(images))
+        rows.add("embeddings", "report_mean_cosine", None, metrics.mean_pairwise_cosine(texts), None, None, len(texts))
         rows.add(
             "classification",
             "silhouette",

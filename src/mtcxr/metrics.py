@@ -514,6 +514,35 @@ def cosine_silhouette(embeddings: np.ndarray, classes: np.ndarray, max_samples: 
     return float(silhouette_score(embeddings, classes, metric="cosine"))
 
 
+# A backbone whose embeddings sit this close together cannot rank anything: mean pairwise cosine of
+# CLIP-style image embeddings of one modality is typically 0.3-0.9; above 0.99 every image looks the same
+# (an untrained tower, or images preprocessed so that nothing of them is left).
+COLLAPSED_MEAN_COSINE = 0.99
+
+
+def mean_pairwise_cosine(vectors: np.ndarray) -> float:
+    """Return the mean cosine similarity over every pair of distinct rows of L2-normalised `vectors`.
+
+    O(n·d): for unit rows the sum over all ordered pairs is |Σv|² − n, so no n×n matrix is formed.
+    NaN for fewer than two rows.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return cosine_from_sums(vectors.sum(axis=0), float((vectors**2).sum()), vectors.shape[0])
+
+
+def cosine_from_sums(total: np.ndarray, squared_norms: float, n: int) -> float:
+    """Mean pairwise cosine of `n` unit rows from their sum and the sum of their squared norms (streamable)."""
+    if n < 2:
+        return float("nan")
+    total = np.asarray(total, dtype=np.float64)
+    return float((total @ total - squared_norms) / (n * (n - 1)))
+
+
+def is_collapsed(mean_cosine: float) -> bool:
+    """Whether a mean pairwise cosine says the embeddings have collapsed to (nearly) one vector."""
+    return bool(np.isfinite(mean_cosine) and mean_cosine >= COLLAPSED_MEAN_COSINE)
+
+
 # --------------------------------------------------------------------------------------------------
 # Multi-label ROC-AUC (X-TRA)
 # --------------------------------------------------------------------------------------------------

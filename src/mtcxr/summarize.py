@@ -242,6 +242,28 @@ def missing_protocol_note(
     return f"{what}: not computed. {code('evaluate.protocols')} {lacks}; add {'it' if len(names) == 1 else 'one'} to {verb}."
 
 
+def collapse_notes(summary: pl.DataFrame, backbone: str) -> list[str]:
+    """A warning per run of `backbone` whose test image or report embeddings collapsed (evaluate's
+    `embeddings` rows, mean pairwise cosine at or above `metrics.COLLAPSED_MEAN_COSINE`); [] when none did."""
+    rows = summary.filter(
+        (pl.col("backbone") == backbone) & (pl.col("task") == "embeddings") & pl.col("n_seeds").fill_null(1).eq(1)
+    )
+    notes = []
+    for row in rows.sort("variant", "seed", "metric", nulls_last=False).iter_rows(named=True):
+        if not metrics.is_collapsed(row["value"]):
+            continue
+        what = "image" if row["metric"].startswith("image") else "report"
+        seed = "" if row["seed"] is None else f" seed {row['seed']}"
+        notes.append(
+            f"**Warning: collapsed embeddings.** The test {what} embeddings of `{backbone}`/`{row['variant']}`{seed} "
+            f"have a mean pairwise cosine of {row['value']:.4f} (at or above {metrics.COLLAPSED_MEAN_COSINE}): "
+            "they sit on nearly one point, every query retrieves nearly the same items and the numbers below "
+            "say nothing about the method. Check the backbone's preprocessing (image size, mean/std, grayscale "
+            "to RGB) or, for the demo backbone, train it longer (`demo_backbone.epochs`)."
+        )
+    return notes
+
+
 def _with_precision_k(columns: list[tuple], summary: pl.DataFrame) -> list[tuple]:
     """`columns` with k "P" set to the run's precision k (`evaluate.precision_k`, read from the i2t/t2i
     precision rows); without those rows (mtcxr not evaluated) the "P" columns are left out, not guessed."""
@@ -670,6 +692,9 @@ def markdown_report(
     retrieval = summary.filter(~pl.col("task").str.starts_with("generation_"))
     for backbone in retrieval["backbone"].drop_nulls().unique().sort().to_list():
         lines += [f"## Backbone `{backbone}`", "", _seed_note(summary, backbone), ""]
+        for note in collapse_notes(summary, backbone):
+            log.warning("%s", note.replace("**", "").replace("`", ""))
+            lines += [note, ""]
         missing = missing_protocol_note(
             summary,
             backbone,

@@ -16,7 +16,7 @@ rule finetune_backbone:
         f"{RESULTS}/benchmarks/finetune_backbone/{{finetuned}}.tsv"
     conda:
         ENV
-    threads: 4
+    threads: 2
     # A GPU job on a cluster; `runtime` is the job's time limit: past it the job is killed, and the
     # next run of the workflow resumes from the last checkpoint (README, Fine-tuning the backbone).
     resources:
