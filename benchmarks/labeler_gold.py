@@ -1,16 +1,17 @@
 """F1 of mtcxr's report labeler and of the CheXpert labeler against human gold labels (IU X-ray).
 
-Data: ../shared/data/iu_xray (see its README): 3,080 real IU X-ray reports, NegBio's Open-I gold
-standard (`gold_labels.csv`, ChestX-ray14 classes + `normal`) and the CheXpert labeler's output on
-the same reports (`chexpert_labeler_output.csv`, whose `text` column is the text it was given:
-findings, or impression where findings is empty).
+Data (--data DIR, required): a folder holding the IU X-ray Kaggle layout's `indiana_reports.csv`
+(uid, findings, impression; 3,080 real reports in the subset measured), NegBio's Open-I gold
+standard for the same reports (`gold_labels.csv`: uid, ChestX-ray14 classes + `normal`, 0/1) and
+the CheXpert labeler's output on them (`chexpert_labeler_output.csv`: uid, `text` = the text it was
+given (findings, or impression where findings is empty), and its 14 observation columns).
 
 Scored over the 8 classes the two label sets share; a label counts as positive when it is 1 or -1
 (uncertain read as positive, the README's main setting), and the CheXpert labeler's scores with
 uncertain read as negative are printed too. mtcxr's labeler is run twice: on the very text the
 CheXpert labeler saw, and on the full report (findings + impression).
 
-Usage: .venv/bin/python benchmarks/labeler_gold.py [--data DIR] [--errors CLASS]
+Usage: .venv/bin/python benchmarks/labeler_gold.py --data DIR [--errors CLASS]
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import polars as pl
 
 from mtcxr.labels import label_reports
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/iu_xray"
 # gold column -> CheXpert observation (snake_case), in the order of the printed table.
 SHARED_CLASSES = {
     "Atelectasis": "atelectasis",
@@ -127,12 +127,26 @@ def errors(data: Path, name: str, text: str = "full", limit: int = 40) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="IU X-ray folder with indiana_reports.csv, gold_labels.csv, chexpert_labeler_output.csv",
+    )
     parser.add_argument("--errors", metavar="OBSERVATION", help="print disagreements for one observation")
     parser.add_argument("--limit", type=int, default=40)
     args = parser.parse_args(argv)
-    if not (args.data / "gold_labels.csv").is_file():
-        print(f"{args.data}: no IU X-ray gold labels here; pass --data", file=sys.stderr)
+    missing = [
+        name
+        for name in ("indiana_reports.csv", "gold_labels.csv", "chexpert_labeler_output.csv")
+        if not (args.data / name).is_file()
+    ]
+    if missing:
+        print(
+            f"{args.data}: missing {', '.join(missing)}; pass --data a folder holding the IU X-ray reports "
+            "(Kaggle layout), NegBio's gold labels and the CheXpert labeler's output",
+            file=sys.stderr,
+        )
         return 2
     if args.errors:
         errors(args.data, args.errors, limit=args.limit)

@@ -1,17 +1,19 @@
 """Throughput of `mtcxr label` (the real CLI function, file in to file out) on one CPU core.
 
 Builds a synthetic set of realistic reports (default 200,000) by resampling the sentences of the
-real IU X-ray reports in ../shared/data/iu_xray (sentences mixed in from other reports, shuffled,
-dropped) and perturbing a share of the sentences (a side, size or degree word swapped, or a
-measurement added), so that the sentence cache sees a realistic mix of repeated and new
-sentences; without the real reports it falls back to sentences written from templates. The set
+real IU X-ray reports (sentences mixed in from other reports, shuffled, dropped) and perturbing a
+share of the sentences (a side, size or degree word swapped, or a measurement added), so that the
+sentence cache sees a realistic mix of repeated and new sentences. --data is a folder in the IU
+X-ray Kaggle layout; only its `indiana_reports.csv` (columns uid, findings, impression) is read.
+With --templates instead, sentences written from templates stand in for the real reports. The set
 is written as CSV, then `mtcxr.cli.main(["label", ...])` runs in a child process pinned to one
 core (`taskset -c 0` where available, and POLARS_MAX_THREADS=1 etc.) and reports/s is printed,
 timed inside the process (CSV read to Parquet written) and for the whole process (interpreter
 start and imports included). Last, the distinct sentences are labelled cold, which gives the cost
 of a sentence the labeler has not seen before.
 
-Usage: .venv/bin/python benchmarks/labeler_throughput.py [--reports N] [--perturb F] [--repeats R]
+Usage: .venv/bin/python benchmarks/labeler_throughput.py (--data DIR | --templates) [--reports N]
+       [--perturb F] [--repeats R]
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/iu_xray"
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
 SWAPS = {
     "left": "right",
@@ -87,13 +88,12 @@ print(time.perf_counter() - start)
 """
 
 
-def real_reports(data: Path) -> list[list[str]]:
-    """Sentences of each real report (findings + impression), or [] when the data is absent."""
-    path = data / "indiana_reports.csv"
-    if not path.is_file():
+def real_reports(data: Path | None) -> list[list[str]]:
+    """Sentences of each real report (findings + impression), or [] without a data folder."""
+    if data is None:
         return []
     reports = (
-        pl.read_csv(path, infer_schema=False)
+        pl.read_csv(data / "indiana_reports.csv", infer_schema=False)
         .select(pl.concat_str([pl.col("findings").fill_null(""), pl.col("impression").fill_null("")], separator=" "))
         .to_series()
     )
@@ -113,7 +113,7 @@ def perturb(sentence: str, rng: np.random.Generator) -> str:
     return sentence[:-1] + measurement + "." if sentence.endswith(".") else sentence + measurement
 
 
-def synthetic_reports(count: int, seed: int, data: Path, perturb_rate: float = 0.3) -> list[str]:
+def synthetic_reports(count: int, seed: int, data: Path | None, perturb_rate: float = 0.3) -> list[str]:
     """`count` reports resampled from the real ones (or templates), `perturb_rate` of sentences perturbed."""
     rng = np.random.default_rng(seed)
     source = real_reports(data) or [TEMPLATE_SENTENCES[i : i + 6] for i in range(0, len(TEMPLATE_SENTENCES), 3)]
@@ -150,8 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs; the best is reported")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--perturb", type=float, default=0.3, help="share of sentences perturbed (new to the cache)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="IU X-ray folder (Kaggle layout) holding indiana_reports.csv")
+    source.add_argument("--templates", action="store_true", help="resample template sentences, no real reports")
     args = parser.parse_args(argv)
+    if args.data is not None and not (args.data / "indiana_reports.csv").is_file():
+        print(
+            f"{args.data}: no indiana_reports.csv here; pass --data an IU X-ray folder (Kaggle layout)", file=sys.stderr
+        )
+        return 2
 
     reports = synthetic_reports(args.reports, args.seed, args.data, args.perturb)
     with tempfile.TemporaryDirectory() as folder:
