@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,19 @@ def tiny_results(tmp_path_factory) -> Path:
     done = run_snakemake(results)
     assert done.returncode == 0, done.stderr[-4000:]
     return results
+
+
+@pytest.fixture
+def pretrained_demo(tiny_results):
+    """Copy the shared run's demo backbone into a new results folder, so that another end-to-end run on
+    tests/configs/tiny.yaml's `demo_backbone` settings and `seed` skips pretraining (about 1.5 min).
+
+    Snakemake keeps an existing output that has no record of the params it was made with, so the caller
+    must keep those two settings as tiny.yaml has them: the copy is then the backbone it would train."""
+
+    def copy_into(results: Path) -> Path:
+        target = results / "models/demo_backbone"
+        shutil.copytree(tiny_results / "models/demo_backbone", target)
+        return target
+
+    return copy_into

@@ -211,8 +211,9 @@ def test_hub_spec_and_hub_named_text_tower_load_from_the_cache(tiny_biomedclip, 
 
 
 @pytest.mark.slow
-def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path):
+def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, pretrained_demo):
     results = tmp_path / "results"
+    pretrained_demo(results)  # tiny.yaml's demo backbone, from the session's shared run
     backbones = tmp_path / "backbones.yaml"
     spec = f"local-dir:{tiny_biomedclip}"
     backbones.write_text(yaml.safe_dump({"backbones": {"demo": "demo", "biomedclip": spec}, "xtra": {"variants": []}}))

@@ -75,8 +75,10 @@ NOT_AN_IMAGE = b"this file is a text file, not an image\n"
 OVERSIZED = encoded(np.full((400, 400), 128, np.uint8))  # 160,000 px against max_pixels 100,000
 
 
-def run_study(tmp_path: Path, dataset: dict, **overrides) -> Path:
-    """Run the whole workflow on `dataset` with the tiny test settings; return the results folder."""
+def run_study(tmp_path: Path, dataset: dict, pretrained_demo, **overrides) -> Path:
+    """Run the whole workflow on `dataset` with the tiny test settings, starting from the shared run's
+    demo backbone (fixture `pretrained_demo`); return the results folder."""
+    assert "demo_backbone" not in overrides and "seed" not in overrides  # the copied backbone is tiny.yaml's
     config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
     config["dataset"] = dataset
     config["results"] = str(tmp_path / "results")
@@ -89,6 +91,7 @@ def run_study(tmp_path: Path, dataset: dict, **overrides) -> Path:
         config[section].update(values)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
+    pretrained_demo(tmp_path / "results")
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "2", "--nolock", "--configfile", str(config_path)],
         cwd=REPO,
@@ -176,7 +179,7 @@ def mimic_report(findings: str | None, impression: str | None) -> str:
     return text
 
 
-def test_mimic_cxr_tree_end_to_end(tmp_path: Path):
+def test_mimic_cxr_tree_end_to_end(tmp_path: Path, pretrained_demo):
     source = synthetic_source(tmp_path)
     subject = {p: str(12_000_000 + i) for i, p in enumerate(source.studies["patient_id"].unique(maintain_order=True))}
     study = {s: str(52_000_000 + i) for i, s in enumerate(source.studies["study_id"])}
@@ -199,7 +202,7 @@ def test_mimic_cxr_tree_end_to_end(tmp_path: Path):
     extra.files.update(faults)
     root = write_mimic_tree(tmp_path / "mimic", images=True, extra=extra)
 
-    results = run_study(tmp_path, {"kind": "mimic_cxr", "root": str(root)})
+    results = run_study(tmp_path, {"kind": "mimic_cxr", "root": str(root)}, pretrained_demo)
 
     reasons = ["empty file (0 bytes)", "not a readable image", "oversized: 400x400 exceeds the pixel limit of 100000"]
     expected = {**PLANTED_MIMIC_REJECTS, **{(d, "preprocess_images"): r for d, r in zip(faults, reasons)}}
@@ -225,7 +228,7 @@ def test_mimic_cxr_tree_end_to_end(tmp_path: Path):
 # IU X-ray (Kaggle layout)
 
 
-def test_iu_xray_tree_end_to_end(tmp_path: Path):
+def test_iu_xray_tree_end_to_end(tmp_path: Path, pretrained_demo):
     source = synthetic_source(tmp_path)
     extra = IuExtra()
     for i, row in enumerate(source.studies.iter_rows(named=True)):
@@ -243,6 +246,7 @@ def test_iu_xray_tree_end_to_end(tmp_path: Path):
     results = run_study(
         tmp_path,
         {"kind": "iu_xray", "root": str(root), "split_fractions": {"train": 0.6, "validate": 0.1, "test": 0.3}},
+        pretrained_demo,
     )
 
     check_reasons(
@@ -326,13 +330,13 @@ def check_mixed_formats_cached(results: Path, manifest_rows: list, read_pixels, 
         assert correlation > 0.97, (row[0], correlation)
 
 
-def test_manifest_of_mixed_formats_end_to_end(tmp_path: Path):
+def test_manifest_of_mixed_formats_end_to_end(tmp_path: Path, pretrained_demo):
     source = synthetic_source(tmp_path)
     frontal = source.images.filter(pl.col("view") != "LATERAL")
     rows, files = mixed_manifest(tmp_path, source.studies, frontal, file_pixels)
     manifest = write_manifest_tree(tmp_path / "collection", extra_rows=rows, extra_files=files)
 
-    results = run_study(tmp_path, {"kind": "manifest", "manifest": str(manifest)})
+    results = run_study(tmp_path, {"kind": "manifest", "manifest": str(manifest)}, pretrained_demo)
 
     folder = manifest.parent
     check_reasons(
@@ -353,7 +357,7 @@ def test_manifest_of_mixed_formats_end_to_end(tmp_path: Path):
 
 
 @pytest.mark.realdata
-def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path):
+def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path, pretrained_demo):
     """The real IU X-ray radiographs of ../shared/data, each re-saved in every format and mode of FORMATS,
     with their real reports, in a manifest beside synthetic studies (enough to train on)."""
     if not (REAL_IU / "indiana_reports.csv").is_file():
@@ -384,7 +388,10 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path):
     )
 
     results = run_study(
-        tmp_path, {"kind": "manifest", "manifest": str(manifest), "views": views}, images={"max_pixels": 60_000_000}
+        tmp_path,
+        {"kind": "manifest", "manifest": str(manifest), "views": views},
+        pretrained_demo,
+        images={"max_pixels": 60_000_000},
     )
 
     real_ids = {row[0] for row in rows}
