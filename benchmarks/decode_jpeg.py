@@ -6,7 +6,7 @@ background with fine noise so the entropy coder has as much to do as on real
 films: about 1.5 MB each), then decodes each to a shorter side of 256 px on one
 thread with:
 
-- `draft`: `mtcxr.imaging.load_grayscale`, the default path (PIL draft mode: the
+- `draft`: `mtcxr.data.imaging.load_grayscale`, the default path (PIL draft mode: the
   JPEG decoder scales by 1/8 in the DCT domain and skips chroma);
 - `full`: PIL decoding every pixel, then the same resize;
 - `simplejpeg` (only if importable): libjpeg-turbo's scaled decoding through
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
-from mtcxr.imaging import load_grayscale, resize_short_side, to_gray8
+from mtcxr.data.imaging import load_grayscale, resize_short_side, to_gray8
 
 SHORT_SIDE = 256
 

@@ -5,7 +5,7 @@ For each backbone, randomly initialised (throughput does not depend on the weigh
 - `demo`: the demo backbone's architecture (ModifiedResNet at 64 px, 2-layer text transformer);
 - `ViT-B-16`: open_clip's ViT-B/16 CLIP (224 px, 12-layer text transformer, context 77);
 - `biomedclip-base`: BiomedCLIP's exact structure and size (timm ViT-B/16 at 224 px + BERT-base,
-  context 256), written by `mtcxr.biomedclip_shape.write_biomedclip_like(size="base")`.
+  context 256), written by `mtcxr.models.biomedclip_shape.write_biomedclip_like(size="base")`.
 
 Images come from a pixel shard as `preprocess_images` writes it (256 px grayscale PNGs of
 synthetic radiographs, row groups of 512) and go through `embed_image_shard` (PNG decode,
@@ -35,13 +35,13 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from mtcxr.backbone import CLIP_MEAN, CLIP_STD, load_backbone, save_local_dir
-from mtcxr.biomedclip_shape import write_biomedclip_like
-from mtcxr.datasets.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
-from mtcxr.demo_backbone import demo_model_cfg
-from mtcxr.embed import embed_image_shard, embed_texts
-from mtcxr.imaging import encode_png
-from mtcxr.preprocess import PIXELS_SCHEMA, WRITE_EVERY
+from mtcxr.data.datasets.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
+from mtcxr.data.imaging import encode_png
+from mtcxr.data.preprocess import PIXELS_SCHEMA, WRITE_EVERY
+from mtcxr.models.backbone import CLIP_MEAN, CLIP_STD, load_backbone, save_local_dir
+from mtcxr.models.biomedclip_shape import write_biomedclip_like
+from mtcxr.models.demo import demo_model_cfg
+from mtcxr.models.embed import embed_image_shard, embed_texts
 from mtcxr.tables import write_table
 
 # Forward FLOPs per item (multiply-add = 2 FLOPs), for the fraction of peak on a GPU.

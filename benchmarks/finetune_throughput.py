@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from mtcxr.finetune import finetune_backbone
+from mtcxr.models.finetune import finetune_backbone
 from mtcxr.tables import CHEXPERT_LABELS, read_table, write_table
 
 from embed_throughput import backbone_spec, write_inputs

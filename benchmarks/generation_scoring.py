@@ -4,9 +4,9 @@ Builds the generated-report tables a MIMIC run of `configs/mimic_cxr.yaml` hands
 3,269 test studies (the official split's test studies) and 15 methods (the random and
 most-frequent baselines; retrieval and oracle for each of the preset's 6 head variants; X-TRA's
 augmented query). References and generated reports are synthetic findings sections
-(`mtcxr.datasets.synthetic`), each method's report for a study drawn from a pool of train reports, so
+(`mtcxr.data.datasets.synthetic`), each method's report for a study drawn from a pool of train reports, so
 that METEOR aligns realistic sentences; pass --iu-reports to draw them from IU X-ray's real
-findings instead (`indiana_reports.csv`). Then it runs `mtcxr.generation_scores.score_generation`
+findings instead (`indiana_reports.csv`). Then it runs `mtcxr.generation.score.score_generation`
 exactly as the rule does (1,000 bootstrap resamples) and reports the wall time of each part.
 
 Usage: .venv/bin/python benchmarks/generation_scoring.py [--studies 3269] [--methods 15] [--iu-reports CSV]
@@ -23,8 +23,9 @@ import time
 import numpy as np
 import polars as pl
 
-from mtcxr import generation_scores, nlg
-from mtcxr.datasets.synthetic import draw_studies, report_sections, write_report
+from mtcxr.data.datasets.synthetic import draw_studies, report_sections, write_report
+from mtcxr.generation import nlg
+from mtcxr.generation import score as generation_scores
 from mtcxr.tables import write_table
 
 

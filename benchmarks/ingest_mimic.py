@@ -4,7 +4,7 @@ Builds, in a temporary folder, what ingest reads of MIMIC-CXR-JPG 2.x: at full s
 377,110 image rows in `mimic-cxr-2.0.0-metadata.csv.gz`, the split and CheXpert CSVs
 (gzipped), and `mimic-cxr-reports.zip` with 227,835 reports of 65,379 patients, in the
 real reports' shapes (FINDINGS + IMPRESSION, IMPRESSION only, no headings). No images:
-ingest never opens one. Then it runs the stage (`mtcxr.ingest.ingest`, which writes the
+ingest never opens one. Then it runs the stage (`mtcxr.data.ingest.ingest`, which writes the
 four tables) on each size in a fresh process and reads that process's peak RSS
 (VmHWM), next to the RSS of the interpreter with every module ingest loads imported.
 
@@ -161,8 +161,8 @@ def measure(root: Path) -> dict:
     """Run the ingest stage on `root` in this process; return seconds, peak RSS and output sizes."""
     import pyarrow.parquet  # noqa: F401  (ingest loads it to write row groups: part of the baseline)
 
-    import mtcxr.datasets.mimic_cxr  # noqa: F401
-    from mtcxr.ingest import ingest
+    import mtcxr.data.datasets.mimic_cxr  # noqa: F401
+    from mtcxr.data.ingest import ingest
 
     baseline = peak_mib()
     with tempfile.TemporaryDirectory() as out:

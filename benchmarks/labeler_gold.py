@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mtcxr.labels import label_reports
+from mtcxr.labels.extract import label_reports
 
 # gold column -> CheXpert observation (snake_case), in the order of the printed table.
 SHARED_CLASSES = {

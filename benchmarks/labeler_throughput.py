@@ -80,7 +80,7 @@ sys.exit(code)
 COLD = """
 import sys, time
 import polars as pl
-from mtcxr.labels import label_reports
+from mtcxr.labels.extract import label_reports
 sentences = pl.read_parquet(sys.argv[1])["sentence"].to_list()
 start = time.perf_counter()
 label_reports(sentences)

@@ -1,4 +1,4 @@
-"""Nearest-neighbour search over a MIMIC-sized X-TRA memory (`mtcxr.ann`): exact, IVF and HNSW.
+"""Nearest-neighbour search over a MIMIC-sized X-TRA memory (`mtcxr.xtra.ann`): exact, IVF and HNSW.
 
 The memory holds 240,000 image vectors and 220,000 report vectors (D = 512, unit length) of 65,000
 patients; the queries are the 240,000 image vectors themselves, each searched image->image and
@@ -46,7 +46,7 @@ import faiss
 import numpy as np
 import torch
 
-from mtcxr import ann
+from mtcxr.xtra import ann
 
 D, K = 512, 16
 IMAGES, REPORTS, PATIENTS, CENTRES = 240_000, 220_000, 65_000, 2_000

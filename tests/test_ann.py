@@ -1,4 +1,4 @@
-"""mtcxr.ann: exact search against a NumPy reference, own-group exclusion, approximate recall, determinism."""
+"""mtcxr.xtra.ann: exact search against a NumPy reference, own-group exclusion, approximate recall, determinism."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from mtcxr import ann
+from mtcxr.xtra import ann
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -179,7 +179,7 @@ def test_clustered_test_data_has_neighbour_structure() -> None:
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_recall_with_the_defaults(kind: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="mtcxr.ann"):
+    with caplog.at_level(logging.WARNING, logger="mtcxr.xtra.ann"):
         index = ann.build_index(CLUSTERED, kind, seed=0)
     if kind == "ivf":  # 20,000 entries allow 512 lists, not the default 1024
         assert index.nlist == 20_000 // 39 and "index.nlist 1024 capped at 512" in caplog.text

@@ -18,9 +18,9 @@ from open_clip.timm_model import TimmModel
 from PIL import Image
 from torchvision import transforms
 
-from mtcxr.backbone import CLIP_MEAN, CLIP_STD, BackboneError, check_backbone_available, load_backbone
-from mtcxr.biomedclip_shape import biomedclip_model_cfg, write_biomedclip_like
-from mtcxr.embeddings import read_embeddings
+from mtcxr.embedding_io import read_embeddings
+from mtcxr.models.backbone import CLIP_MEAN, CLIP_STD, BackboneError, check_backbone_available, load_backbone
+from mtcxr.models.biomedclip_shape import biomedclip_model_cfg, write_biomedclip_like
 
 REPO = Path(__file__).resolve().parents[1]
 BIOMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
@@ -196,7 +196,7 @@ def test_hub_spec_and_hub_named_text_tower_load_from_the_cache(tiny_biomedclip, 
     cache_repo(cache, BIOMEDBERT, {name: text / name for name in ("config.json", "vocab.txt", "tokenizer_config.json")})
     # A fresh process: huggingface_hub and transformers read HF_HOME and HF_HUB_OFFLINE once, at import.
     script = (
-        "import sys, numpy as np; from mtcxr.backbone import load_backbone\n"
+        "import sys, numpy as np; from mtcxr.models.backbone import load_backbone\n"
         "a, b = (load_backbone(spec, device='cpu') for spec in sys.argv[1:])\n"
         "texts = ['No pleural effusion.', 'Small right pneumothorax.']\n"
         "assert a.embed_dim == b.embed_dim == 48 and a.context_length == 256\n"

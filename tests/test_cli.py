@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from mtcxr.cli import main
-from mtcxr.embeddings import write_embeddings
+from mtcxr.embedding_io import write_embeddings
 from mtcxr.errors import InputError
-from mtcxr.heads import ProjectionHeads, save_heads
-from mtcxr.index import build_index, read_index_info
-from mtcxr.labels import _read_reports, label_file
-from mtcxr.search import input_side, search_cli
+from mtcxr.labels.extract import _read_reports, label_file
+from mtcxr.models.heads import ProjectionHeads, save_heads
+from mtcxr.retrieval.index import build_index, read_index_info
+from mtcxr.retrieval.search import input_side, search_cli
 from mtcxr.tables import CHEXPERT_LABELS
 
 from tiny_tree import write_tiny_demo_backbone, write_tiny_tree
@@ -425,7 +425,7 @@ def test_label_blank_texts_are_unmentioned_and_abnormal_null(tmp_path: Path, cap
             "report": [None, "", "  \n ", "NaN", "Small left pleural effusion.", "Lungs are clear."],
         }
     ).write_parquet(source)
-    with caplog.at_level(logging.WARNING, logger="mtcxr.labels"):
+    with caplog.at_level(logging.WARNING, logger="mtcxr.labels.extract"):
         labels = label_file(source, "uid", "report", tmp_path / "o.parquet", progress=False)
     for row in labels.head(4).iter_rows(named=True):
         assert all(row[name] is None for name in CHEXPERT_LABELS) and row["abnormal"] is None
@@ -486,7 +486,7 @@ def test_faiss_files_rank_as_the_evaluation_does(built):
     (it needs every query's rank of its own report): both return the same top k."""
     import faiss
 
-    from mtcxr.embeddings import read_embeddings
+    from mtcxr.embedding_io import read_embeddings
     from mtcxr.metrics import topk_search
 
     folder = built / INDEX

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtcxr import demo_backbone, embed, evaluate, figures, search, summarize, train, xtra_evaluate
+from mtcxr.models import demo as demo_backbone
+from mtcxr.models import embed, train
+from mtcxr.retrieval import evaluate, search
+from mtcxr.summary import figures, summarize
+from mtcxr.xtra import evaluate as xtra_evaluate
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 

@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mtcxr.biomedclip_shape import write_biomedclip_like
-from mtcxr.embed import ShardImages, Spread, embed_image_shard
-from mtcxr.embeddings import read_embeddings
-from mtcxr.imaging import encode_png
-from mtcxr.preprocess import PIXELS_SCHEMA
+from mtcxr.data.imaging import encode_png
+from mtcxr.data.preprocess import PIXELS_SCHEMA
+from mtcxr.embedding_io import read_embeddings
+from mtcxr.models.biomedclip_shape import write_biomedclip_like
+from mtcxr.models.embed import ShardImages, Spread, embed_image_shard
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtcxr.evaluate import evaluate_retrieval
-from mtcxr.heads import ProjectionHeads, save_heads
-from mtcxr.index import build_index
+from mtcxr.models.heads import ProjectionHeads, save_heads
+from mtcxr.retrieval.evaluate import evaluate_retrieval
+from mtcxr.retrieval.index import build_index
 from mtcxr.tables import read_table
 
 from tiny_tree import write_tiny_tree

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from mtcxr.figures import clinical_precision_figure, finding_precision_figure, recall_figure
+from mtcxr.summary.figures import clinical_precision_figure, finding_precision_figure, recall_figure
 from mtcxr.tables import CONTRACTS, write_table
 
 from tiny_tree import protocol_metrics

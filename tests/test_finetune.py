@@ -1,4 +1,4 @@
-"""Backbone fine-tuning (mtcxr.finetune): which weights move, a killed run resumes to the same end (and only
+"""Backbone fine-tuning (mtcxr.models.finetune): which weights move, a killed run resumes to the same end (and only
 under the settings it was written with), every backbone spec can be a base, and block counts are checked early."""
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from PIL import Image
 from safetensors.torch import load_file
 from test_backbones import BIOMEDBERT, cache_repo, hub_named_copy
 
-from mtcxr import finetune
-from mtcxr.backbone import load_backbone
-from mtcxr.biomedclip_shape import write_biomedclip_like
 from mtcxr.config import ConfigError
-from mtcxr.demo_backbone import demo_model_cfg
 from mtcxr.errors import InputError
+from mtcxr.models import finetune
+from mtcxr.models.backbone import load_backbone
+from mtcxr.models.biomedclip_shape import write_biomedclip_like
+from mtcxr.models.demo import demo_model_cfg
+from mtcxr.models.towers import DEMO_TOWERS, backbone_towers, check_finetune_depths, model_cfg_towers
 from mtcxr.tables import pixels_schema
-from mtcxr.towers import DEMO_TOWERS, backbone_towers, check_finetune_depths, model_cfg_towers
 
 from tiny_tree import write_tiny_demo_backbone, write_tiny_tree
 
@@ -191,7 +191,7 @@ def whole(tree) -> Path:
 def test_a_killed_run_resumes_to_the_uninterrupted_weights(tree, whole, monkeypatch, caplog):
     kill_after_checkpoint(tree, "resumed", monkeypatch)
     # checkpoint_minutes and device do not decide the weights: a rerun that changes them still resumes
-    with caplog.at_level(logging.INFO, logger="mtcxr.finetune"):
+    with caplog.at_level(logging.INFO, logger="mtcxr.models.finetune"):
         resumed = run(tree, "resumed", image_blocks=1, text_layers=1, checkpoint_minutes=1000, device="cpu")
     assert "at step 5 of 12 (same settings, base and data)" in caplog.text and "discarding" not in caplog.text
     assert_same_training(whole, resumed)
@@ -214,7 +214,7 @@ def test_a_checkpoint_of_other_settings_is_discarded(tree, monkeypatch, caplog, 
     name = f"stale_{'_'.join(change)}"
     fresh = run(tree, f"fresh_{'_'.join(change)}", image_blocks=1, text_layers=1, **change)
     kill_after_checkpoint(tree, name, monkeypatch)
-    with caplog.at_level(logging.INFO, logger="mtcxr.finetune"):
+    with caplog.at_level(logging.INFO, logger="mtcxr.models.finetune"):
         rerun = run(tree, name, image_blocks=1, text_layers=1, checkpoint_minutes=0, **change)
     warning = next(record for record in caplog.records if record.levelno == logging.WARNING)
     assert "discarding the fine-tuning checkpoint" in warning.message and "stopped at step 5" in warning.message
@@ -240,7 +240,7 @@ def test_a_checkpoint_without_a_fingerprint_is_discarded(tree, whole, monkeypatc
     state = torch.load(path, weights_only=False)
     del state["fingerprint"]
     torch.save(state, path)
-    with caplog.at_level(logging.INFO, logger="mtcxr.finetune"):
+    with caplog.at_level(logging.INFO, logger="mtcxr.models.finetune"):
         rerun = run(tree, "old_format", image_blocks=1, text_layers=1)
     assert "records no settings (an older mtcxr wrote it)" in caplog.text and "resuming" not in caplog.text
     assert_same_training(whole, rerun)
@@ -369,8 +369,8 @@ HUB_SCRIPT = """
 import json, shutil, sys
 from pathlib import Path
 import numpy as np
-from mtcxr import finetune
-from mtcxr.backbone import load_backbone
+from mtcxr.models import finetune
+from mtcxr.models.backbone import load_backbone
 sys.path.insert(0, sys.argv[2])
 from test_finetune import SETTINGS, MULTITASK, as_written, changed, embeddings
 

@@ -1,4 +1,4 @@
-"""Report generation by retrieval (mtcxr.generation) and its scoring stage (mtcxr.generation_scores)."""
+"""Report generation by retrieval (mtcxr.generation.generate) and its scoring stage (mtcxr.generation.score)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtcxr import generation, nlg
 from mtcxr.errors import InputError
-from mtcxr.generation_scores import resample_weights, score_generation
+from mtcxr.generation import generate as generation
+from mtcxr.generation import nlg
+from mtcxr.generation.score import resample_weights, score_generation
 from mtcxr.tables import empty_table, read_table, write_table
 
 
@@ -82,7 +83,7 @@ def test_an_image_of_unknown_view_is_the_query_only_where_no_frontal_one_is(tmp_
 def test_retrieval_generates_for_images_of_unknown_view(tmp_path: Path):
     """A view-less manifest end to end through generate_by_retrieval: the untrained heads retrieve each test
     study's own report text from the train split (the same vectors), so the report comes back exactly."""
-    from mtcxr.heads import ProjectionHeads, save_heads
+    from mtcxr.models.heads import ProjectionHeads, save_heads
 
     from tiny_tree import write_tiny_tree
 
@@ -230,7 +231,7 @@ def test_a_collection_without_sections_takes_the_whole_report_as_the_reference(t
         generation.check_generation_inputs(studies, read_table(tmp_path / "images.parquet", "images"), "findings", "x")
         == "report"
     )
-    with caplog.at_level("WARNING", logger="mtcxr.generation"):
+    with caplog.at_level("WARNING", logger="mtcxr.generation.generate"):
         table = generation.generate_baselines(
             str(tmp_path / "images.parquet"),
             str(tmp_path / "studies.parquet"),

@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mtcxr import train
-from mtcxr.heads import ProjectionHeads, load_heads, project, save_heads
-from mtcxr.pairs import SplitEmbeddings
+from mtcxr.data.embedded_split import SplitEmbeddings
+from mtcxr.models import train
+from mtcxr.models.heads import ProjectionHeads, load_heads, project, save_heads
 
 
 def test_untrained_head_is_the_identity_on_normalised_vectors():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mtcxr.imaging import BadImage, decode_png, encode_png, image_size, load_grayscale, resize_short_side, to_gray8
+from mtcxr.data.imaging import BadImage, decode_png, encode_png, image_size, load_grayscale, resize_short_side, to_gray8
 
 
 def ramp(width: int, height: int) -> np.ndarray:

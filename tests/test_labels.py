@@ -15,9 +15,9 @@ import pytest
 
 from mtcxr.cli import main
 from mtcxr.errors import InputError
-from mtcxr.labeler import engine, regex_subset
-from mtcxr.labeler.vocabulary import TERMS
-from mtcxr.labels import AGREEMENT_SCHEMA, agreement_table, extract_labels, label_file, label_reports
+from mtcxr.labels import engine, regex_subset
+from mtcxr.labels.extract import AGREEMENT_SCHEMA, agreement_table, extract_labels, label_file, label_reports
+from mtcxr.labels.vocabulary import TERMS
 from mtcxr.tables import CHEXPERT_LABELS, LABELS_SCHEMA, empty_table, write_table
 
 IU_XRAY = Path(__file__).resolve().parents[2] / "shared/data/iu_xray"
@@ -227,7 +227,7 @@ def test_progress_bar_goes_to_stderr(capsys) -> None:
     assert "labelling" in captured.err and "100/100" in captured.err and captured.out == ""
 
 
-# --- the term regexes, read by mtcxr.labeler.regex_subset ---------------------------------------
+# --- the term regexes, read by mtcxr.labels.regex_subset ---------------------------------------
 
 
 def sample(node: regex_subset.Node, rng: random.Random | None) -> str:

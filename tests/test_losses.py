@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtcxr.losses import bce_loss, clip_loss, label_supcon_loss, supcon_loss
+from mtcxr.models.losses import bce_loss, clip_loss, label_supcon_loss, supcon_loss
 
 
 def test_clip_loss_on_orthogonal_pairs():
@@ -147,12 +147,12 @@ def test_label_supcon_loss_on_cuda_matches_cpu():
 
 
 def test_the_schema_lists_exactly_the_registered_losses():
-    """One registry: the names a variant's `losses:` may hold are the keys of mtcxr.losses.LOSSES."""
+    """One registry: the names a variant's `losses:` may hold are the keys of mtcxr.models.losses.LOSSES."""
     from pathlib import Path
 
     import yaml
 
-    from mtcxr.losses import LOSSES
+    from mtcxr.models.losses import LOSSES
 
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     variant = schema["properties"]["variants"]["additionalProperties"]

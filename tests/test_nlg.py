@@ -1,4 +1,4 @@
-"""NLG metrics (mtcxr.nlg) and clinical efficacy (mtcxr.clinical) on hand-made reports with known answers."""
+"""NLG metrics (mtcxr.generation.nlg) and clinical efficacy (mtcxr.generation.clinical) on hand-made reports with known answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtcxr import clinical, nlg
+from mtcxr.generation import clinical, nlg
 from mtcxr.tables import CHEXPERT_LABELS
 
 

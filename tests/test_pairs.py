@@ -1,12 +1,12 @@
-"""`mtcxr.pairs.load_split`: what joins cached embeddings with the tables, and what it leaves out."""
+"""`mtcxr.data.embedded_split.load_split`: what joins cached embeddings with the tables, and what it leaves out."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
-from mtcxr.embeddings import write_embeddings
-from mtcxr.pairs import load_split
+from mtcxr.data.embedded_split import load_split
+from mtcxr.embedding_io import write_embeddings
 from mtcxr.tables import CHEXPERT_LABELS, write_table
 
 

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from mtcxr import preprocess
-from mtcxr.imaging import decode_png, load_grayscale
-from mtcxr.preprocess import BadItemError, preprocess_shard
+from mtcxr.data import preprocess
+from mtcxr.data.imaging import decode_png, load_grayscale
+from mtcxr.data.preprocess import BadItemError, preprocess_shard
 from mtcxr.tables import read_table, write_table
 
 LIMITS = {"cache_size": 32, "max_pixels": 60_000_000, "max_aspect_ratio": 5}

@@ -1,11 +1,11 @@
-"""The published protocols (mtcxr.protocols): CXR-CLIP's image->text retrieval and label-based 5x200."""
+"""The published protocols (mtcxr.retrieval.protocols): CXR-CLIP's image->text retrieval and label-based 5x200."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mtcxr import protocols
+from mtcxr.retrieval import protocols
 
 # Three studies: A and B share their report exactly; C's differs from it only in case and a full stop,
 # so normalised-text dedup (mtcxr's own protocol) would merge all three and exact-text dedup does not.

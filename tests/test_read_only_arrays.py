@@ -26,12 +26,12 @@ import torch
 warnings.simplefilter("error")  # every warning, torch's UserWarning included, is an exception
 root = Path(sys.argv[1])
 
-from mtcxr.embeddings import read_embeddings, write_embeddings
-from mtcxr.evaluate import evaluate_retrieval
-from mtcxr.heads import ProjectionHeads, save_heads
-from mtcxr.index import build_index
+from mtcxr.embedding_io import read_embeddings, write_embeddings
+from mtcxr.retrieval.evaluate import evaluate_retrieval
+from mtcxr.models.heads import ProjectionHeads, save_heads
+from mtcxr.retrieval.index import build_index
 from mtcxr.tables import read_table, write_table
-from mtcxr.xtra_train import load_memory_tokens
+from mtcxr.xtra.train import load_memory_tokens
 from tiny_tree import write_tiny_tree
 
 vectors = np.eye(8, dtype=np.float32)

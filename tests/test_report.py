@@ -14,9 +14,10 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from mtcxr import figures, report
 from mtcxr.config import run_config
-from mtcxr.embeddings import write_embeddings
+from mtcxr.embedding_io import write_embeddings
+from mtcxr.summary import figures
+from mtcxr.summary import page as report
 from mtcxr.tables import CONTRACTS, write_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def test_rejects_figure_says_when_nothing_was_rejected(tmp_path, caplog):
         "rejects",
         full,
     )
-    with caplog.at_level("INFO", logger="mtcxr.figures"):
+    with caplog.at_level("INFO", logger="mtcxr.summary.figures"):
         figures.rejects_figure({"data/rejects.parquet": str(empty)}, str(tmp_path / "none.png"))
         figures.rejects_figure({"a": str(empty), "b": str(full)}, str(tmp_path / "some.png"))
     assert [r.getMessage() for r in caplog.records] == [

@@ -1,10 +1,10 @@
-"""Epoch selection and early stopping (mtcxr.selection) on crafted validation histories."""
+"""Epoch selection and early stopping (mtcxr.models.selection) on crafted validation histories."""
 
 import math
 
 import pytest
 
-from mtcxr.selection import EpochSelector
+from mtcxr.models.selection import EpochSelector
 
 
 def run(selector: EpochSelector, values: list[float | None]) -> int:
@@ -51,8 +51,8 @@ def test_fit_heads_keeps_the_epoch_it_marks_and_stops_early():
     import polars as pl
     import torch
 
-    from mtcxr import train
-    from mtcxr.pairs import SplitEmbeddings
+    from mtcxr.data.embedded_split import SplitEmbeddings
+    from mtcxr.models import train
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtcxr.summarize import summarize
+from mtcxr.summary.summarize import summarize
 from mtcxr.tables import CONTRACTS, read_table
 
 N = 40

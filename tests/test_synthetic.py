@@ -3,7 +3,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mtcxr.datasets.synthetic import compose_report, read_synthetic
+from mtcxr.data.datasets.synthetic import compose_report, read_synthetic
 from mtcxr.tables import validate_table
 
 CFG = {"synthetic": {"n_studies": 300, "n_patients": 200, "image_size": 64, "lateral_fraction": 0.4}}

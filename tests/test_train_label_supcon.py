@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 import torch
 
-from mtcxr import train
-from mtcxr.heads import ProjectionHeads, project
-from mtcxr.losses import label_supcon_loss
-from mtcxr.pairs import SplitEmbeddings
+from mtcxr.data.embedded_split import SplitEmbeddings
+from mtcxr.models import train
+from mtcxr.models.heads import ProjectionHeads, project
+from mtcxr.models.losses import label_supcon_loss
 
 # Label sets of the hidden clusters (indices into CHEXPERT_LABELS): No Finding; Cardiomegaly + Edema;
 # Edema + Pleural Effusion; Lung Opacity + Atelectasis. Clusters 1 and 2 overlap (Jaccard 1/3).

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from tiny_workflow import REPO, SNAKEMAKE, run_snakemake
 
-from mtcxr.embeddings import read_embeddings
+from mtcxr.embedding_io import read_embeddings
 from mtcxr.tables import read_table
 
 SUMMARY_COLUMNS = [
@@ -397,7 +397,7 @@ def _neighbour_inputs(results: Path, memory: Path) -> dict:
 @pytest.mark.slow
 def test_neighbour_faults_are_clear(tiny_results, tmp_path):
     from mtcxr.errors import InputError
-    from mtcxr.neighbours import retrieve_neighbours
+    from mtcxr.xtra.neighbours import retrieve_neighbours
 
     memory = tiny_results / "xtra/demo/xtra/memory"
     inputs = _neighbour_inputs(tiny_results, memory)

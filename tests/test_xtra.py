@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mtcxr import metrics
-from mtcxr.xtra_evaluate import knn_scores
-from mtcxr.xtra_model import N_LABELS, NeighbourTokens, RetrievalAugmentedClassifier, label_states, targets_and_mask
-from mtcxr.xtra_train import Examples, fit_classifier, predict
+from mtcxr.xtra.evaluate import knn_scores
+from mtcxr.xtra.model import N_LABELS, NeighbourTokens, RetrievalAugmentedClassifier, label_states, targets_and_mask
+from mtcxr.xtra.train import Examples, fit_classifier, predict
 
 DIM, K = 32, 6
 

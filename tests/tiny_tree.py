@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mtcxr.embeddings import write_embeddings
+from mtcxr.embedding_io import write_embeddings
 from mtcxr.tables import CHEXPERT_LABELS, CONTRACTS, write_table
 
 
@@ -77,8 +77,8 @@ def write_tiny_demo_backbone(folder: Path, dim: int, image_size: int = 32) -> Pa
     import open_clip
     import torch
 
-    from mtcxr.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
-    from mtcxr.demo_backbone import demo_model_cfg
+    from mtcxr.models.backbone import CLIP_MEAN, CLIP_STD, save_local_dir
+    from mtcxr.models.demo import demo_model_cfg
 
     model_cfg = demo_model_cfg(dim, image_size)  # ModifiedResNet: visual.image_size is an int
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def protocol_metrics(
     precision_k: int = 5,
     n_queries: int = 40,
 ) -> pl.DataFrame:
-    """A `metrics` table (summary.parquet) holding the rows mtcxr.evaluate writes for `protocols`, one run
+    """A `metrics` table (summary.parquet) holding the rows mtcxr.retrieval.evaluate writes for `protocols`, one run
     per variant (no seed) with a 95% interval of ±0.05: mtcxr's i2t/t2i Recall@`ks`, mean rank and
     Precision@`precision_k` (with its normal, abnormal and balanced parts), CXR-CLIP's i2t Recall@1/5/10
     and mean rank, 5x200's i2t/t2i Precision@1/5/10, and the classification rows every run has."""

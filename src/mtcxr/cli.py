@@ -9,7 +9,7 @@ from mtcxr.errors import InputError
 
 
 def _label(args: argparse.Namespace) -> None:
-    from mtcxr.labels import label_file
+    from mtcxr.labels.extract import label_file
 
     label_file(
         input_path=args.input,
@@ -22,7 +22,7 @@ def _label(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from mtcxr.search import search_cli
+    from mtcxr.retrieval.search import search_cli
 
     search_cli(index_dir=args.index, image=args.image, text=args.text, k=args.k)
 

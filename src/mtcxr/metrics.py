@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, silhouette_score
 
-from mtcxr.embeddings import writable
+from mtcxr.embedding_io import writable
 
 log = logging.getLogger(__name__)
 

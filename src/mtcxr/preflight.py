@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from mtcxr.backbone import BackboneError, check_backbone_available
 from mtcxr.config import ConfigError
 from mtcxr.errors import InputError
-from mtcxr.towers import check_finetune_depths
+from mtcxr.models.backbone import BackboneError, check_backbone_available
+from mtcxr.models.towers import check_finetune_depths
 
 RUN_MARKER = ".snakemake_running"  # under the results folder: "<host> <pid>" of the run writing it
 
@@ -30,7 +30,7 @@ def stop_on_input_error() -> Iterator[None]:
 
 def preflight(config: dict) -> list[str]:
     """Check every backbone and the dataset as a whole; return the files the ingest stage reads."""
-    from mtcxr.ingest import ingest_inputs
+    from mtcxr.data.ingest import ingest_inputs
 
     for name, spec in config["backbones"].items():
         try:
@@ -40,8 +40,8 @@ def preflight(config: dict) -> list[str]:
     check_finetune_depths(config)  # blocks to unfreeze that a base's tower does not have
     check = None
     if config["generation"]["enabled"]:
-        from mtcxr.generation import check_generation_inputs
-        from mtcxr.nlg import find_java
+        from mtcxr.generation.generate import check_generation_inputs
+        from mtcxr.generation.nlg import find_java
 
         find_java(config["generation"]["java"])  # METEOR needs it; say so before hours of upstream jobs
         # Whether the splits have references to retrieve and to score, where the dataset is read here.

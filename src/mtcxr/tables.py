@@ -69,7 +69,7 @@ LABELS_SCHEMA = {
     "source": pl.String,
 }
 
-# A report written for a test study by one generation method (mtcxr.generation): `rank` is the
+# A report written for a test study by one generation method (mtcxr.generation.generate): `rank` is the
 # chosen candidate's 1-based rank among the retrieved (null for the baselines that retrieve nothing),
 # `source_study_id` the train study whose report it is.
 GENERATED_SCHEMA = {
@@ -85,7 +85,7 @@ GENERATED_SCHEMA = {
 }
 GENERATION_METHODS = ("retrieval", "oracle", "xtra", "random", "most_frequent")
 # Per study and method: the texts, per-study scores, the findings the labeler read, and the
-# sufficient statistics the bootstrap recomputes corpus BLEU and METEOR from (mtcxr.generation_scores).
+# sufficient statistics the bootstrap recomputes corpus BLEU and METEOR from (mtcxr.generation.score).
 GENERATION_SCORES_SCHEMA = {
     "study_id": pl.String,
     "backbone": pl.String,
@@ -125,7 +125,7 @@ GENERATION_METRICS_SCHEMA = {
     "n_boot": pl.Int64,
 }
 
-# Retrieval metrics (mtcxr.evaluate, mtcxr.summarize): one row per number. `seed` is the head's
+# Retrieval metrics (mtcxr.retrieval.evaluate, mtcxr.summary.summarize): one row per number. `seed` is the head's
 # training seed (null for an untrained variant and for across-seed rows); an across-seed row has
 # `n_seeds` > 1, the mean over seeds in `value` and their standard deviation in `sd`.
 METRICS_SCHEMA = {
@@ -151,7 +151,7 @@ METRIC_QUERIES_SCHEMA = {
     "abnormal": pl.Boolean,
     "value": pl.Float64,
 }
-# A variant minus the baseline on the same queries (mtcxr.summarize): per seed, and across seeds
+# A variant minus the baseline on the same queries (mtcxr.summary.summarize): per seed, and across seeds
 # (seed null) with the method that resampled seeds and queries named in `method`.
 PAIRED_SCHEMA = {
     "backbone": pl.String,
@@ -171,7 +171,7 @@ PAIRED_SCHEMA = {
     "n_queries": pl.Int64,
 }
 PAIRED_METHODS = ("query_bootstrap", "seed_query_bootstrap")
-# Clinical precision by query finding (mtcxr.evaluate): over the test queries positive for `finding`,
+# Clinical precision by query finding (mtcxr.retrieval.evaluate): over the test queries positive for `finding`,
 # the fraction of the top k retrieved items positive for it too.
 FINDING_PRECISION_SCHEMA = {
     "backbone": pl.String,
@@ -188,7 +188,7 @@ FINDING_PRECISION_SCHEMA = {
     "n_queries": pl.Int64,
 }
 
-# Per CheXpert observation, the dataset's labels against the extracted ones (mtcxr.labels): counts,
+# Per CheXpert observation, the dataset's labels against the extracted ones (mtcxr.labels.extract): counts,
 # raw and exact agreement, precision/recall/F1 with the dataset as reference, Cohen's kappa (null where undefined).
 AGREEMENT_SCHEMA = {
     "observation": pl.String,
@@ -248,7 +248,7 @@ NOT_NULL = {
 
 
 def pixels_schema():
-    """The Arrow schema of a pixel-cache shard (`data/pixels/shard-{i}.parquet`, mtcxr.preprocess):
+    """The Arrow schema of a pixel-cache shard (`data/pixels/shard-{i}.parquet`, mtcxr.data.preprocess):
     one cached grayscale PNG per image. Written in record batches by a pyarrow writer, as the PNG bytes
     of a shard do not fit in memory at once; every column is non-null."""
     import pyarrow as pa  # here: the other stages need not load it

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import write_image, write_iu_tree, write_manifest_tree, write_mimic_tree
 
-from mtcxr.ingest import ingest_inputs
+from mtcxr.data.ingest import ingest_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,7 +132,7 @@ def test_ingest_inputs_list_what_each_reader_reads(tmp_path: Path):
 
 
 def test_fail_policy_stops_at_the_first_reject_before_any_job(tmp_path: Path):
-    from mtcxr.ingest import BadItemsError
+    from mtcxr.data.ingest import BadItemsError
 
     manifest = write_manifest_tree(tmp_path / "collection")
     with pytest.raises(BadItemsError, match=r"item\(s\) rejected at ingest, first: "):

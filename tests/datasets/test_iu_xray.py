@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from conftest import write_csv
 
-from mtcxr.datasets.errors import DatasetError
-from mtcxr.datasets.iu_xray import read_iu_xray
-from mtcxr.datasets.splits import DEFAULT_FRACTIONS, assign_patient_splits
-from mtcxr.imaging import load_grayscale
+from mtcxr.data.datasets.errors import DatasetError
+from mtcxr.data.datasets.iu_xray import read_iu_xray
+from mtcxr.data.datasets.splits import DEFAULT_FRACTIONS, assign_patient_splits
+from mtcxr.data.imaging import load_grayscale
 from mtcxr.tables import validate_table
 
 

@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 from conftest import MANIFEST_HEADER, manifest_rows, write_csv
 
-from mtcxr.datasets.errors import DatasetError
-from mtcxr.datasets.manifest import read_manifest
-from mtcxr.datasets.splits import DEFAULT_FRACTIONS, assign_patient_splits
+from mtcxr.data.datasets.errors import DatasetError
+from mtcxr.data.datasets.manifest import read_manifest
+from mtcxr.data.datasets.splits import DEFAULT_FRACTIONS, assign_patient_splits
 from mtcxr.tables import validate_table
 
 

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from conftest import MIMIC_FULL, MIMIC_IMPRESSION_ONLY, MIMIC_NO_HEADINGS, write_mimic_tree
 
-from mtcxr.datasets.errors import DatasetError
-from mtcxr.datasets.mimic_cxr import _zip_texts, parse_report_sections, read_mimic_cxr
+from mtcxr.data.datasets.errors import DatasetError
+from mtcxr.data.datasets.mimic_cxr import _zip_texts, parse_report_sections, read_mimic_cxr
 from mtcxr.tables import validate_table
 
 FULL_FINDINGS = "The lungs are clear. No pleural effusion or pneumothorax."

@@ -28,8 +28,8 @@ from conftest import (
 )
 from PIL import Image
 
-from mtcxr.datasets.synthetic import read_synthetic
-from mtcxr.embeddings import read_embeddings
+from mtcxr.data.datasets.synthetic import read_synthetic
+from mtcxr.embedding_io import read_embeddings
 from mtcxr.tables import CHEXPERT_DISPLAY, CHEXPERT_LABELS, read_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -364,7 +364,7 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path, pretrained_demo
         pytest.skip(
             f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
         )
-    from mtcxr.datasets.iu_xray import read_iu_xray
+    from mtcxr.data.datasets.iu_xray import read_iu_xray
 
     views = ["PA", "AP", "LATERAL"]
     real = read_iu_xray({"root": str(REAL_IU), "views": views}, "both", 0)

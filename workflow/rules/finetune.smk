@@ -1,4 +1,4 @@
-# Fine-tuning the backbone itself (mtcxr.finetune): each `finetune.backbones` entry trains the last
+# Fine-tuning the backbone itself (mtcxr.models.finetune): each `finetune.backbones` entry trains the last
 # blocks of its base's towers with heads under a variant's losses and becomes a backbone of its own.
 
 

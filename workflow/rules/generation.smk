@@ -1,5 +1,5 @@
 # Report generation by retrieval: every test study's report written by retrieving a train report
-# (mtcxr.generation), scored with pycocoevalcap's NLG metrics and clinical efficacy (mtcxr.generation_scores).
+# (mtcxr.generation.generate), scored with pycocoevalcap's NLG metrics and clinical efficacy (mtcxr.generation.score).
 
 
 rule generate_baselines:

@@ -1,5 +1,5 @@
 # The front page of `snakemake --report` (workflow/report/workflow.rst): the figures only the report
-# shows (clinical precision, retrieval examples, rejects) and summary.md as a page (mtcxr.figures, mtcxr.report).
+# shows (clinical precision, retrieval examples, rejects) and summary.md as a page (mtcxr.summary.figures, mtcxr.summary.page).
 
 
 rule clinical_precision_figure:

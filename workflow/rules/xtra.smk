@@ -1,5 +1,5 @@
 # X-TRA: a memory of the train split, every image's neighbours in it, the retrieval-augmented
-# classifier and its baselines (mtcxr.memory, mtcxr.neighbours, mtcxr.xtra_train, mtcxr.xtra_evaluate).
+# classifier and its baselines (mtcxr.xtra.memory, mtcxr.xtra.neighbours, mtcxr.xtra.train, mtcxr.xtra.evaluate).
 
 
 rule build_memory:

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.index import build_index  # noqa: E402
+from mtcxr.retrieval.index import build_index  # noqa: E402
 
 build_index(
     image_embeddings=list(snakemake.input.images),

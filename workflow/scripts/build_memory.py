@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.memory import build_memory  # noqa: E402
+from mtcxr.xtra.memory import build_memory  # noqa: E402
 
 build_memory(
     image_embeddings=list(snakemake.input.images),

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.embed import embed_image_shard  # noqa: E402
+from mtcxr.models.embed import embed_image_shard  # noqa: E402
 
 embed_image_shard(
     pixels_path=snakemake.input.pixels,

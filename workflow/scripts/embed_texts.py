@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.embed import embed_texts  # noqa: E402
+from mtcxr.models.embed import embed_texts  # noqa: E402
 
 embed_texts(
     studies_path=snakemake.input.studies,

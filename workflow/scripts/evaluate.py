@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.evaluate import evaluate_retrieval  # noqa: E402
+from mtcxr.retrieval.evaluate import evaluate_retrieval  # noqa: E402
 
 evaluate_retrieval(
     index_dir=snakemake.input.index,

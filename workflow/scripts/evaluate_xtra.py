@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.xtra_evaluate import evaluate_xtra  # noqa: E402
+from mtcxr.xtra.evaluate import evaluate_xtra  # noqa: E402
 
 evaluate_xtra(
     memory_dir=snakemake.input.memory,

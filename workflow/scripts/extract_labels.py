@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.labels import extract_labels  # noqa: E402
+from mtcxr.labels.extract import extract_labels  # noqa: E402
 
 extract_labels(
     studies_path=snakemake.input.studies,

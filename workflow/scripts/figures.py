@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.figures import make_figures  # noqa: E402
+from mtcxr.summary.figures import make_figures  # noqa: E402
 
 make_figures(
     index_dirs=snakemake.params.index_dirs,

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.finetune import finetune_backbone  # noqa: E402
+from mtcxr.models.finetune import finetune_backbone  # noqa: E402
 
 finetune_backbone(
     base_spec=snakemake.params.base_spec,

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.generation import generate_baselines  # noqa: E402
+from mtcxr.generation.generate import generate_baselines  # noqa: E402
 
 generate_baselines(
     images_path=snakemake.input.image_table,

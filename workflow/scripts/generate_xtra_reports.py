@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.generation import generate_by_xtra  # noqa: E402
+from mtcxr.generation.generate import generate_by_xtra  # noqa: E402
 
 settings = snakemake.params.generation
 generate_by_xtra(

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.ingest import ingest  # noqa: E402
+from mtcxr.data.ingest import ingest  # noqa: E402
 
 ingest(
     dataset_cfg=snakemake.params.dataset,

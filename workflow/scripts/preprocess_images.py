@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.preprocess import preprocess_shard  # noqa: E402
+from mtcxr.data.preprocess import preprocess_shard  # noqa: E402
 
 preprocess_shard(
     images_path=snakemake.input.images,

@@ -4,7 +4,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.figures import rejects_figure  # noqa: E402
+from mtcxr.summary.figures import rejects_figure  # noqa: E402
 
 # Tables are named relative to the results folder (the figure's folder's parent): the figure prints
 # these names when every table is empty.

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.figures import retrieval_examples_figure  # noqa: E402
+from mtcxr.summary.figures import retrieval_examples_figure  # noqa: E402
 
 retrieval_examples_figure(
     index_dirs=dict(snakemake.params.index_dirs),

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.neighbours import retrieve_neighbours  # noqa: E402
+from mtcxr.xtra.neighbours import retrieve_neighbours  # noqa: E402
 
 retrieve_neighbours(
     memory_dir=snakemake.input.memory,

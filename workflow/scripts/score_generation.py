@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.generation_scores import score_generation  # noqa: E402
+from mtcxr.generation.score import score_generation  # noqa: E402
 
 score_generation(
     generated_files=list(snakemake.input.reports),

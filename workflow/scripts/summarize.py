@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.summarize import summarize  # noqa: E402
+from mtcxr.summary.summarize import summarize  # noqa: E402
 
 summarize(
     metric_files=list(snakemake.input.metrics),

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.train import train_head  # noqa: E402
+from mtcxr.models.train import train_head  # noqa: E402
 
 train_head(
     image_embeddings=list(snakemake.input.images),

@@ -2,7 +2,7 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.xtra_train import train_xtra  # noqa: E402
+from mtcxr.xtra.train import train_xtra  # noqa: E402
 
 train_xtra(
     memory_dir=snakemake.input.memory,

@@ -1,0 +1,1 @@
+"""Data: dataset readers, ingestion into the core tables, the pixel cache, image decoding, split loading."""

@@ -1,0 +1,1 @@
+"""Report generation by retrieval, and its scoring (NLG metrics, clinical efficacy)."""

@@ -1,0 +1,218 @@
+"""Stage `train_head`: train the projector heads of one variant from cached embeddings."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from mtcxr.data.embedded_split import SplitEmbeddings, load_split
+from mtcxr.models.backbone import choose_device
+from mtcxr.models.heads import ProjectionHeads, save_heads
+from mtcxr.models.losses import LOSS_NAMES, check_loss_names, composite_loss  # noqa: F401 (LOSS_NAMES: re-exported)
+from mtcxr.models.selection import EpochSelector
+
+log = logging.getLogger(__name__)
+
+
+def fit_heads(
+    train: SplitEmbeddings,
+    validate: SplitEmbeddings | None,
+    weights: dict[str, float],
+    epochs: int = 40,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-4,
+    hidden_dim: int = 512,
+    supcon_temperature: float = 0.1,
+    logit_scale: float = 100.0,
+    seed: int = 0,
+    device: str = "auto",
+    select: str = "best",
+    criterion: str = "validate_loss",
+    patience: int = 10,
+) -> tuple[ProjectionHeads, pl.DataFrame]:
+    """Train heads on `train` with the given loss weights; return them and a per-epoch history.
+
+    With `select: best` the returned heads are those of the epoch with the best validation
+    `criterion` (mtcxr.models.selection), and training stops after `patience` epochs without improvement
+    (0: never); the history's `chosen` column marks the kept epoch.
+    """
+    selector = EpochSelector(select, criterion, patience)
+    check_loss_names(weights)
+    torch_device = choose_device(device)
+    heads = ProjectionHeads(train.image_vectors.shape[1], hidden_dim, logit_scale, seed=seed).to(torch_device)
+    abnormal_rate = float(train.image_abnormal.mean()) if len(train.image_ids) else 0.5
+    # pos_weight = negatives / positives: the BCE treats both classes as equally frequent.
+    pos_weight = (1 - abnormal_rate) / max(abnormal_rate, 1e-6)
+
+    def tensors(split: SplitEmbeddings):
+        return (
+            torch.from_numpy(split.image_vectors).to(torch_device),
+            torch.from_numpy(split.text_vectors[split.image_study]).to(torch_device),
+            torch.from_numpy(split.image_abnormal).to(torch_device),
+            torch.from_numpy(split.positive_labels[split.image_study]).to(torch_device),
+        )
+
+    image, text, abnormal, labels = tensors(train)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    steps = epochs * max(1, -(-len(image) // batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    best_state = None
+    for epoch in tqdm(range(epochs), desc="train head", unit="epoch"):
+        heads.train()
+        order = torch.randperm(len(image), generator=generator).to(torch_device)
+        sums: dict[str, float] = {}
+        batches = 0
+        for start in range(0, len(image), batch_size):
+            batch = order[start : start + batch_size]
+            if len(batch) < 2:
+                continue  # contrastive losses need at least one negative
+            terms = composite_loss(
+                heads,
+                image[batch],
+                text[batch],
+                abnormal[batch],
+                weights,
+                supcon_temperature,
+                pos_weight,
+                labels[batch],
+            )
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            schedule.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            batches += 1
+        row = {"epoch": epoch, **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+        if validate is not None and len(validate.image_ids) > 1:
+            heads.eval()
+            with torch.no_grad():
+                v_image, v_text, v_abnormal, v_labels = tensors(validate)
+                v_terms = composite_loss(
+                    heads, v_image, v_text, v_abnormal, weights, supcon_temperature, pos_weight, v_labels
+                )
+            row.update({f"validate_{k}": v.item() for k, v in v_terms.items()})
+            row["validate_recall"] = validation_recall(heads, validate, torch_device)
+        history.append(row)
+        value = row.get("validate_total" if criterion == "validate_loss" else "validate_recall")
+        if selector.update(epoch, value):
+            best_state = copy.deepcopy(heads.state_dict())
+        if selector.should_stop:
+            log.info("early stop after epoch %d: %d epochs without a better %s", epoch, patience, criterion)
+            break
+    heads.load_state_dict(best_state)
+    heads.eval()
+    table = pl.DataFrame(history).with_columns(chosen=pl.col("epoch") == selector.best_epoch)
+    log.info(
+        "kept epoch %d of %d (%s, %s %s)",
+        selector.best_epoch,
+        len(history),
+        select,
+        criterion,
+        "n/a" if selector.best_value is None else f"{selector.best_value:.4f}",
+    )
+    return heads.cpu(), table
+
+
+RECALL_K = 10
+
+
+@torch.no_grad()
+def validation_recall(heads: ProjectionHeads, split: SplitEmbeddings, device: torch.device) -> float:
+    """Image->report Recall@10 on `split`: each image against the split's study reports, a hit its own."""
+    images = heads.image(torch.from_numpy(split.image_vectors).to(device))
+    reports = heads.text(torch.from_numpy(split.text_vectors).to(device))
+    scores = images @ reports.T
+    own = torch.from_numpy(split.image_study).to(device)
+    own_score = scores.gather(1, own[:, None])
+    ranks = (scores > own_score).sum(dim=1)
+    return float((ranks < RECALL_K).float().mean())
+
+
+def train_head(
+    image_embeddings: list[str],
+    text_embeddings: str,
+    images_path: str,
+    studies_path: str,
+    labels_path: str,
+    output_weights: str,
+    output_config: str,
+    output_history: str,
+    variant: str,
+    variant_cfg: dict,
+    train_cfg: dict,
+    frontal_only: bool = True,
+    seed: int = 0,
+    threads: int = 1,
+) -> None:
+    """Train (or, for a variant with `train: false`, initialise as the identity) and save the heads."""
+    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    load = lambda split: load_split(
+        image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only
+    )  # noqa: E731
+    train = load("train")
+    logit_scale = float(train.metadata.get("logit_scale", 100.0))
+    weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
+    hyper = {
+        k: train_cfg[k]
+        for k in (
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "hidden_dim",
+            "supcon_temperature",
+            "select",
+            "criterion",
+            "patience",
+        )
+        if k in train_cfg
+    }
+    if variant_cfg.get("train", True) and weights:
+        if len(train.image_ids) < 2:
+            raise ValueError(
+                f"train split has {len(train.image_ids)} usable image(s); at least 2 are needed to train {variant}"
+            )
+        log.info("training %s on %d train images, losses %s", variant, len(train.image_ids), weights)
+        heads, history = fit_heads(
+            train,
+            load("validate"),
+            weights,
+            logit_scale=logit_scale,
+            seed=seed,
+            device=train_cfg.get("device", "auto"),
+            **hyper,
+        )
+    else:
+        log.info("%s: no training; the untrained head is the identity (zero-shot backbone)", variant)
+        heads = ProjectionHeads(
+            train.image_vectors.shape[1], int(train_cfg.get("hidden_dim", 512)), logit_scale, seed=seed
+        )
+        history = pl.DataFrame({"epoch": pl.Series([], dtype=pl.Int64), "chosen": pl.Series([], dtype=pl.Boolean)})
+    Path(output_weights).parent.mkdir(parents=True, exist_ok=True)
+    extra = {
+        "variant": variant,
+        "losses": weights,
+        "trained": bool(variant_cfg.get("train", True) and weights),
+        "seed": int(seed),
+        "train_images": int(len(train.image_ids)),
+        "backbone": train.metadata.get("backbone"),
+        "spec": train.metadata.get("spec"),
+        "seconds": round(time.perf_counter() - started, 2),
+        **hyper,
+        "chosen_epoch": int(history.filter(pl.col("chosen"))["epoch"][0]) if history.height else None,
+        "epochs_run": history.height,
+    }
+    save_heads(heads, output_weights, output_config, extra)
+    history.write_parquet(output_history)
+    log.info("%s heads written to %s", variant, output_weights)

@@ -1,0 +1,1 @@
+"""Retrieval: FAISS indexes, search, evaluation and the published retrieval protocols."""

@@ -1,0 +1,1 @@
+"""Summary: the cross-run tables, the figures and the HTML front page."""
