@@ -38,15 +38,13 @@ with stop_on_input_error():
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/ingest.smk"
+include: "workflow/rules/data.smk"
 include: "workflow/rules/labels.smk"
-include: "workflow/rules/embed.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/retrieval.smk"
 include: "workflow/rules/xtra.smk"
 include: "workflow/rules/generation.smk"
-include: "workflow/rules/finetune.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/summary.smk"
 
 
 # `snakemake --report`: the study described, with this run's settings (workflow/report/workflow.rst).

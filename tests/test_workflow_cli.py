@@ -252,7 +252,7 @@ def test_profile_resources_name_existing_rules():
 
 
 def test_gpu_is_asked_for_only_by_rules_that_use_it():
-    text = (REPO / "workflow/rules/embed.smk").read_text()
+    text = (REPO / "workflow/rules/models.smk").read_text()
     pretrain = text[text.index("rule pretrain_demo_backbone:") : text.index("rule embed_images:")]
     assert "gpu=" not in pretrain
     assert text.count("gpu=1") == 2  # embed_images, embed_texts

@@ -371,7 +371,7 @@ def training_figure(histories: dict[str, str], output: str, backbone: str) -> No
 
 
 # --- figures of the report's front page (rules clinical_precision_figure, retrieval_examples_figure,
-# rejects_figure in workflow/rules/report.smk) -------------------------------------------------------
+# rejects_figure in workflow/rules/summary.smk) -------------------------------------------------------
 
 PRECISION_BARS = (
     ("precision_normal", "normal queries", COLOURS[False]),

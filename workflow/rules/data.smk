@@ -1,3 +1,6 @@
+# Data: the dataset read into the core tables (mtcxr.data.ingest) and the pixel cache (mtcxr.data.preprocess).
+
+
 rule ingest:
     input:
         ingest_inputs,
