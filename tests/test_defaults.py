@@ -26,20 +26,21 @@ def schema_default(key: str):
     return node["default"]
 
 
-# (function, parameter, config key): every keyword a workflow script fills from a config value.
+# (function or settings class, parameter, config key): every keyword a workflow script fills from a config
+# value, and every field of a settings object built from a config section.
 PAIRS = [
     (embed.embed_image_shard, "batch_size", "embed.batch_size"),
     (embed.embed_image_shard, "device", "embed.device"),
     (embed.embed_texts, "batch_size", "embed.batch_size"),
     (embed.embed_texts, "device", "embed.device"),
-    (evaluate.evaluate_retrieval, "ks", "evaluate.ks"),
-    (evaluate.evaluate_retrieval, "precision_k", "evaluate.precision_k"),
-    (evaluate.evaluate_retrieval, "n_boot", "evaluate.bootstrap"),
-    (evaluate.evaluate_retrieval, "seed", "evaluate.seed"),
-    (evaluate.evaluate_retrieval, "protocol_names", "evaluate.protocols"),
-    (evaluate.evaluate_retrieval, "cxr_clip_images", "evaluate.cxr_clip_images"),
-    (evaluate.evaluate_retrieval, "per_class", "evaluate.label_5x200.per_class"),
-    (evaluate.evaluate_retrieval, "sample_seed", "evaluate.label_5x200.seed"),
+    (evaluate.EvaluateSettings, "ks", "evaluate.ks"),
+    (evaluate.EvaluateSettings, "precision_k", "evaluate.precision_k"),
+    (evaluate.EvaluateSettings, "n_boot", "evaluate.bootstrap"),
+    (evaluate.EvaluateSettings, "seed", "evaluate.seed"),
+    (evaluate.EvaluateSettings, "protocols", "evaluate.protocols"),
+    (evaluate.EvaluateSettings, "cxr_clip_images", "evaluate.cxr_clip_images"),
+    (evaluate.EvaluateSettings, "per_class", "evaluate.label_5x200.per_class"),
+    (evaluate.EvaluateSettings, "sample_seed", "evaluate.label_5x200.seed"),
     (summarize.summarize, "n_boot", "evaluate.bootstrap"),
     (summarize.summarize, "seed", "evaluate.seed"),
     (summarize.summarize, "examples", "generation.examples"),

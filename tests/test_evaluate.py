@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from mtcxr.models.heads import ProjectionHeads, save_heads
-from mtcxr.retrieval.evaluate import evaluate_retrieval
+from mtcxr.retrieval.evaluate import EvaluateSettings, evaluate_retrieval
 from mtcxr.retrieval.index import build_index
 from mtcxr.tables import read_table
 
@@ -65,12 +65,7 @@ def evaluated(tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFram
         str(root / "metrics.parquet"),
         str(root / "queries.parquet"),
         str(root / "findings.parquet"),
-        ks=[1, 5],
-        precision_k=2,
-        n_boot=50,
-        seed=0,
-        protocol_names=["mtcxr", "cxr_clip", "label_5x200"],
-        per_class=200,
+        EvaluateSettings(ks=(1, 5), precision_k=2, n_boot=50, seed=0, protocols=("mtcxr", "cxr_clip", "label_5x200")),
     )
     return (
         read_table(root / "metrics.parquet", "metrics"),

@@ -89,3 +89,95 @@ def test_class_hit_precision():
     assert precision[1].tolist() == [1.0, 1.0]
     assert precision[2].tolist() == [0.5, 0.5]
     assert precision[3].tolist() == pytest.approx([2 / 3, 2 / 3])
+
+
+# --- the registry: what `evaluate` runs for each name of `evaluate.protocols` ---------------------------
+
+
+def tiny_gallery(read_studies=None) -> protocols.Gallery:
+    """The three studies above as an index's gallery: A cardiomegaly alone, B edema alone, C no finding."""
+    import polars as pl
+
+    from mtcxr.tables import CHEXPERT_LABELS
+
+    positive = {"cardiomegaly": [1, None, None], "edema": [None, 1, None], "no_finding": [None, None, 1]}
+    labels = pl.DataFrame(
+        {"study_id": ["A", "B", "C"], **{name: positive.get(name, [None] * 3) for name in CHEXPERT_LABELS}},
+        schema_overrides={name: pl.Int8 for name in CHEXPERT_LABELS},
+    )
+    return protocols.Gallery(
+        image_ids=IMAGE_IDS,
+        images=IMAGE_VECTORS,
+        image_study=IMAGE_STUDY,
+        image_views=IMAGE_VIEWS,
+        texts=STUDY_VECTORS[[0, 2]],
+        text_of_study=np.array([0, 0, 1]),
+        first_study=np.array([0, 2]),
+        labels=labels,
+        study_abnormal=np.array([True, True, False]),
+        study_positive=np.stack([(labels[name].fill_null(0) == 1).to_numpy() for name in CHEXPERT_LABELS], axis=1),
+        read_studies=read_studies or (lambda: (STUDY_VECTORS, REPORTS)),
+    )
+
+
+def test_each_registered_protocol_writes_the_tasks_the_registry_names():
+    settings = protocols.EvaluateSettings(ks=(1, 2), precision_k=2, n_boot=10, per_class=5)
+    assert list(protocols.PROTOCOL_TASKS) == list(protocols.PROTOCOLS)
+    for name, protocol in protocols.PROTOCOLS.items():
+        rows = protocols.MetricRows(settings.n_boot, settings.seed)
+        protocol(tiny_gallery(), rows, settings)
+        assert {row["task"] for row in rows.summary} == set(protocols.PROTOCOL_TASKS[name]), name
+    # cxr_clip on the hand-computed ranks above: a2 and c1 first, b1 second
+    rows = protocols.MetricRows(10, 0)
+    protocols.PROTOCOLS["cxr_clip"](tiny_gallery(), rows, settings)
+    recall = {row["k"]: row["value"] for row in rows.summary if row["metric"] == "recall"}
+    assert recall == {1: pytest.approx(2 / 3), 5: 1.0, 10: 1.0}
+
+
+def test_studies_are_read_only_for_the_protocols_that_need_them():
+    """An index built before the published protocols has no studies.parquet: mtcxr's own protocol runs on it."""
+
+    def missing():
+        raise FileNotFoundError("studies.parquet")
+
+    rows = protocols.MetricRows(10, 0)
+    protocols.PROTOCOLS["mtcxr"](tiny_gallery(missing), rows, protocols.EvaluateSettings(ks=(1,), precision_k=1))
+    assert {row["task"] for row in rows.summary} == {"i2t", "t2i"}
+    with pytest.raises(FileNotFoundError):
+        protocols.PROTOCOLS["label_5x200"](tiny_gallery(missing), rows, protocols.EvaluateSettings())
+
+
+def test_the_schema_lists_exactly_the_registered_protocols():
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["evaluate"]["properties"]["protocols"]["items"]["enum"] == list(protocols.PROTOCOLS)
+
+
+def test_settings_from_the_config_section():
+    section = {
+        "ks": [1, 5],
+        "precision_k": 5,
+        "bootstrap": 50,
+        "seed": 1,
+        "protocols": ["cxr_clip"],
+        "cxr_clip_images": "every_frontal",
+        "label_5x200": {"per_class": 20, "seed": 3},
+    }
+    assert protocols.EvaluateSettings.from_config(section) == protocols.EvaluateSettings(
+        ks=(1, 5),
+        precision_k=5,
+        n_boot=50,
+        seed=1,
+        protocols=("cxr_clip",),
+        cxr_clip_images="every_frontal",
+        per_class=20,
+        sample_seed=3,
+    )
+    assert protocols.EvaluateSettings.from_config({"label_5x200": {}}) == protocols.EvaluateSettings()
+    with pytest.raises(ValueError, match=r"evaluate.protocols: unknown \['clip_benchmark'\]; choose from"):
+        protocols.EvaluateSettings(protocols=("mtcxr", "clip_benchmark"))
+    with pytest.raises(ValueError, match=r"evaluate.cxr_clip_images is 'auto' here"):
+        protocols.EvaluateSettings.from_config({"cxr_clip_images": "auto"})

@@ -27,7 +27,7 @@ warnings.simplefilter("error")  # every warning, torch's UserWarning included, i
 root = Path(sys.argv[1])
 
 from mtcxr.embedding_io import read_embeddings, write_embeddings
-from mtcxr.retrieval.evaluate import evaluate_retrieval
+from mtcxr.retrieval.evaluate import EvaluateSettings, evaluate_retrieval
 from mtcxr.models.heads import ProjectionHeads, save_heads
 from mtcxr.retrieval.index import build_index
 from mtcxr.tables import read_table, write_table
@@ -59,7 +59,7 @@ _, images, _ = read_embeddings(root / "index" / "images.parquet", "image_id")
 assert not images.flags.writeable  # the path under test: a zero-copy read
 metrics = evaluate_retrieval(
     str(root / "index"), paths["labels"], str(root / "m.parquet"), str(root / "q.parquet"),
-    ks=[1], precision_k=1, n_boot=10, protocol_names=["mtcxr"],
+    EvaluateSettings(ks=(1,), precision_k=1, n_boot=10, protocols=("mtcxr",)),
 )
 print("classifier_auc" in set(metrics["metric"]))
 

@@ -2,9 +2,10 @@
 
 Writes one long-format table, one row per number (contract `metrics` in tables.py), beside it the
 per-query values that `summarize` needs for the paired tests against `zeroshot` (`metric_queries`),
-and clinical precision by query finding (`finding_precision`). The published protocols
-(`cxr_clip`, `label_5x200`) are in protocols.py; their rows have tasks `cxr_clip_i2t`,
-`label_5x200_i2t` and `label_5x200_t2i`.
+and clinical precision by query finding (`finding_precision`). The retrieval protocols (mtcxr's own
+and the published `cxr_clip`, `label_5x200`) are the registry `protocols.PROTOCOLS`: this stage reads
+the index into a `protocols.Gallery` and runs the ones `evaluate.protocols` lists; then the
+classification and embedding-spread rows, which every evaluation has.
 """
 
 from __future__ import annotations
@@ -18,204 +19,14 @@ import polars as pl
 from mtcxr import metrics
 from mtcxr.embedding_io import read_embeddings, writable
 from mtcxr.models.heads import load_heads
-from mtcxr.retrieval import protocols
 from mtcxr.retrieval.index import read_index_info
+from mtcxr.retrieval.protocols import PROTOCOLS, EvaluateSettings, Gallery, MetricRows
 from mtcxr.tables import CHEXPERT_LABELS, CONTRACTS, empty_table, read_table, write_table
 
 log = logging.getLogger(__name__)
 
 
-class _Rows:
-    """Collects summary rows and per-query values as metrics are computed."""
-
-    def __init__(self, n_boot: int, seed: int):
-        self.summary: list[dict] = []
-        self.queries: list[pl.DataFrame] = []
-        self.findings: list[dict] = []
-        self.n_boot, self.seed = n_boot, seed
-
-    def per_query(
-        self,
-        task: str,
-        metric: str,
-        k: int | None,
-        values: np.ndarray,
-        classes: np.ndarray,
-        balanced: str | None = None,
-    ) -> None:
-        """Record a per-query metric with its bootstrap CI (and, if named, its class-balanced form)."""
-        value, low, high = metrics.bootstrap_ci(values, self.n_boot, self.seed)
-        self.add(task, metric, k, value, low, high, len(values))
-        self.queries.append(
-            pl.DataFrame(
-                {
-                    "task": task,
-                    "metric": metric,
-                    "k": k,
-                    "query": np.arange(len(values)),
-                    "abnormal": classes,
-                    "value": values.astype(np.float64),
-                }
-            )
-        )
-        if balanced is not None and len(np.unique(classes)) == 2:
-            value, low, high = metrics.bootstrap_ci(values, self.n_boot, self.seed, groups=classes)
-            self.add(task, balanced, k, value, low, high, len(values))
-            for is_abnormal, name in ((False, "normal"), (True, "abnormal")):
-                chosen = values[classes == is_abnormal]
-                value, low, high = metrics.bootstrap_ci(chosen, self.n_boot, self.seed)
-                self.add(task, f"{metric}_{name}", k, value, low, high, len(chosen))
-
-    def add(
-        self, task: str, metric: str, k: int | None, value: float, low: float | None, high: float | None, n: int
-    ) -> None:
-        self.summary.append(
-            {"task": task, "metric": metric, "k": k, "value": value, "ci_low": low, "ci_high": high, "n_queries": n}
-        )
-
-    def by_finding(self, task: str, k: int, query_labels: np.ndarray, retrieved_labels: np.ndarray) -> None:
-        """Clinical precision by query finding: over queries positive for it, the share of the top k positive too."""
-        top = retrieved_labels[:, :k]
-        for column, name in enumerate(CHEXPERT_LABELS):
-            queries = query_labels[:, column]
-            if not queries.any():
-                continue
-            values = top[queries, :, column].mean(axis=1, dtype=np.float64)
-            value, low, high = metrics.bootstrap_ci(values, self.n_boot, self.seed)
-            self.findings.append(
-                {
-                    "task": task,
-                    "finding": name,
-                    "k": k,
-                    "value": value,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "n_queries": int(queries.sum()),
-                }
-            )
-
-
-def _retrieval_metrics(
-    rows: _Rows,
-    task: str,
-    queries: np.ndarray,
-    keys: np.ndarray,
-    targets: list[np.ndarray],
-    query_abnormal: np.ndarray,
-    key_abnormal: np.ndarray,
-    query_labels: np.ndarray,
-    key_labels: np.ndarray,
-    ks: list[int],
-    precision_k: int,
-) -> None:
-    ranks = metrics.first_hit_ranks(queries, keys, targets)
-    for k in ks:
-        rows.per_query(task, "recall", k, metrics.recall_at_k(ranks, k), query_abnormal)
-    rows.per_query(task, "median_rank", None, ranks.astype(np.float64), query_abnormal)
-    value, low, high = metrics.bootstrap_ci(ranks.astype(np.float64), rows.n_boot, rows.seed, statistic=np.median)
-    rows.summary[-1].update(value=value, ci_low=low, ci_high=high)  # the median, not the mean, of ranks
-    rows.add(task, "mean_rank", None, metrics.mean_rank(ranks), None, None, len(ranks))
-
-    _, retrieved = metrics.topk_search(queries, keys, precision_k)
-    relevant = key_abnormal[retrieved] == query_abnormal[:, None]
-    rows.per_query(
-        task,
-        "precision",
-        precision_k,
-        metrics.precision_at_k(relevant, precision_k),
-        query_abnormal,
-        balanced="balanced_precision",
-    )
-    rows.per_query(
-        task,
-        "map",
-        precision_k,
-        metrics.average_precision_at_k(relevant, precision_k),
-        query_abnormal,
-        balanced="balanced_map",
-    )
-    retrieved_labels = key_labels[retrieved]
-    rows.per_query(
-        task,
-        "exact_match",
-        precision_k,
-        metrics.label_set_exact_match(query_labels, retrieved_labels, precision_k),
-        query_abnormal,
-    )
-    rows.per_query(
-        task,
-        "jaccard",
-        precision_k,
-        metrics.label_set_jaccard(query_labels, retrieved_labels, precision_k),
-        query_abnormal,
-    )
-    rows.by_finding(task, precision_k, query_labels, retrieved_labels)
-
-
-def _cxr_clip_metrics(
-    rows: _Rows,
-    images: np.ndarray,
-    image_ids: np.ndarray,
-    image_study: np.ndarray,
-    image_views: np.ndarray,
-    study_reports: list[str],
-    study_vectors: np.ndarray,
-    study_abnormal: np.ndarray,
-    which_images: str,
-) -> None:
-    """CXR-CLIP's image->text protocol: Recall@1/5/10 and mean rank over exact-text-deduplicated reports."""
-    if which_images == "every_frontal":
-        queries = protocols.every_frontal_image(image_views)
-    else:
-        queries = protocols.first_frontal_images(image_ids, image_study, image_views)
-    if not len(queries):
-        log.warning("cxr_clip: no frontal test image; no rows")
-        return
-    ranks, gallery = protocols.cxr_clip_ranks(queries, images, image_study, study_reports, study_vectors)
-    abnormal = study_abnormal[image_study[queries]]
-    for k in protocols.PROTOCOL_KS:
-        rows.per_query("cxr_clip_i2t", "recall", k, metrics.recall_at_k(ranks, k), abnormal)
-    rows.per_query("cxr_clip_i2t", "mean_rank", None, ranks.astype(np.float64), abnormal)
-    log.info(
-        "cxr_clip: %d query images (%s), %d distinct exact reports; R@10 %.3f, mean rank %.1f",
-        len(queries),
-        which_images,
-        gallery,
-        metrics.recall_at_k(ranks, 10).mean(),
-        ranks.mean(),
-    )
-
-
-def _label_5x200_metrics(
-    rows: _Rows,
-    images: np.ndarray,
-    image_ids: np.ndarray,
-    image_study: np.ndarray,
-    image_views: np.ndarray,
-    study_vectors: np.ndarray,
-    labels: pl.DataFrame,
-    study_abnormal: np.ndarray,
-    per_class: int,
-    sample_seed: int,
-) -> None:
-    """The 5x200 protocol: single-finding studies, class-hit Precision@1/5/10, image->text and text->image."""
-    first_image = np.full(len(study_vectors), -1, dtype=np.int64)
-    frontal = protocols.first_frontal_images(image_ids, image_study, image_views)
-    first_image[image_study[frontal]] = frontal
-    five = np.stack(
-        [labels[name].cast(pl.Float64).fill_null(np.nan).to_numpy() for name in protocols.FIVE_CLASSES], axis=1
-    )
-    classes = np.where(first_image >= 0, protocols.single_finding_class(five), -1)
-    studies, counts = protocols.sample_5x200(classes, per_class, sample_seed)
-    if not len(studies):
-        log.warning("label_5x200: no single-finding test study with a frontal image; no rows")
-        return
-    log.info("label_5x200: %d studies (%s)", len(studies), ", ".join(f"{name} {n}" for name, n in counts.items()))
-    study_class, abnormal = classes[studies], study_abnormal[studies]
-    query_images, reports = images[first_image[studies]], study_vectors[studies]
-    for task, queries, keys in (("label_5x200_i2t", query_images, reports), ("label_5x200_t2i", reports, query_images)):
-        for k, values in protocols.class_hit_precision(queries, keys, study_class, study_class).items():
-            rows.per_query(task, "precision", k, values, abnormal)
+__all__ = ["EvaluateSettings", "evaluate_retrieval"]
 
 
 def evaluate_retrieval(
@@ -224,24 +35,12 @@ def evaluate_retrieval(
     output_metrics: str,
     output_queries: str,
     output_findings: str | None = None,
-    ks: list[int] = (1, 5, 10, 50),
-    precision_k: int = 10,
-    n_boot: int = 1000,
-    seed: int = 0,
-    protocol_names: list[str] = ("mtcxr", "cxr_clip", "label_5x200"),
-    cxr_clip_images: str = "first_frontal",  # the rule resolves the schema's `auto` by dataset
-    per_class: int = 200,
-    sample_seed: int = 0,
+    settings: EvaluateSettings | None = None,
 ) -> pl.DataFrame:
-    """Compute the retrieval metrics of the `protocol_names` and the normal/abnormal classification
-    metrics of one index; write and return the summary rows.
-
-    `cxr_clip_images` (first_frontal | every_frontal) picks the cxr_clip queries; `per_class` and
-    `sample_seed` draw the label_5x200 studies.
-    """
-    unknown = sorted(set(protocol_names) - set(protocols.PROTOCOLS))
-    if unknown:
-        raise ValueError(f"evaluate.protocols: unknown {unknown}; choose from {list(protocols.PROTOCOLS)}")
+    """Compute the retrieval metrics of the protocols `settings.protocols` lists and the normal/abnormal
+    classification metrics of one index; write and return the summary rows (settings: the schema's
+    defaults where None)."""
+    settings = settings or EvaluateSettings()
     folder = Path(index_dir)
     info = read_index_info(folder)
     image_ids, images, _ = read_embeddings(folder / "images.parquet", "image_id")
@@ -263,68 +62,25 @@ def evaluate_retrieval(
     for study, text_row in enumerate(text_of_study):
         if first_study[text_row] < 0:
             first_study[text_row] = study
+    gallery = Gallery(
+        image_ids=image_ids,
+        images=images,
+        image_study=image_study,
+        image_views=image_views,
+        texts=texts,
+        text_of_study=text_of_study,
+        first_study=first_study,
+        labels=labels,
+        study_abnormal=study_abnormal,
+        study_positive=study_positive,
+        read_studies=lambda: _study_vectors(folder, study_ids),
+    )
 
-    rows = _Rows(n_boot, seed)
-    ks = sorted(set(int(k) for k in ks))
+    rows = MetricRows(settings.n_boot, settings.seed)
     if len(images) and len(texts):
-        if "mtcxr" in protocol_names:
-            _retrieval_metrics(
-                rows,
-                "i2t",
-                images,
-                texts,
-                [np.array([text_of_study[s]]) for s in image_study],
-                study_abnormal[image_study],
-                study_abnormal[first_study],
-                study_positive[image_study],
-                study_positive[first_study],
-                ks,
-                precision_k,
-            )
-            images_of_study: dict[int, list[int]] = {}
-            for image, study in enumerate(image_study):
-                images_of_study.setdefault(int(study), []).append(image)
-            queried = np.array(sorted(images_of_study), dtype=np.int64)  # studies with at least one gallery image
-            _retrieval_metrics(
-                rows,
-                "t2i",
-                texts[text_of_study[queried]],
-                images,
-                [np.array(images_of_study[int(s)]) for s in queried],
-                study_abnormal[queried],
-                study_abnormal[image_study],
-                study_positive[queried],
-                study_positive[image_study],
-                ks,
-                precision_k,
-            )
-        if {"cxr_clip", "label_5x200"} & set(protocol_names):
-            study_vectors, study_reports = _study_vectors(folder, study_ids)
-            if "cxr_clip" in protocol_names:
-                _cxr_clip_metrics(
-                    rows,
-                    images,
-                    image_ids,
-                    image_study,
-                    image_views,
-                    study_reports,
-                    study_vectors,
-                    study_abnormal,
-                    cxr_clip_images,
-                )
-            if "label_5x200" in protocol_names:
-                _label_5x200_metrics(
-                    rows,
-                    images,
-                    image_ids,
-                    image_study,
-                    image_views,
-                    study_vectors,
-                    labels,
-                    study_abnormal,
-                    per_class,
-                    sample_seed,
-                )
+        for name, protocol in PROTOCOLS.items():  # registry order, whatever the order of the config's list
+            if name in settings.protocols:
+                protocol(gallery, rows, settings)
 
         image_abnormal = study_abnormal[image_study]
         prototypes = np.load(folder / "prototypes.npy")
@@ -355,7 +111,7 @@ def evaluate_retrieval(
             "classification",
             "silhouette",
             None,
-            metrics.cosine_silhouette(images, image_abnormal, seed=seed),
+            metrics.cosine_silhouette(images, image_abnormal, seed=settings.seed),
             None,
             None,
             len(images),

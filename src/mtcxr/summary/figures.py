@@ -18,7 +18,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from mtcxr import metrics  # noqa: E402
 from mtcxr.embedding_io import read_embeddings  # noqa: E402
-from mtcxr.summary.summarize import PROTOCOL_TASKS, missing_protocol_note, protocols_evaluated  # noqa: E402
+from mtcxr.summary.protocol_notes import PROTOCOL_TASKS, missing_protocol_note, protocols_evaluated  # noqa: E402
 from mtcxr.tables import CHEXPERT_DISPLAY, headline_rows, read_table, validate_table  # noqa: E402
 
 log = logging.getLogger(__name__)

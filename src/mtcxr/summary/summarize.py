@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from mtcxr import metrics
+from mtcxr.summary.protocol_notes import PROTOCOL_TASKS, missing_protocol_note
 from mtcxr.tables import CHEXPERT_DISPLAY, CONTRACTS, conform, headline_rows, read_table, validate_table, write_table
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,6 @@ PROTOCOL_COLUMNS = [
     ("label_5x200_t2i", "precision", 5, "P@5"),
     ("label_5x200_t2i", "precision", 10, "P@10"),
 ]
-# The tasks each retrieval protocol of `evaluate.protocols` writes (mtcxr.retrieval.evaluate): summary.md and the
-# figures read which protocols a backbone was evaluated with from its rows, and say what was not computed.
-PROTOCOL_TASKS = {
-    "mtcxr": ("i2t", "t2i"),
-    "cxr_clip": ("cxr_clip_i2t",),
-    "label_5x200": ("label_5x200_i2t", "label_5x200_t2i"),
-}
 PAIRED_METHOD_TEXT = {
     "query_bootstrap": "paired bootstrap over test queries",
     "seed_query_bootstrap": (
@@ -208,38 +202,6 @@ def finding_table(runs: list[Run]) -> pl.DataFrame:
         seed=pl.lit(None, dtype=pl.Int64), ci_low=pl.lit(None, dtype=pl.Float64), ci_high=pl.lit(None, dtype=pl.Float64)
     )
     return validate_table(pl.concat([table, conform(across, "finding_precision")]), "finding_precision")
-
-
-def protocols_evaluated(summary: pl.DataFrame, backbone: str) -> set[str] | None:
-    """The retrieval protocols (`PROTOCOL_TASKS`) that have rows for `backbone` in a `metrics` table.
-
-    None where the backbone has no retrieval or classification row at all (evaluate writes none for an
-    empty test gallery): then a missing protocol says nothing about `evaluate.protocols`.
-    """
-    tasks = set(summary.filter(pl.col("backbone") == backbone)["task"].unique().to_list())
-    evaluated = {name for name, own in PROTOCOL_TASKS.items() if tasks & set(own)}
-    return evaluated if evaluated or "classification" in tasks else None
-
-
-def missing_protocol_note(
-    summary: pl.DataFrame,
-    backbone: str,
-    what: str,
-    protocols: Sequence[str] = ("mtcxr",),
-    verb: str = "draw this",
-    markdown: bool = False,
-) -> str | None:
-    """What to show instead of `what` when `backbone` has rows of none of `protocols` (any one of them
-    provides it); None where it has them."""
-    evaluated = protocols_evaluated(summary, backbone)
-    code = (lambda text: f"`{text}`") if markdown else (lambda text: text)  # noqa: E731
-    if evaluated is None:
-        return f"{what}: no metrics for backbone {code(backbone)} (its test gallery is empty; see logs/evaluate)."
-    if evaluated & set(protocols):
-        return None
-    names = [code(name) for name in protocols]
-    lacks = f"does not include {names[0]}" if len(names) == 1 else f"includes none of {', '.join(names)}"
-    return f"{what}: not computed. {code('evaluate.protocols')} {lacks}; add {'it' if len(names) == 1 else 'one'} to {verb}."
 
 
 def collapse_notes(summary: pl.DataFrame, backbone: str) -> list[str]:
