@@ -51,6 +51,21 @@ PAIRS = [
     (figures.make_figures, "perplexity", "figures.tsne_perplexity"),
     (train.train_head, "frontal_only", "images.frontal_only"),
     *[
+        (train.TrainSettings, name, f"train.{name}")
+        for name in (
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "hidden_dim",
+            "supcon_temperature",
+            "select",
+            "criterion",
+            "patience",
+            "device",
+        )
+    ],
+    *[
         (demo_backbone.pretrain_demo_backbone, name, f"demo_backbone.{name}")
         for name in ("n_studies", "image_size", "embed_dim", "epochs", "batch_size", "learning_rate")
     ],

@@ -66,17 +66,13 @@ def saved_heads(folder: Path, monkeypatch, variant_cfg: dict, seed: int) -> byte
     monkeypatch.setattr(train, "load_split", lambda *args: fake_split())
     folder.mkdir()
     train.train_head(
-        ["images.parquet"],
-        "texts.parquet",
-        "images",
-        "studies",
-        "labels",
-        str(folder / "heads.safetensors"),
-        str(folder / "heads.json"),
-        str(folder / "history.parquet"),
+        train.HeadInputs(["images.parquet"], "texts.parquet", "images", "studies", "labels"),
+        train.HeadOutputs(
+            str(folder / "heads.safetensors"), str(folder / "heads.json"), str(folder / "history.parquet")
+        ),
         "v",
         variant_cfg,
-        {"hidden_dim": 24, "epochs": 2, "batch_size": 4},
+        train.TrainSettings(hidden_dim=24, epochs=2, batch_size=4),
         seed=seed,
         threads=torch.get_num_threads(),
     )
@@ -97,3 +93,23 @@ def test_train_head_weights_are_reproducible_from_the_seed(tmp_path: Path, monke
     if variant_cfg.get("train") is False:
         # Untrained, W2 is zero whatever the seed: the head is the identity, the zero-shot backbone.
         assert not weights["image.down.weight"].any() and not other["image.down.weight"].any()
+
+
+def test_train_settings_come_from_the_config_section_and_are_recorded(tmp_path: Path, monkeypatch):
+    import json
+
+    # The whole `train:` section: `seeds` is not a setting of one job (its seed is its own).
+    assert train.TrainSettings.from_config({"epochs": 5, "seeds": [0, 1], "device": "cpu"}) == train.TrainSettings(
+        epochs=5, device="cpu"
+    )
+    saved_heads(tmp_path / "trained", monkeypatch, {"losses": {"clip": 1.0}}, seed=0)
+    saved_heads(tmp_path / "zeroshot", monkeypatch, {"train": False}, seed=0)
+    trained, zeroshot = (json.loads((tmp_path / run / "heads.json").read_text()) for run in ("trained", "zeroshot"))
+    assert {key: trained[key] for key in train.RECORDED_SETTINGS} == {
+        **{key: getattr(train.TrainSettings(), key) for key in train.RECORDED_SETTINGS},
+        "hidden_dim": 24,
+        "epochs": 2,
+        "batch_size": 4,
+    }
+    # An untrained head records its width alone: no training setting shaped it.
+    assert zeroshot["hidden_dim"] == 24 and not set(train.RECORDED_SETTINGS) - {"hidden_dim"} & set(zeroshot)

@@ -81,13 +81,8 @@ def test_fit_heads_keeps_the_epoch_it_marks_and_stops_early():
         train_split,
         validate_split,
         {"clip": 1.0},
-        epochs=60,
-        batch_size=24,
-        learning_rate=0.02,
-        hidden_dim=64,
+        train.TrainSettings(epochs=60, batch_size=24, learning_rate=0.02, hidden_dim=64, select="best", patience=5),
         seed=0,
-        select="best",
-        patience=5,
     )
     chosen = history.filter(pl.col("chosen"))
     assert chosen.height == 1
@@ -103,6 +98,10 @@ def test_fit_heads_keeps_the_epoch_it_marks_and_stops_early():
         )
     assert float(terms["total"]) == pytest.approx(chosen["validate_total"][0], rel=1e-5)
     _, last = train.fit_heads(
-        train_split, validate_split, {"clip": 1.0}, epochs=8, batch_size=24, hidden_dim=64, seed=0, select="last"
+        train_split,
+        validate_split,
+        {"clip": 1.0},
+        train.TrainSettings(epochs=8, batch_size=24, hidden_dim=64, select="last"),
+        seed=0,
     )
     assert last.height == 8 and last["chosen"].to_list() == [False] * 7 + [True]

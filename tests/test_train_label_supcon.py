@@ -90,7 +90,9 @@ def test_label_supcon_is_a_known_loss():
     assert "label_supcon" in train.LOSS_NAMES
     train_split, validate, _ = splits(n_train=8, n_validate=4, n_test=2)
     with pytest.raises(ValueError, match="label_supcn"):
-        train.fit_heads(train_split, validate, {"label_supcn": 1.0}, epochs=1, hidden_dim=8, device="cpu")
+        train.fit_heads(
+            train_split, validate, {"label_supcn": 1.0}, train.TrainSettings(epochs=1, hidden_dim=8, device="cpu")
+        )
 
 
 def test_composite_loss_adds_label_supcon_over_both_views():
@@ -115,9 +117,8 @@ def test_composite_loss_adds_label_supcon_over_both_views():
 def test_history_reports_label_supcon_and_validation_includes_it():
     train_split, validate, _ = splits(n_train=24, n_validate=10, n_test=2)
     weights = {"clip": 1.0, "label_supcon": 0.5}
-    heads, history = train.fit_heads(
-        train_split, validate, weights, epochs=3, batch_size=16, hidden_dim=16, supcon_temperature=0.2, device="cpu"
-    )
+    settings = train.TrainSettings(epochs=3, batch_size=16, hidden_dim=16, supcon_temperature=0.2, device="cpu")
+    heads, history = train.fit_heads(train_split, validate, weights, settings)
     assert {"train_label_supcon", "validate_label_supcon"} <= set(history.columns)
     last = history.row(-1, named=True)
     assert last["validate_total"] == pytest.approx(
@@ -137,7 +138,10 @@ def test_variants_without_label_supcon_ignore_the_label_sets():
     relabelled = SplitEmbeddings(**{**vars(train_split), "positive_labels": ~train_split.positive_labels})
     runs = [
         train.fit_heads(
-            split, validate, {"clip": 1.0, "supcon": 1.0}, epochs=2, batch_size=8, hidden_dim=16, device="cpu"
+            split,
+            validate,
+            {"clip": 1.0, "supcon": 1.0},
+            train.TrainSettings(epochs=2, batch_size=8, hidden_dim=16, device="cpu"),
         )
         for split in (train_split, relabelled)
     ]
@@ -148,16 +152,8 @@ def test_variants_without_label_supcon_ignore_the_label_sets():
 
 def test_label_supcon_training_improves_nearest_neighbour_label_agreement():
     train_split, validate, test = splits(seed=0)
-    fit = lambda weights: train.fit_heads(
-        train_split,
-        validate,
-        weights,
-        epochs=15,
-        batch_size=64,
-        hidden_dim=32,  # noqa: E731
-        learning_rate=1e-2,
-        device="cpu",
-    )[0]
+    settings = train.TrainSettings(epochs=15, batch_size=64, hidden_dim=32, learning_rate=1e-2, device="cpu")
+    fit = lambda weights: train.fit_heads(train_split, validate, weights, settings)[0]  # noqa: E731
     untrained = nearest_train_jaccard(train_split, test, None)
     clip_only = nearest_train_jaccard(train_split, test, fit({"clip": 1.0}))
     xtra = nearest_train_jaccard(train_split, test, fit({"clip": 1.0, "label_supcon": 1.0}))
@@ -172,17 +168,13 @@ def test_train_head_writes_label_supcon_history(tmp_path: Path, monkeypatch):
     train_split, validate, _ = splits(n_train=12, n_validate=6, n_test=2)
     monkeypatch.setattr(train, "load_split", lambda *args: {"train": train_split, "validate": validate}[args[5]])
     train.train_head(
-        ["images.parquet"],
-        "texts.parquet",
-        "images",
-        "studies",
-        "labels",
-        str(tmp_path / "heads.safetensors"),
-        str(tmp_path / "heads.json"),
-        str(tmp_path / "history.parquet"),
+        train.HeadInputs(["images.parquet"], "texts.parquet", "images", "studies", "labels"),
+        train.HeadOutputs(
+            str(tmp_path / "heads.safetensors"), str(tmp_path / "heads.json"), str(tmp_path / "history.parquet")
+        ),
         "xtra",
         {"losses": {"clip": 1.0, "label_supcon": 1.0}},
-        {"hidden_dim": 16, "epochs": 2, "batch_size": 8},
+        train.TrainSettings.from_config({"hidden_dim": 16, "epochs": 2, "batch_size": 8}),
     )
     history = pl.read_parquet(tmp_path / "history.parquet")
     assert history.height == 2
