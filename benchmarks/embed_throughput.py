@@ -35,9 +35,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from mtcxr.data.datasets.synthetic import compose_report, draw_studies, render_frontal, report_sections, to_uint8
+from mtcxr.data.datasets.synthetic import draw_studies, render_frontal, report_sections, to_uint8
 from mtcxr.data.imaging import encode_png
 from mtcxr.data.preprocess import PIXELS_SCHEMA, WRITE_EVERY
+from mtcxr.data.text import section_text
 from mtcxr.models.backbone import CLIP_MEAN, CLIP_STD, load_backbone, save_local_dir
 from mtcxr.models.biomedclip_shape import write_biomedclip_like
 from mtcxr.models.demo import demo_model_cfg
@@ -77,7 +78,7 @@ def write_inputs(folder: Path, n_images: int, n_texts: int) -> tuple[Path, Path]
                 "split": "test",
                 "findings": f,
                 "impression": i,
-                "report": compose_report(f, i, "both"),
+                "report": section_text(f, i, "both"),
                 "dataset": "synthetic",
             }
             for s in studies[:n_texts]

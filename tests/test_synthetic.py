@@ -3,7 +3,8 @@ from pathlib import Path
 
 import polars as pl
 
-from mtcxr.data.datasets.synthetic import compose_report, read_synthetic
+from mtcxr.data.datasets.synthetic import draw_studies, read_synthetic, report_sections
+from mtcxr.data.text import section_expr, section_text
 from mtcxr.tables import validate_table
 
 CFG = {"synthetic": {"n_studies": 300, "n_patients": 200, "image_size": 64, "lateral_fraction": 0.4}}
@@ -31,6 +32,8 @@ def test_tables_meet_contracts_and_splits_are_by_patient(tmp_path):
     frontal = result.images.filter(pl.col("view").is_in(["PA", "AP"]))
     assert frontal.height == 300 and frontal["study_id"].n_unique() == 300
     assert all(Path(path).is_file() for path in result.images["path"])
+    # The embedded text is the report-text rule's (mtcxr.data.text) for the section asked for.
+    assert result.studies["report"].equals(result.studies.select(section_expr("both").alias("report"))["report"])
 
 
 def test_normal_share_and_labels_follow_the_text(tmp_path):
@@ -52,7 +55,12 @@ def test_normal_share_and_labels_follow_the_text(tmp_path):
     assert (table.filter(pl.col("no_finding") == 1)["abnormal"] == False).all()  # noqa: E712
 
 
-def test_compose_report_sections():
-    assert compose_report("A.", "B.", "both") == "A. B."
-    assert compose_report("A.", None, "impression") == ""
-    assert compose_report(None, "B.", "both") == "B."
+def test_the_demo_draw_has_two_studies_whose_impression_repeats_the_findings():
+    # The demo's draw (config.yaml: 1500 studies, 1000 patients, seed 0); no image is rendered.
+    sections = [report_sections(study) for study in draw_studies(1500, 1000, 0, 0.4, "syn-")]
+    same = [findings for findings, impression in sections if findings == impression]
+    assert same == [
+        "Large left pleural effusion with blunting of the costophrenic angle.",
+        "Perihilar haziness consistent with pulmonary edema.",
+    ]
+    assert section_text(same[0], same[0], "both") == same[0]  # kept once in the embedded text

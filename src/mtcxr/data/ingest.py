@@ -12,6 +12,7 @@ import polars as pl
 from mtcxr.data.datasets import read_dataset
 from mtcxr.data.datasets.iu_xray import PROJECTIONS, REPORTS
 from mtcxr.data.datasets.splits import check_split_hygiene
+from mtcxr.data.text import check_section
 from mtcxr.errors import InputError
 from mtcxr.tables import read_table, write_table
 
@@ -55,7 +56,7 @@ def ingest_inputs(
     if kind == "synthetic":
         return []
     if kind == "mimic_cxr":
-        from mtcxr.data.datasets.assembly import check_section, dataset_options
+        from mtcxr.data.datasets.assembly import dataset_options
         from mtcxr.data.datasets.mimic_cxr import mimic_cxr_files
 
         check_section(text_section)

@@ -13,7 +13,7 @@ train split has nothing to retrieve or whose test split nothing to score, before
 dataset is read at parse time (IU X-ray, manifests), else at the first generation job.
 
 Corpus: the train split's reports in the reference section, deduplicated by normalised text
-(`mtcxr.retrieval.index.normalize_report`); a distinct report stands for the first train study (by
+(`mtcxr.data.text.normalize_report`); a distinct report stands for the first train study (by
 study_id) that has it, and is retrieved through that study's report embedding. The corpus never
 holds a test study's own report: splits are patient-disjoint.
 
@@ -43,36 +43,25 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mtcxr.data.text import DEIDENTIFIED, REPORT, SECTIONS, has_sections, normalize_report, section_expr
+
 # mtcxr.retrieval.index (FAISS, torch) is imported where it is used: the pre-flight check imports this module.
 from mtcxr.tables import FRONTAL_VIEWS, read_table, write_table
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("findings", "impression", "both")
-REPORT = "report"  # the whole report: the reference of a collection without sections
 SKIP = "or set `generation: {enabled: false}` to skip report generation"
 QUERY_VIEWS = (*FRONTAL_VIEWS, "UNKNOWN")  # views a query image may have; a frontal one is preferred
 CHOICES = ("top1", "consensus")
 STAGE = "generate_reports"
-# MIMIC-CXR's placeholder and IU X-ray's (mtcxr's IU reader turns XXXX into ___ already).
-DEIDENTIFIED = re.compile(r"_{2,}|X{3,}")
 
 
 def reference_texts(studies: pl.DataFrame, section: str) -> pl.Series:
-    """The text of `section` (findings, impression, both joined by a space, or the whole report) of every study."""
+    """The text of `section` of every study by the report-text rule (`mtcxr.data.text`): findings, impression,
+    both (findings then impression, an impression identical to the findings kept once), or the whole report."""
     if section not in (*SECTIONS, REPORT):
         raise ValueError(f"generation.reference is {section!r}; choose one of {list(SECTIONS)}")
-    parts = ["findings", "impression"] if section == "both" else [section]
-    cleaned = [pl.col(part).str.strip_chars().replace("", None) for part in parts]
-    return studies.select(pl.concat_str(cleaned, separator=" ", ignore_nulls=True).replace("", None).alias("text"))[
-        "text"
-    ]
-
-
-def has_sections(studies: pl.DataFrame) -> bool:
-    """Whether any study has a findings or impression text (a collection read from a bare `report` has none)."""
-    texts = [studies[part].str.strip_chars().replace("", None) for part in ("findings", "impression")]
-    return any(text.null_count() < len(text) for text in texts)
+    return studies.select(section_expr(section).alias("text"))["text"]
 
 
 def reference_section(studies: pl.DataFrame, section: str) -> str:
@@ -215,8 +204,6 @@ def train_corpus(studies_path: str, section: str) -> pl.DataFrame:
     studies = studies.with_columns(text=reference_texts(studies, section))
     usable = [unusable_reason(text, section) is None for text in studies["text"]]
     studies = studies.filter(pl.Series(usable, dtype=pl.Boolean)).select("study_id", "text")
-    from mtcxr.retrieval.index import normalize_report
-
     studies = studies.with_columns(key=pl.Series([normalize_report(t) for t in studies["text"]], dtype=pl.String))
     corpus = studies.group_by("key", maintain_order=True).agg(
         pl.col("study_id").first(), pl.col("text").first(), pl.len().alias("count")
@@ -313,7 +300,6 @@ def consensus_choice(rows: np.ndarray, corpus_vectors: np.ndarray) -> np.ndarray
 def oracle_choice(rows: np.ndarray, corpus_texts: list[str], references: list[str]) -> np.ndarray:
     """Per query, the position among its candidates with the highest ROUGE-L against the reference (ties: best rank)."""
     from mtcxr.generation.nlg import rouge_l
-    from mtcxr.retrieval.index import normalize_report
 
     keys = [normalize_report(text) for text in corpus_texts]
     picked = np.zeros(len(rows), dtype=np.int64)

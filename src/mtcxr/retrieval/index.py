@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 import faiss
@@ -24,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from mtcxr.data.embedded_split import load_split
+from mtcxr.data.text import dedupe_reports
 from mtcxr.embedding_io import write_embeddings
 from mtcxr.models.backbone import LOCAL_PREFIX
 from mtcxr.models.heads import load_heads, project
@@ -32,23 +32,6 @@ log = logging.getLogger(__name__)
 
 # index.json entries that name files; stored relative to the index folder.
 PATH_KEYS = ("head_weights", "head_config", "demo_dir", "backbone_dir")
-
-
-def normalize_report(text: str) -> str:
-    """Lower-case, collapse whitespace and strip punctuation: the key used to deduplicate reports."""
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
-
-
-def dedupe_reports(reports: list[str]) -> tuple[list[int], np.ndarray]:
-    """Return (first study index of each distinct report, distinct-report index of every study)."""
-    first, of_study, seen = [], np.empty(len(reports), dtype=np.int64), {}
-    for i, report in enumerate(reports):
-        key = normalize_report(report)
-        if key not in seen:
-            seen[key] = len(first)
-            first.append(i)
-        of_study[i] = seen[key]
-    return first, of_study
 
 
 def flat_ip_index(vectors: np.ndarray) -> faiss.Index:

@@ -18,6 +18,7 @@ import polars as pl
 from mtcxr.data.datasets.errors import DatasetError
 from mtcxr.data.datasets.splits import DEFAULT_FRACTIONS, SplitLeakError, assign_patient_splits, check_split_hygiene
 from mtcxr.data.imaging import image_size
+from mtcxr.data.text import section_expr
 from mtcxr.tables import (
     CHEXPERT_DISPLAY,
     CHEXPERT_LABELS,
@@ -30,7 +31,6 @@ from mtcxr.tables import (
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
-SECTIONS = ("findings", "impression", "both")
 IMAGES_PER_STUDY = ("all", "first")
 DEFAULT_VIEWS = ("PA", "AP")
 HEADER_THREADS = 8  # header reads are I/O-bound: a few threads hide file-system latency
@@ -64,12 +64,6 @@ def dataset_options(cfg: dict) -> tuple[list[str], str]:
     return list(views), policy
 
 
-def check_section(text_section: str) -> None:
-    """Raise DatasetError unless `text.section` is findings, impression or both."""
-    if text_section not in SECTIONS:
-        raise DatasetError(f"text.section is {text_section!r}; choose one of {list(SECTIONS)}.")
-
-
 def dataset_root(cfg: dict, kind: str) -> Path:
     """Return `dataset.root` as an existing folder, or raise DatasetError saying what to set."""
     if not cfg.get("root"):
@@ -85,29 +79,6 @@ def require_columns(columns: Sequence[str], required: Sequence[str], path: Path 
     missing = [column for column in required if column not in columns]
     if missing:
         raise DatasetError(f"{path} lacks column(s) {missing} (it has {list(columns)}); {fix}")
-
-
-def clean_text(column: str | pl.Expr) -> pl.Expr:
-    """Collapse runs of whitespace (report line wraps) to one space; blank text becomes null."""
-    expr = pl.col(column) if isinstance(column, str) else column
-    expr = expr.str.replace_all(r"\s+", " ").str.strip_chars()
-    return pl.when(expr.str.len_chars() > 0).then(expr).otherwise(None)
-
-
-def report_expr(text_section: str) -> pl.Expr:
-    """The embedded text from cleaned `findings` and `impression` columns, as `text.section` says.
-
-    Same rule as the synthetic dataset's `compose_report`; with `both`, a text that
-    appears as findings and as impression (a combined heading) is used once.
-    """
-    findings, impression = pl.col("findings"), pl.col("impression")
-    if text_section == "findings":
-        return findings
-    if text_section == "impression":
-        return impression
-    joined = pl.concat_str([findings, impression], separator=" ", ignore_nulls=True)
-    joined = pl.when(findings == impression).then(findings).otherwise(joined)
-    return pl.when(joined.str.len_chars() > 0).then(joined).otherwise(None)
 
 
 def patient_splits(patient_ids: pl.Series, fractions: dict | None, seed: int) -> pl.Expr:
@@ -319,7 +290,7 @@ def study_reasons(
     if "report" in studies.columns:
         empty_reason = pl.lit("empty report: the report text is blank")
     else:
-        studies = studies.with_columns(report=report_expr(text_section))
+        studies = studies.with_columns(report=section_expr(text_section))
     if "report_path" not in studies.columns:
         studies = studies.with_columns(report_path=pl.lit(str(source)))
     if "fault" not in studies.columns:

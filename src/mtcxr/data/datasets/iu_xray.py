@@ -39,8 +39,6 @@ import polars as pl
 from mtcxr.data.datasets.assembly import (
     IngestResult,
     assemble,
-    check_section,
-    clean_text,
     dataset_options,
     dataset_root,
     header_sizes,
@@ -49,6 +47,7 @@ from mtcxr.data.datasets.assembly import (
     require_columns,
 )
 from mtcxr.data.datasets.errors import DatasetError
+from mtcxr.data.text import check_section, iu_to_placeholder
 
 REPORTS = "indiana_reports.csv"
 PROJECTIONS = "indiana_projections.csv"
@@ -56,14 +55,11 @@ IMAGE_FOLDERS = ("images/images_normalized", "images")
 PROJECTION_VIEWS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
 AP_EXAM = r"(?i)\b(AP|anteroposterior|antero-posterior|portable|supine)\b"
 PA_EXAM = r"(?i)\b(PA|posteroanterior|postero-anterior)\b"
-PLACEHOLDER = "___"
 
 
 def deidentified_text(column: str) -> pl.Expr:
     """The column's text with IU's `XXXX` de-identification tokens handled (see the module docstring)."""
-    text = pl.col(column).str.replace_all(r"\b([xX])-XXXX\b", "${1}-ray")
-    # No word boundaries: the token is sometimes glued to text ("4XXXX", "XXXXPM").
-    return clean_text(text.str.replace_all(r"X{4,}(?:[\s,/-]*X{4,})*", PLACEHOLDER))
+    return iu_to_placeholder(pl.col(column))
 
 
 def read_iu_xray(cfg: dict, text_section: str, seed: int, image_headers: bool = True) -> IngestResult:

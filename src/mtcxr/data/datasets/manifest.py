@@ -25,9 +25,7 @@ import polars as pl
 from mtcxr.data.datasets.assembly import (
     IngestResult,
     assemble,
-    check_section,
     check_splits,
-    clean_text,
     dataset_options,
     header_sizes,
     labels_from_columns,
@@ -37,6 +35,7 @@ from mtcxr.data.datasets.assembly import (
 )
 from mtcxr.data.datasets.errors import DatasetError
 from mtcxr.data.datasets.views import canonical_view
+from mtcxr.data.text import check_section, clean_text
 from mtcxr.tables import SPLITS
 
 MANIFEST_COLUMNS = (

@@ -50,7 +50,6 @@ import polars as pl
 from mtcxr.data.datasets.assembly import (
     IngestResult,
     check_kept,
-    check_section,
     dataset_options,
     dataset_root,
     image_reason,
@@ -67,6 +66,7 @@ from mtcxr.data.datasets.assembly import (
 )
 from mtcxr.data.datasets.errors import DatasetError
 from mtcxr.data.datasets.views import canonical_view
+from mtcxr.data.text import check_section
 from mtcxr.tables import SPLITS, empty_table, table_writer, write_table
 
 log = logging.getLogger(__name__)

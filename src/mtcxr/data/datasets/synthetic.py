@@ -18,6 +18,7 @@ from scipy.ndimage import gaussian_filter
 
 from mtcxr.data.datasets.assembly import IngestResult
 from mtcxr.data.datasets.splits import DEFAULT_FRACTIONS, assign_patient_splits, check_split_hygiene
+from mtcxr.data.text import section_text
 from mtcxr.tables import CHEXPERT_LABELS, abnormal_from_no_finding, empty_table
 
 # Per-study prevalence of each drawn finding. The product of (1 - p) over the pathologies
@@ -425,16 +426,6 @@ def report_sections(study: Study) -> tuple[str, str]:
     return findings, impression
 
 
-def compose_report(findings: str | None, impression: str | None, section: str) -> str:
-    """The text that is embedded: findings, impression, or both joined (`text.section`)."""
-    findings, impression = (findings or "").strip(), (impression or "").strip()
-    if section == "findings":
-        return findings
-    if section == "impression":
-        return impression
-    return " ".join(part for part in (findings, impression) if part)
-
-
 def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: str | None) -> IngestResult:
     """Generate the synthetic study, write its PNGs under `work_dir`, return the contract tables."""
     if work_dir is None:
@@ -464,7 +455,8 @@ def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: st
                 "split": split,
                 "findings": findings,
                 "impression": impression,
-                "report": compose_report(findings, impression, text_section),
+                # The contract's `report` is never null: a blank section is an empty text here.
+                "report": section_text(findings, impression, text_section) or "",
                 "dataset": "synthetic",
             }
         )
@@ -508,7 +500,7 @@ def pretraining_pairs(
     studies = draw_studies(n_studies, max(1, n_studies * 2 // 3), seed + 10_007, lateral_fraction, prefix="pre-")
     images, reports = [], []
     for study in studies:
-        report = compose_report(*report_sections(study), "both")
+        report = section_text(*report_sections(study), "both") or ""
         images.append(to_uint8(render_frontal(study, size)))
         reports.append(report)
         if study.has_lateral:
