@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from mtcxr.models.finetune import finetune_backbone
+from mtcxr.models.finetune import FinetuneInputs, FinetuneSettings, finetune_backbone
 from mtcxr.tables import CHEXPERT_LABELS, read_table, write_table
 
 from embed_throughput import backbone_spec, write_inputs
@@ -90,15 +90,11 @@ def main() -> None:
                 }
                 facts = finetune_backbone(
                     spec,
-                    [str(pixels)],
-                    str(studies),
-                    str(labels),
+                    FinetuneInputs([str(pixels)], str(studies), str(labels)),
                     str(folder / f"out-{name}"),
                     str(folder / "ckpt.pt"),
                     {"losses": {"clip": 1.0, "supcon": 1.0, "bce": 1.0}},
-                    settings,
-                    hidden_dim=512,
-                    supcon_temperature=0.1,
+                    FinetuneSettings.from_config(settings, {"hidden_dim": 512, "supcon_temperature": 0.1}),
                     threads=args.threads,
                 )
                 history = pl.read_parquet(folder / f"out-{name}" / "history.parquet")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mtcxr.models import demo as demo_backbone
-from mtcxr.models import embed, train
+from mtcxr.models import embed, finetune, train
 from mtcxr.retrieval import evaluate, search
 from mtcxr.summary import figures, summarize
 from mtcxr.xtra import evaluate as xtra_evaluate
@@ -65,6 +65,24 @@ PAIRS = [
             "device",
         )
     ],
+    *[
+        (finetune.FinetuneSettings, name, f"finetune.{name}")
+        for name in (
+            "image_blocks",
+            "text_layers",
+            "epochs",
+            "batch_size",
+            "backbone_lr",
+            "head_lr",
+            "warmup_steps",
+            "weight_decay",
+            "grad_clip",
+            "checkpoint_minutes",
+            "device",
+        )
+    ],
+    (finetune.FinetuneSettings, "hidden_dim", "train.hidden_dim"),
+    (finetune.FinetuneSettings, "supcon_temperature", "train.supcon_temperature"),
     *[
         (demo_backbone.pretrain_demo_backbone, name, f"demo_backbone.{name}")
         for name in ("n_studies", "image_size", "embed_dim", "epochs", "batch_size", "learning_rate")

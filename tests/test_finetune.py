@@ -49,6 +49,7 @@ SETTINGS = {
     "device": "cpu",
 }
 MULTITASK = {"losses": {"clip": 1.0, "supcon": 1.0, "bce": 1.0}}
+HEADS = {"hidden_dim": 8, "supcon_temperature": 0.1}  # the `train:` keys fine-tuning reads
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +85,11 @@ def run(tree: dict, name: str, base: str | None = None, **settings) -> Path:
     out = tree["root"] / name
     finetune.finetune_backbone(
         base or f"local-dir:{tree['base']}",
-        tree["pixels"],
-        tree["studies"],
-        tree["labels"],
+        finetune.FinetuneInputs(tree["pixels"], tree["studies"], tree["labels"]),
         str(out),
         str(tree["root"] / f"{name}.ckpt"),
         MULTITASK,
-        {**SETTINGS, **settings},
-        hidden_dim=8,
-        supcon_temperature=0.1,
+        finetune.FinetuneSettings.from_config({**SETTINGS, **settings}, HEADS),
         seed=0,
     )
     return out
@@ -257,9 +254,7 @@ def test_the_fingerprint_holds_what_decides_the_weights(tree):
             "demo",
             arguments["base_weights"],
             MULTITASK["losses"],
-            arguments["settings"],
-            8,
-            0.1,
+            finetune.FinetuneSettings.from_config(arguments["settings"], HEADS),
             True,
             arguments["seed"],
             arguments["pairs"],
@@ -283,6 +278,17 @@ def test_the_fingerprint_holds_what_decides_the_weights(tree):
         pairs.image_ids, pairs.pngs, ["x", *pairs.reports[1:]], pairs.abnormal, pairs.labels
     )
     assert finetune.fingerprint_changes(base, fingerprint(pairs=other_report)) == ["train_data: changed"]
+
+
+def test_settings_from_the_rules_params():
+    """The rule's `settings` (the shared block with the entry over it) and the `train:` keys the heads use;
+    the entry's base and variant are not settings of the run, nor are train's own epochs."""
+    entry = {"base": "demo", "variant": "multitask", "image_blocks": 2, "epochs": 1, "head_lr": 5e-4}
+    settings = finetune.FinetuneSettings.from_config(entry, {"hidden_dim": 8, "supcon_temperature": 0.2, "epochs": 99})
+    assert settings == finetune.FinetuneSettings(
+        image_blocks=2, epochs=1, head_lr=5e-4, hidden_dim=8, supcon_temperature=0.2
+    )
+    assert finetune.FinetuneSettings.from_config({}) == finetune.FinetuneSettings()
 
 
 def test_the_output_loads_as_a_backbone(tree):
@@ -372,7 +378,7 @@ import numpy as np
 from mtcxr.models import finetune
 from mtcxr.models.backbone import load_backbone
 sys.path.insert(0, sys.argv[2])
-from test_finetune import SETTINGS, MULTITASK, as_written, changed, embeddings
+from test_finetune import HEADS, SETTINGS, MULTITASK, as_written, changed, embeddings
 
 args = json.loads(sys.argv[1])
 written = []
@@ -384,8 +390,9 @@ def keep_embeddings(backbone, name, folder):
 
 finetune.save_as_local_dir = keep_embeddings
 finetune.finetune_backbone(
-    args["base"], args["pixels"], args["studies"], args["labels"], args["out"], args["out"] + ".ckpt", MULTITASK,
-    {**SETTINGS, "image_blocks": 1, "text_layers": 1, "epochs": 1}, hidden_dim=8, supcon_temperature=0.1,
+    args["base"], finetune.FinetuneInputs(args["pixels"], args["studies"], args["labels"]), args["out"],
+    args["out"] + ".ckpt", MULTITASK,
+    finetune.FinetuneSettings.from_config({**SETTINGS, "image_blocks": 1, "text_layers": 1, "epochs": 1}, HEADS),
 )
 shutil.rmtree(args["hf_home"])  # the written folder must load without the hub cache it came from
 reloaded = load_backbone("local-dir:" + args["out"], device="cpu")

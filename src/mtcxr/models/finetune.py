@@ -29,7 +29,8 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,19 @@ def training_pairs(
     )
 
 
+@dataclass(frozen=True)
+class FinetuneInputs:
+    """The files a backbone is fine-tuned on: the cached pixel shards, the studies table (reports and
+    splits) and the labels table (the `finetune_backbone` rule's inputs)."""
+
+    pixel_shards: Sequence[str]
+    studies: str
+    labels: str
+
+    def pairs(self, split: str = "train", frontal_only: bool = True) -> TrainingPairs:
+        return training_pairs(list(self.pixel_shards), self.studies, self.labels, split, frontal_only)
+
+
 def _pixels(pngs: list[bytes], preprocess) -> torch.Tensor:
     return torch.stack([preprocess(Image.open(io.BytesIO(png)).convert("RGB")) for png in pngs])
 
@@ -213,6 +227,40 @@ def load_checkpoint(path: Path) -> dict | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states are not tensors
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The settings of one fine-tuning run; the defaults are the config schema's.
+
+    The config's `finetune:` block with the entry's own keys over it, and the heads' `hidden_dim` and
+    `supcon_temperature` from `train:` (the heads trained with the backbone are those of the variant).
+    """
+
+    image_blocks: int = 1
+    text_layers: int = 0
+    epochs: int = 2
+    batch_size: int = 64
+    backbone_lr: float = 1e-5
+    head_lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    checkpoint_minutes: float = 30
+    device: str = "auto"
+    hidden_dim: int = 512
+    supcon_temperature: float = 0.1
+
+    @classmethod
+    def from_config(cls, finetune: Mapping, train: Mapping | None = None) -> FinetuneSettings:
+        """From the `finetune:` settings (the shared block with an entry's keys over it, as the rule's
+        `settings` param holds them: `backbones` and the entry's `base`, `variant`, `variants` are not
+        settings of the run) and the `train:` section's `hidden_dim` and `supcon_temperature`; a key
+        neither gives keeps its default."""
+        names = {field.name for field in fields(cls)}
+        given = {key: value for key, value in finetune.items() if key in names}
+        given.update({key: (train or {})[key] for key in ("hidden_dim", "supcon_temperature") if key in (train or {})})
+        return cls(**given)
 
 
 # The settings that decide the trained weights. Not `checkpoint_minutes` (when a checkpoint is written)
@@ -256,9 +304,7 @@ def training_fingerprint(
     base_spec: str,
     base_weights: str,
     losses: dict[str, float],
-    settings: dict,
-    hidden_dim: int,
-    supcon_temperature: float,
+    settings: FinetuneSettings,
     frontal_only: bool,
     seed: int,
     pairs: TrainingPairs,
@@ -268,9 +314,9 @@ def training_fingerprint(
         "base": base_spec,
         "base_weights": base_weights,
         "variant_losses": {name: float(weight) for name, weight in sorted(losses.items())},
-        **{key: _number(settings[key]) for key in TRAINING_SETTINGS},
-        "hidden_dim": int(hidden_dim),
-        "supcon_temperature": float(supcon_temperature),
+        **{key: _number(getattr(settings, key)) for key in TRAINING_SETTINGS},
+        "hidden_dim": int(settings.hidden_dim),
+        "supcon_temperature": float(settings.supcon_temperature),
         "frontal_only": bool(frontal_only),
         "seed": int(seed),
         "train_images": len(pairs.image_ids),
@@ -339,59 +385,49 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def finetune_backbone(
     base_spec: str,
-    pixel_shards: list[str],
-    studies_path: str,
-    labels_path: str,
+    inputs: FinetuneInputs,
     output_dir: str,
     checkpoint_path: str,
     variant_cfg: dict,
-    settings: dict,
-    hidden_dim: int,
-    supcon_temperature: float,
+    settings: FinetuneSettings,
     demo_dir: str | None = None,
     frontal_only: bool = True,
     seed: int = 0,
     threads: int = 1,
-    name: str | None = None,
 ) -> dict:
     """Fine-tune `base_spec` on the train split under the variant's losses; write the local-dir folder.
 
-    `settings` is the config's `finetune:` block merged with this backbone's entry (image_blocks,
-    text_layers, epochs, batch_size, backbone_lr, head_lr, warmup_steps, weight_decay, grad_clip,
-    checkpoint_minutes, device). `name` is the entry's name in `finetune.backbones` (default: the
-    output folder's, as the workflow lays it out), named in errors. Returns the run's facts (also
-    written to `finetune.json`).
+    Errors name the entry by the output folder's name, its name in `finetune.backbones` as the workflow
+    lays it out. Returns the run's facts (also written to `finetune.json`).
     """
     torch.set_num_threads(max(1, threads))
     weights = {name: float(w) for name, w in (variant_cfg.get("losses") or {}).items() if float(w) > 0}
     check_loss_names(weights)
     if not weights:
         raise ValueError("finetune: the variant has no loss with a positive weight to train with")
-    device = choose_device(settings.get("device", "auto"))
+    device = choose_device(settings.device)
     backbone = load_backbone(base_spec, device=str(device), demo_dir=demo_dir)
     model = backbone.model
     base_weights = weights_digest(model)
-    where = f"finetune.backbones.{name or Path(output_dir).name}"
-    trainable = unfreeze(model, int(settings["image_blocks"]), int(settings["text_layers"]), where)
+    where = f"finetune.backbones.{Path(output_dir).name}"
+    trainable = unfreeze(model, int(settings.image_blocks), int(settings.text_layers), where)
     if device.type == "cuda" and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)  # activations recomputed in backward: larger batches fit
     torch.manual_seed(seed)
-    heads = ProjectionHeads(backbone.embed_dim, hidden_dim, backbone.logit_scale, seed=seed).to(device)
-    pairs = training_pairs(pixel_shards, studies_path, labels_path, frontal_only=frontal_only)
-    n, batch_size, epochs = len(pairs.reports), int(settings["batch_size"]), int(settings["epochs"])
+    heads = ProjectionHeads(backbone.embed_dim, settings.hidden_dim, backbone.logit_scale, seed=seed).to(device)
+    pairs = inputs.pairs(frontal_only=frontal_only)
+    n, batch_size, epochs = len(pairs.reports), int(settings.batch_size), int(settings.epochs)
     steps_per_epoch = max(1, n // batch_size)  # whole batches: contrastive losses want full ones
     total_steps = steps_per_epoch * epochs
-    groups = [{"params": list(heads.parameters()), "lr": float(settings["head_lr"])}]
+    groups = [{"params": list(heads.parameters()), "lr": float(settings.head_lr)}]
     if trainable:
-        groups.append({"params": trainable, "lr": float(settings["backbone_lr"])})
-    optimizer = torch.optim.AdamW(groups, weight_decay=float(settings["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(int(settings["warmup_steps"]), total_steps))
+        groups.append({"params": trainable, "lr": float(settings.backbone_lr)})
+    optimizer = torch.optim.AdamW(groups, weight_decay=float(settings.weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(int(settings.warmup_steps), total_steps))
     positives = max(1, int(pairs.abnormal.sum()))
     pos_weight = float((n - pairs.abnormal.sum()) / positives)
 
-    fingerprint = training_fingerprint(
-        base_spec, base_weights, weights, settings, hidden_dim, supcon_temperature, frontal_only, seed, pairs
-    )
+    fingerprint = training_fingerprint(base_spec, base_weights, weights, settings, frontal_only, seed, pairs)
     checkpoint = Path(checkpoint_path)
     state = load_checkpoint(checkpoint)
     step, history = 0, []
@@ -403,7 +439,7 @@ def finetune_backbone(
         _set_rng_state(state["rng"])
         step, history = int(state["step"]), list(state["history"])
         log.info("resuming from %s at step %d of %d (same settings, base and data)", checkpoint, step, total_steps)
-    every = float(settings["checkpoint_minutes"]) * 60
+    every = float(settings.checkpoint_minutes) * 60
     last_saved, started, first_step = time.monotonic(), time.perf_counter(), step
     model.eval()  # see the module docstring: frozen statistics, no dropout, bit-identical frozen blocks
     autocast = (
@@ -426,13 +462,13 @@ def finetune_backbone(
                     text,
                     torch.from_numpy(pairs.abnormal[batch]).to(device),
                     weights,
-                    supcon_temperature,
+                    settings.supcon_temperature,
                     pos_weight,
                     torch.from_numpy(pairs.labels[batch]).to(device),
                 )
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(list(heads.parameters()) + trainable, float(settings["grad_clip"]))
+            torch.nn.utils.clip_grad_norm_(list(heads.parameters()) + trainable, float(settings.grad_clip))
             optimizer.step()
             scheduler.step()
             step += 1
@@ -468,8 +504,8 @@ def finetune_backbone(
     facts = {
         "base": base_spec,
         "variant_losses": weights,
-        "image_blocks": int(settings["image_blocks"]),
-        "text_layers": int(settings["text_layers"]),
+        "image_blocks": int(settings.image_blocks),
+        "text_layers": int(settings.text_layers),
         "trainable_parameters": int(sum(p.numel() for p in trainable)),
         "train_images": n,
         "batch_size": batch_size,
