@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mtcxr.summary.summarize import summarize
+from mtcxr.summary.summarize import SummaryInputs, SummaryOutputs, summarize
 from mtcxr.tables import CONTRACTS, read_table
 
 N = 40
@@ -54,13 +54,10 @@ def write_run(folder: Path, variant: str, seed: int | None, per_query: list[tupl
 
 def run_summarize(folder: Path, files: list[tuple[str, str]]) -> pl.DataFrame:
     return summarize(
-        [m for m, _ in files],
-        [q for _, q in files],
-        [],
-        str(folder / "s.parquet"),
-        str(folder / "s.csv"),
-        str(folder / "s.md"),
-        str(folder / "paired.csv"),
+        SummaryInputs(metrics=[m for m, _ in files], queries=[q for _, q in files]),
+        SummaryOutputs(
+            str(folder / "s.parquet"), str(folder / "s.csv"), str(folder / "s.md"), str(folder / "paired.csv")
+        ),
         n_boot=1000,
         seed=0,
     )

@@ -2,24 +2,28 @@ from mtcxr.logs import log_to_file
 
 log_to_file(snakemake.log[0])
 
-from mtcxr.summary.summarize import summarize  # noqa: E402
+from mtcxr.summary.summarize import SummaryInputs, SummaryOutputs, summarize  # noqa: E402
 
 summarize(
-    metric_files=list(snakemake.input.metrics),
-    query_files=list(snakemake.input.queries),
-    finding_files=list(snakemake.input.findings),
-    output_findings=snakemake.output.findings,
-    reject_files=list(snakemake.input.rejects),
-    output_parquet=snakemake.output.parquet,
-    output_csv=snakemake.output.csv,
-    output_md=snakemake.output.md,
-    output_paired=snakemake.output.paired,
-    xtra_auc_files=list(snakemake.input.xtra_auc),
-    xtra_paired_files=list(snakemake.input.xtra_paired),
-    output_xtra=snakemake.output.xtra,
-    generation_metrics=snakemake.input.get("generation"),
-    generation_studies=snakemake.input.get("generation_studies"),
-    examples=snakemake.params.examples,
+    inputs=SummaryInputs(
+        metrics=list(snakemake.input.metrics),
+        queries=list(snakemake.input.queries),
+        rejects=list(snakemake.input.rejects),
+        findings=list(snakemake.input.findings),
+        xtra_auc=list(snakemake.input.xtra_auc),
+        xtra_paired=list(snakemake.input.xtra_paired),
+        generation=snakemake.input.get("generation"),
+        generation_studies=snakemake.input.get("generation_studies"),
+    ),
+    outputs=SummaryOutputs(
+        parquet=snakemake.output.parquet,
+        csv=snakemake.output.csv,
+        md=snakemake.output.md,
+        paired=snakemake.output.paired,
+        findings=snakemake.output.findings,
+        xtra=snakemake.output.xtra,
+    ),
     n_boot=snakemake.params.bootstrap,
     seed=snakemake.params.seed,
+    examples=snakemake.params.examples,
 )

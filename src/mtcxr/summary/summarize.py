@@ -5,6 +5,9 @@ A variant trained with several seeds keeps one row per seed and gains across-see
 > 1): the mean over seeds, their standard deviation, and a 95% interval from the seed-and-query
 bootstrap (`metrics.seed_query_bootstrap`); its paired test against `zeroshot` is the same
 bootstrap of the per-query differences (`metrics.paired_bootstrap_seeds`).
+
+The files it reads travel as one `SummaryInputs` and those it writes as one `SummaryOutputs` (the rule's
+inputs and outputs).
 """
 
 from __future__ import annotations
@@ -79,6 +82,34 @@ PAIRED_METHOD_TEXT = {
         "averages the per-query differences over the drawn seeds"
     ),
 }
+
+
+@dataclass(frozen=True)
+class SummaryInputs:
+    """The tables `summarize` reads: every evaluated run's metric, per-query and by-finding tables (in the
+    same run order), the rejects, and where their stages ran, X-TRA's and report generation's tables."""
+
+    metrics: Sequence[str]
+    queries: Sequence[str]
+    rejects: Sequence[str] = ()
+    findings: Sequence[str] = ()
+    xtra_auc: Sequence[str] = ()
+    xtra_paired: Sequence[str] = ()
+    generation: str | None = None
+    generation_studies: str | None = None
+
+
+@dataclass(frozen=True)
+class SummaryOutputs:
+    """The files `summarize` writes: summary.{parquet,csv,md}, the paired tests and, where named, the
+    by-finding and X-TRA tables."""
+
+    parquet: str
+    csv: str
+    md: str
+    paired: str
+    findings: str | None = None
+    xtra: str | None = None
 
 
 @dataclass
@@ -237,37 +268,25 @@ def _with_precision_k(columns: list[tuple], summary: pl.DataFrame) -> list[tuple
 
 
 def summarize(
-    metric_files: list[str],
-    query_files: list[str],
-    reject_files: list[str],
-    output_parquet: str,
-    output_csv: str,
-    output_md: str,
-    output_paired: str,
+    inputs: SummaryInputs,
+    outputs: SummaryOutputs,
     n_boot: int = 1000,
     seed: int = 0,
-    finding_files: Sequence[str] = (),
-    output_findings: str | None = None,
-    xtra_auc_files: Sequence[str] = (),
-    xtra_paired_files: Sequence[str] = (),
-    output_xtra: str | None = None,
-    generation_metrics: str | None = None,
-    generation_studies: str | None = None,
     examples: int = 3,
 ) -> pl.DataFrame:
     """Concatenate per-run metrics, add across-seed rows, write summary.{parquet,csv,md}, the paired
     tests and the per-finding table; return the summary.
 
     X-TRA's tables (`evaluate_xtra`), where given, add their macro-AUC rows to the summary (task
-    `labels_<method>`, metric `macro_auc`) and every per-label row to `output_xtra`. Report
+    `labels_<method>`, metric `macro_auc`) and every per-label row to `outputs.xtra`. Report
     generation's metrics (`score_generation`), where given, add their headline rows (task
     `generation_<method>`; the baselines have no backbone) and a section with `examples` example
     reports to summary.md. Both are built on the first training seed's heads.
     """
-    generation = read_table(generation_metrics, "generation_metrics") if generation_metrics else None
-    xtra_auc = pl.concat([pl.read_parquet(path) for path in xtra_auc_files]) if xtra_auc_files else None
-    xtra_paired = pl.concat([pl.read_parquet(path) for path in xtra_paired_files]) if xtra_paired_files else None
-    runs = read_runs(metric_files, query_files, finding_files)
+    generation = read_table(inputs.generation, "generation_metrics") if inputs.generation else None
+    xtra_auc = pl.concat([pl.read_parquet(path) for path in inputs.xtra_auc]) if inputs.xtra_auc else None
+    xtra_paired = pl.concat([pl.read_parquet(path) for path in inputs.xtra_paired]) if inputs.xtra_paired else None
+    runs = read_runs(inputs.metrics, inputs.queries, inputs.findings)
     parts = [run.metrics for run in runs] + [across_seed_rows(runs, n_boot, seed)]
     if xtra_auc is not None:
         parts.append(_xtra_summary_rows(xtra_auc))
@@ -275,21 +294,21 @@ def summarize(
         parts.append(_generation_summary_rows(generation))
     summary = pl.concat([conform(_with_run_columns(part), "metrics") for part in parts])
     summary = summary.sort("backbone", "variant", "n_seeds", "seed", "task", "metric", "k", nulls_last=False)
-    summary = write_table(summary, "metrics", output_parquet)
-    summary.write_csv(output_csv, float_precision=6)
+    summary = write_table(summary, "metrics", outputs.parquet)
+    summary.write_csv(outputs.csv, float_precision=6)
     paired = validate_table(paired_against_baseline(runs, n_boot, seed), "paired")
-    paired.write_csv(output_paired, float_precision=6)
+    paired.write_csv(outputs.paired, float_precision=6)
     findings = finding_table(runs)
-    if output_findings is not None:
-        findings.write_csv(output_findings, float_precision=6)
-    if output_xtra is not None:
-        _xtra_table(xtra_auc, xtra_paired).write_csv(output_xtra, float_precision=6)
-    rejects = pl.concat([pl.read_parquet(path) for path in reject_files]) if reject_files else pl.DataFrame()
+    if outputs.findings is not None:
+        findings.write_csv(outputs.findings, float_precision=6)
+    if outputs.xtra is not None:
+        _xtra_table(xtra_auc, xtra_paired).write_csv(outputs.xtra, float_precision=6)
+    rejects = pl.concat([pl.read_parquet(path) for path in inputs.rejects]) if inputs.rejects else pl.DataFrame()
     markdown = markdown_report(summary, paired, rejects, xtra_paired, findings)
     if generation is not None:
-        studies = read_table(generation_studies, "generation_scores") if generation_studies else None
+        studies = read_table(inputs.generation_studies, "generation_scores") if inputs.generation_studies else None
         markdown += "\n" + "\n".join(_generation_markdown(generation, studies, examples, seed))
-    Path(output_md).write_text(markdown)
+    Path(outputs.md).write_text(markdown)
     log.info(
         "summary: %d rows over %d backbone/variant pairs (%d runs); %d rejected items",
         summary.height,
