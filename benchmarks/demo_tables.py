@@ -1,9 +1,10 @@
-"""The README's demo tables, written from a run's own files: `python benchmarks/demo_tables.py results`.
+"""The demo's result tables, written from a run's own files: `python benchmarks/demo_tables.py results`.
 
-Prints Markdown (README, Demo results) built from `metrics/summary.csv`, `metrics/xtra_auc.csv` and
-`metrics/generation.csv` of the results folder given, so the README quotes files a command writes and
-`benchmarks/demo_tables.md` (this script's output for the run behind the README) can be compared with
-any other run: `.ci/run` does so after its demo run and prints what differs.
+Prints Markdown built from `metrics/summary.csv`, `metrics/xtra_auc.csv` and `metrics/generation.csv` of
+the results folder given: a short headline table (the README's Results) and the four full tables
+(docs/methods.md, Demo results). The README and docs quote `benchmarks/demo_tables.md`, this script's
+output for the run behind them, so every number they show comes from files a command writes, and any
+other run can be compared with it: `.ci/run` does so after its demo run and prints what differs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-# (task, metric, k, header) of the main table; zeroshot shows a 95% CI where the README discusses one.
+# (task, metric, k, header) of the main table; zeroshot shows a 95% CI where the text discusses one.
 MAIN = [
     ("i2t", "recall", 1, "i2t R@1", False),
     ("i2t", "recall", 10, "i2t R@10", True),
@@ -31,6 +32,16 @@ FINETUNE_ROWS = [
     ("demo_ft", "zeroshot", "`demo_ft` / zeroshot (fine-tuned encoders alone)"),
     ("demo_ft", "multitask", "`demo_ft` / multitask"),
 ]
+# (backbone, variant, row name) of the headline table: the zero-shot baseline, the paper's head, X-TRA's
+# class-informed head and the fine-tuned backbone; columns are the main table's retrieval and AUC ones.
+HEADLINE_ROWS = [
+    ("demo", "zeroshot", "`demo` / zeroshot"),
+    ("demo", "clip", "`demo` / clip"),
+    ("demo", "multitask", "`demo` / multitask"),
+    ("demo", "xtra", "`demo` / xtra"),
+    ("demo_ft", "multitask", "`demo_ft` / multitask"),
+]
+HEADLINE_COLUMNS = ("i2t R@10", "i2t balanced P@", "t2i R@10", "AUC")
 XTRA_METHODS = [
     ("xtra", "X-TRA (retrieval-augmented)", "xtra - query_only"),
     ("query_only", "same classifier, no retrieval", None),
@@ -104,12 +115,24 @@ def _columns(summary: pl.DataFrame) -> list[tuple]:
 
 
 def main_table(summary: pl.DataFrame) -> list[str]:
-    """Every variant of backbone `demo`: the README's first table."""
+    """Every variant of backbone `demo`: the first full table."""
     present = set(summary.filter(pl.col("backbone") == "demo")["variant"].to_list())
     variants = [v for v in ("zeroshot", "clip", "clip_bce", "clip_supcon", "multitask", "xtra") if v in present]
     columns = _columns(summary)
     rows = [[v] + [_retrieval_cell(summary, "demo", v, c) for c in columns] for v in variants]
     return _table(["variant"] + [c[3] for c in columns], rows)
+
+
+def headline_table(summary: pl.DataFrame) -> list[str]:
+    """A few rows and columns of the main and fine-tuning tables, cell for cell: the README's short table."""
+    columns = [c for c in _columns(summary) if c[3].startswith(HEADLINE_COLUMNS)]
+    present = set(summary.select("backbone", "variant").unique().iter_rows())
+    rows = [
+        [name] + [_retrieval_cell(summary, b, v, c) for c in columns]
+        for b, v, name in HEADLINE_ROWS
+        if (b, v) in present
+    ]
+    return _table(["backbone / variant"] + [c[3] for c in columns], rows)
 
 
 def finetune_table(summary: pl.DataFrame) -> list[str]:
@@ -149,9 +172,10 @@ def generation_table(generation: pl.DataFrame) -> list[str]:
 
 
 def demo_tables(results: Path) -> str:
-    """The README's four demo tables, each under a heading naming the file it comes from."""
+    """The headline table and the four full tables, each under a heading naming the file it comes from."""
     summary = pl.read_csv(results / "metrics/summary.csv", infer_schema_length=None)
     sections = [
+        ("Headline (metrics/summary.csv)", headline_table(summary)),
         ("Retrieval, backbone `demo` (metrics/summary.csv)", main_table(summary)),
         ("Fine-tuning (metrics/summary.csv)", finetune_table(summary)),
         (

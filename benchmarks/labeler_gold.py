@@ -7,8 +7,8 @@ the CheXpert labeler's output on them (`chexpert_labeler_output.csv`: uid, `text
 given (findings, or impression where findings is empty), and its 14 observation columns).
 
 Scored over the 8 classes the two label sets share; a label counts as positive when it is 1 or -1
-(uncertain read as positive, the README's main setting), and the CheXpert labeler's scores with
-uncertain read as negative are printed too. mtcxr's labeler is run twice: on the very text the
+(uncertain read as positive, the setting of docs/methods.md, Report labels), and the CheXpert labeler's
+scores with uncertain read as negative are printed too. mtcxr's labeler is run twice: on the very text the
 CheXpert labeler saw, and on the full report (findings + impression).
 
 Usage: .venv/bin/python benchmarks/labeler_gold.py --data DIR [--errors CLASS]
