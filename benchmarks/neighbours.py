@@ -152,7 +152,7 @@ def exact_vs_bare(rounds: int, n_queries: int, scale: float) -> list[tuple[float
     of 240,000 x scale entries. Bare: the (1024 x 512) @ (512 x 8,192) matmul of its blocks, alone.
     """
     memory = make_memory("uniform", scale, seed=3)
-    index = ann.build_index(memory.images, "flat")
+    index = ann.make_index(memory.images, "flat")
     queries = np.random.default_rng(4).permutation(len(memory.images))[:n_queries]
     pairs = []
     for _ in range(rounds):
@@ -226,7 +226,7 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
     exact_ids, ratios = {}, []
     for target, vectors in targets.items():
         with Clock() as clock:
-            index = ann.build_index(vectors, "flat")
+            index = ann.make_index(vectors, "flat")
         exact.build_s += clock.wall
         before = gemm_rate(1024, ann.SCORE_BUFFER_ELEMENTS // 1024, "torch")
         clock, scores, ids = timed_search(index, memory, sample, target)
@@ -258,7 +258,7 @@ def run_memory(memory: Memory, args: argparse.Namespace, bare: float) -> tuple[l
         build_cores = []
         for target, vectors in targets.items():
             with Clock() as clock:
-                indexes[target] = ann.build_index(
+                indexes[target] = ann.make_index(
                     vectors, kind, nlist=args.nlist, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, seed=0
                 )
             build_s, build_cores = build_s + clock.wall, build_cores + [clock.cpu / clock.wall]

@@ -52,7 +52,7 @@ def test_exact_search_equals_numpy_argsort(block_size: int, monkeypatch: pytest.
     entries, queries = random_unit(700, 32, 0), random_unit(60, 32, 1)
     # A score buffer of a few hundred entries per query makes the search merge several memory chunks.
     monkeypatch.setattr(ann, "SCORE_BUFFER_ELEMENTS", 300 * block_size)
-    index = ann.build_index(entries, "flat")
+    index = ann.make_index(entries, "flat")
     got = ann.search(index, queries, 10, block_size=block_size)
     assert_same(got, reference(entries, queries, 10))
     assert np.all(np.diff(got[0], axis=1) <= 0)  # best first
@@ -60,7 +60,7 @@ def test_exact_search_equals_numpy_argsort(block_size: int, monkeypatch: pytest.
 
 def test_exact_search_of_the_memory_itself_finds_each_entry_first() -> None:
     entries = random_unit(300, 16, 2)
-    scores, ids = ann.search(ann.build_index(entries, "flat"), entries, 5, progress="self")
+    scores, ids = ann.search(ann.make_index(entries, "flat"), entries, 5, progress="self")
     np.testing.assert_array_equal(ids[:, 0], np.arange(300))
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
@@ -72,13 +72,13 @@ def test_equal_scores_are_ordered_by_entry_id(buffer_columns: int | None, monkey
     entries = np.concatenate([base, base, base, base])  # entry i ties with i + 40, i + 80 and i + 120
     if buffer_columns:
         monkeypatch.setattr(ann, "SCORE_BUFFER_ELEMENTS", buffer_columns * len(base))
-    scores, ids = ann.search(ann.build_index(entries, "flat"), base, 10)
+    scores, ids = ann.search(ann.make_index(entries, "flat"), base, 10)
     want = reference(entries, base, 10)  # ties by ascending id, at the cut-off too
     np.testing.assert_array_equal(scores, want[0])
     np.testing.assert_array_equal(ids, want[1])
     assert (scores[:, 1:] == scores[:, :-1]).sum() >= 3 * 40  # each row holds at least one tied quadruple
     groups = np.arange(len(entries)) % 40  # an entry's copies share its group: excluded together
-    got = ann.search_excluding(ann.build_index(entries, "flat"), base, 10, np.arange(40), groups)
+    got = ann.search_excluding(ann.make_index(entries, "flat"), base, 10, np.arange(40), groups)
     want = reference(entries, base, 10, np.arange(40), groups)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
@@ -95,10 +95,10 @@ def test_search_takes_read_only_and_empty_queries_and_keeps_the_thread_count() -
     threads = torch.get_num_threads()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = ann.search(ann.build_index(entries, "flat"), queries, 4)
+        got = ann.search(ann.make_index(entries, "flat"), queries, 4)
     assert_same(got, reference(entries, queries, 4))
     assert torch.get_num_threads() == threads
-    scores, ids = ann.search(ann.build_index(entries, "flat"), np.empty((0, 16), np.float32), 4)
+    scores, ids = ann.search(ann.make_index(entries, "flat"), np.empty((0, 16), np.float32), 4)
     assert scores.shape == ids.shape == (0, 4)
 
 
@@ -106,14 +106,14 @@ def test_a_flat_index_read_back_from_disk_is_searched_the_same(tmp_path) -> None
     import faiss
 
     entries, queries = random_unit(300, 16, 19), random_unit(20, 16, 20)
-    faiss.write_index(ann.build_index(entries, "flat"), str(tmp_path / "images.faiss"))
+    faiss.write_index(ann.make_index(entries, "flat"), str(tmp_path / "images.faiss"))
     got = ann.search(faiss.read_index(str(tmp_path / "images.faiss")), queries, 5)
     assert_same(got, reference(entries, queries, 5))
 
 
 def test_search_pads_when_the_memory_holds_fewer_than_k() -> None:
     entries, queries = random_unit(5, 8, 4), random_unit(3, 8, 5)
-    scores, ids = ann.search(ann.build_index(entries, "flat"), queries, 8)
+    scores, ids = ann.search(ann.make_index(entries, "flat"), queries, 8)
     want = reference(entries, queries, 8)
     assert_same((scores, ids), want)
     assert np.all(ids[:, 5:] == -1) and np.all(np.isneginf(scores[:, 5:]))
@@ -135,7 +135,7 @@ def test_search_excluding_equals_filter_then_top_k(block_size: int, monkeypatch:
     # Queries: the memory itself (train images), plus 20 of a group the memory does not hold (test images).
     queries = np.concatenate([entries, random_unit(20, 24, 8)])
     query_groups = np.concatenate([entry_groups, np.full(20, 10_000)])
-    index = ann.build_index(entries, "flat")
+    index = ann.make_index(entries, "flat")
     got = ann.search_excluding(index, queries, 10, query_groups, entry_groups, block_size=block_size)
     assert_same(got, reference(entries, queries, 10, query_groups, entry_groups))
     assert not np.any(entry_groups[got[1]] == query_groups[:, None])
@@ -147,14 +147,14 @@ def test_search_excluding_pads_a_tiny_memory() -> None:
     entries = random_unit(6, 8, 9)
     entry_groups = np.array([0, 0, 0, 0, 1, 2], dtype=np.int64)
     queries, query_groups = entries, entry_groups
-    scores, ids = ann.search_excluding(ann.build_index(entries, "flat"), queries, 5, query_groups, entry_groups)
+    scores, ids = ann.search_excluding(ann.make_index(entries, "flat"), queries, 5, query_groups, entry_groups)
     assert_same((scores, ids), reference(entries, queries, 5, query_groups, entry_groups))
     np.testing.assert_array_equal((ids >= 0).sum(axis=1), [2, 2, 2, 2, 5, 5])
     assert np.all(np.isneginf(scores[:4, 2:])) and np.all(ids[:4, 2:] == -1)
 
 
 def test_search_excluding_checks_group_shapes() -> None:
-    index = ann.build_index(random_unit(10, 4, 10), "flat")
+    index = ann.make_index(random_unit(10, 4, 10), "flat")
     with pytest.raises(ValueError, match="entry_groups"):
         ann.search_excluding(index, random_unit(2, 4, 11), 3, np.zeros(2), np.zeros(9))
     with pytest.raises(ValueError, match="query_groups"):
@@ -172,7 +172,7 @@ CLUSTERED_QUERIES = clustered_unit(500, CENTRES, 0.7, 13)  # other points around
 
 
 def test_clustered_test_data_has_neighbour_structure() -> None:
-    scores, _ = ann.search(ann.build_index(CLUSTERED, "flat"), CLUSTERED_QUERIES, 10)
+    scores, _ = ann.search(ann.make_index(CLUSTERED, "flat"), CLUSTERED_QUERIES, 10)
     median = np.median(CLUSTERED_QUERIES[:50] @ CLUSTERED.T)
     assert scores[:, -1].mean() > median + 0.5  # the 10th neighbour is far closer than a typical entry
 
@@ -180,18 +180,18 @@ def test_clustered_test_data_has_neighbour_structure() -> None:
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_recall_with_the_defaults(kind: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="mtcxr.xtra.ann"):
-        index = ann.build_index(CLUSTERED, kind, seed=0)
+        index = ann.make_index(CLUSTERED, kind, seed=0)
     if kind == "ivf":  # 20,000 entries allow 512 lists, not the default 1024
         assert index.nlist == 20_000 // 39 and "index.nlist 1024 capped at 512" in caplog.text
     recall = ann.measure_recall(index, CLUSTERED, CLUSTERED_QUERIES, 10)
     assert recall >= 0.9
-    exact = ann.search(ann.build_index(CLUSTERED, "flat"), CLUSTERED_QUERIES, 10)[1]
+    exact = ann.search(ann.make_index(CLUSTERED, "flat"), CLUSTERED_QUERIES, 10)[1]
     assert recall == ann.recall_at_k(ann.search(index, CLUSTERED_QUERIES, 10)[1], exact, 10)
 
 
 def test_approximate_search_excluding_never_returns_the_own_group() -> None:
     groups = np.random.default_rng(13).integers(0, 2_000, len(CLUSTERED))
-    index = ann.build_index(CLUSTERED, "ivf", nlist=128, nprobe=8)
+    index = ann.make_index(CLUSTERED, "ivf", nlist=128, nprobe=8)
     _, ids = ann.search_excluding(index, CLUSTERED[:2_000], 10, groups[:2_000], groups)
     assert np.all(ids >= 0) and not np.any(groups[ids] == groups[:2_000, None])
     recall = ann.measure_recall(index, CLUSTERED, CLUSTERED[:500], 10, groups[:500], groups)
@@ -202,19 +202,19 @@ def test_approximate_search_excluding_never_returns_the_own_group() -> None:
 def test_same_seed_builds_search_identically(kind: str) -> None:
     data = CLUSTERED[:6_000]
     settings = {"nlist": 64, "nprobe": 4, "hnsw_m": 16, "ef_construction": 40, "ef_search": 32, "seed": 5}
-    first = ann.search(ann.build_index(data, kind, **settings), CLUSTERED_QUERIES, 10)
-    second = ann.search(ann.build_index(data, kind, **settings), CLUSTERED_QUERIES, 10)
+    first = ann.search(ann.make_index(data, kind, **settings), CLUSTERED_QUERIES, 10)
+    second = ann.search(ann.make_index(data, kind, **settings), CLUSTERED_QUERIES, 10)
     np.testing.assert_array_equal(first[1], second[1])
     np.testing.assert_array_equal(first[0], second[0])
 
 
 def test_unknown_kind_names_the_config_key() -> None:
     with pytest.raises(ValueError, match=r"index\.kind must be one of flat, ivf, hnsw; got 'annoy'"):
-        ann.build_index(random_unit(10, 4, 14), "annoy")
+        ann.make_index(random_unit(10, 4, 14), "annoy")
 
 
 def test_search_rejects_bad_arguments() -> None:
-    index = ann.build_index(random_unit(10, 4, 15), "flat")
+    index = ann.make_index(random_unit(10, 4, 15), "flat")
     with pytest.raises(ValueError, match="k must be at least 1"):
         ann.search(index, random_unit(2, 4, 16), 0)
     with pytest.raises(ValueError, match="dimension 5, the index 4"):

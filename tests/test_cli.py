@@ -22,11 +22,12 @@ from mtcxr.embedding_io import write_embeddings
 from mtcxr.errors import InputError
 from mtcxr.labels.extract import _read_reports, label_file
 from mtcxr.models.heads import ProjectionHeads, save_heads
-from mtcxr.retrieval.index import build_index, read_index_info
+from mtcxr.retrieval.index import build_index
+from mtcxr.retrieval.index_info import read_index_info
 from mtcxr.retrieval.search import input_side, search_cli
 from mtcxr.tables import CHEXPERT_LABELS
 
-from tiny_tree import write_tiny_demo_backbone, write_tiny_tree
+from tiny_tree import project_tree, write_tiny_demo_backbone, write_tiny_tree
 
 MTCXR = Path(sys.executable).with_name("mtcxr")
 INDEX = Path("index/demo/multitask")  # inside a results tree
@@ -83,19 +84,14 @@ def write_results_tree(results: Path, local_dir: str | None = None) -> None:
     save_heads(
         random_heads(1), heads / "head.safetensors", heads / "head.json", {"variant": "multitask", "trained": True}
     )
-    build_index(
-        [str(results / "embeddings/demo/images-0.parquet")],
-        str(results / "embeddings/demo/texts.parquet"),
-        str(results / "data/images.parquet"),
-        str(results / "data/studies.parquet"),
-        str(results / "labels/labels.parquet"),
+    projected = project_tree(
+        paths,
         str(heads / "head.safetensors"),
         str(heads / "head.json"),
-        str(results / INDEX),
-        "demo",
+        results / "projected/demo/multitask",
         "multitask",
-        demo_dir=None if local_dir else str(results / "models/demo_backbone"),
     )
+    build_index(projected, str(results / INDEX), demo_dir=None if local_dir else str(results / "models/demo_backbone"))
 
 
 @pytest.fixture(scope="module")

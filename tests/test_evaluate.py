@@ -13,7 +13,7 @@ from mtcxr.retrieval.evaluate import EvaluateSettings, evaluate_retrieval
 from mtcxr.retrieval.index import build_index
 from mtcxr.tables import read_table
 
-from tiny_tree import write_tiny_tree
+from tiny_tree import project_tree, write_tiny_tree
 
 DIM = 8
 # Test studies s0..s5 and two train studies s6, s7; each has one PA image.
@@ -47,18 +47,8 @@ def evaluated(tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFram
         root / "head.json",
         {"variant": "zeroshot", "trained": False, "losses": {}},
     )  # W2 = 0: the identity
-    build_index(
-        [paths["image_embeddings"]],
-        paths["text_embeddings"],
-        paths["images"],
-        paths["studies"],
-        paths["labels"],
-        str(root / "head.safetensors"),
-        str(root / "head.json"),
-        str(root / "index"),
-        "demo",
-        "zeroshot",
-    )
+    projected = project_tree(paths, str(root / "head.safetensors"), str(root / "head.json"), root / "projected")
+    build_index(projected, str(root / "index"))
     evaluate_retrieval(
         str(root / "index"),
         paths["labels"],

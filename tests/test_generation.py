@@ -85,7 +85,7 @@ def test_retrieval_generates_for_images_of_unknown_view(tmp_path: Path):
     study's own report text from the train split (the same vectors), so the report comes back exactly."""
     from mtcxr.models.heads import ProjectionHeads, save_heads
 
-    from tiny_tree import write_tiny_tree
+    from tiny_tree import project_tree, write_tiny_tree
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(4, 16)).astype(np.float32)
@@ -97,19 +97,11 @@ def test_retrieval_generates_for_images_of_unknown_view(tmp_path: Path):
     images = read_table(paths["images"], "images").with_columns(view=pl.lit("UNKNOWN"))
     write_table(images, "images", paths["images"])
     save_heads(ProjectionHeads(16, 8, seed=0), tmp_path / "head.safetensors", tmp_path / "head.json", {})
+    projected = project_tree(paths, str(tmp_path / "head.safetensors"), str(tmp_path / "head.json"), tmp_path / "p")
     table = generation.generate_by_retrieval(
-        [paths["image_embeddings"]],
-        paths["text_embeddings"],
-        paths["images"],
-        paths["studies"],
-        paths["labels"],
-        str(tmp_path / "head.safetensors"),
-        str(tmp_path / "head.json"),
-        "demo",
-        "zeroshot",
-        "findings",
-        "top1",
-        2,
+        projected,
+        generation.QueryTables(paths["images"], paths["studies"]),
+        generation.GenerationSettings(reference="findings", choice="top1", k=2),
         str(tmp_path / "retrieval.parquet"),
     )
     retrieval = table.filter(pl.col("method") == "retrieval").sort("study_id")

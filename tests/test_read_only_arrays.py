@@ -31,8 +31,8 @@ from mtcxr.retrieval.evaluate import EvaluateSettings, evaluate_retrieval
 from mtcxr.models.heads import ProjectionHeads, save_heads
 from mtcxr.retrieval.index import build_index
 from mtcxr.tables import read_table, write_table
-from mtcxr.xtra.train import load_memory_tokens
-from tiny_tree import write_tiny_tree
+from mtcxr.xtra.model import load_memory_tokens
+from tiny_tree import project_tree, write_tiny_tree
 
 vectors = np.eye(8, dtype=np.float32)
 paths = write_tiny_tree(root, ["test"] * 6 + ["train"] * 2, [f"Report {i}." for i in range(8)], vectors, vectors)
@@ -51,14 +51,12 @@ save_heads(
     ProjectionHeads(8, 4, seed=0), root / "head.safetensors", root / "head.json",
     {"variant": "multitask", "trained": True, "losses": {"clip": 1.0, "bce": 1.0}},
 )
-build_index(
-    [paths["image_embeddings"]], paths["text_embeddings"], paths["images"], paths["studies"], paths["labels"],
-    str(root / "head.safetensors"), str(root / "head.json"), str(root / "index"), "demo", "multitask",
-)
+projected = project_tree(paths, str(root / "head.safetensors"), str(root / "head.json"), root / "projected", "multitask")
+build_index(projected, str(root / "index"))
 _, images, _ = read_embeddings(root / "index" / "images.parquet", "image_id")
 assert not images.flags.writeable  # the path under test: a zero-copy read
 metrics = evaluate_retrieval(
-    str(root / "index"), paths["labels"], str(root / "m.parquet"), str(root / "q.parquet"),
+    str(root / "index"), paths["labels"], str(root / "m.parquet"), str(root / "q.parquet"), None,
     EvaluateSettings(ks=(1,), precision_k=1, n_boot=10, protocols=("mtcxr",)),
 )
 print("classifier_auc" in set(metrics["metric"]))

@@ -378,33 +378,23 @@ def test_lint_finds_nothing():
     assert "Lints for rule" not in lint.stdout + lint.stderr
 
 
-def _neighbour_inputs(results: Path, memory: Path) -> dict:
-    return dict(
-        memory_dir=str(memory),
-        image_embeddings=[str(results / f"embeddings/demo/images-{i}.parquet") for i in range(2)],
-        text_embeddings=str(results / "embeddings/demo/texts.parquet"),
-        images_path=str(results / "data/images.parquet"),
-        studies_path=str(results / "data/studies.parquet"),
-        labels_path=str(results / "labels/labels.parquet"),
-        head_weights=str(results / "models/demo/xtra/seed0/head.safetensors"),
-        head_config=str(results / "models/demo/xtra/seed0/head.json"),
-        split="test",
-        frontal_only=True,
-        index_cfg={"nprobe": 8, "ef_search": 16},
-    )
+def _neighbours(results: Path, memory: Path, output: Path, k: int) -> int:
+    from mtcxr.xtra.neighbours import NeighbourSettings, retrieve_neighbours
+
+    projected = results / "projected/demo/xtra/seed0"
+    settings = NeighbourSettings(k=k, index={"nprobe": 8, "ef_search": 16}, frontal_only=True)
+    return retrieve_neighbours(str(memory), str(projected), "test", str(output), settings)
 
 
 @pytest.mark.slow
 def test_neighbour_faults_are_clear(tiny_results, tmp_path):
     from mtcxr.errors import InputError
-    from mtcxr.xtra.neighbours import retrieve_neighbours
 
     memory = tiny_results / "xtra/demo/xtra/memory"
-    inputs = _neighbour_inputs(tiny_results, memory)
     with pytest.raises(
         InputError, match=r"xtra.k is 5000, but the memory's images \(\d+ entries\) hold fewer than 5000"
     ):
-        retrieve_neighbours(**inputs, k=5000, output=str(tmp_path / "n.parquet"))
+        _neighbours(tiny_results, memory, tmp_path / "n.parquet", k=5000)
     other = tmp_path / "memory"
     shutil.copytree(memory, other)
     info = json.loads((other / "memory.json").read_text())
@@ -412,8 +402,8 @@ def test_neighbour_faults_are_clear(tiny_results, tmp_path):
     with pytest.raises(
         InputError, match=r"built from 'ViT-B-16:openai' embeddings \(dim 512\), but the queries .* are 'demo'"
     ):
-        retrieve_neighbours(**{**inputs, "memory_dir": str(other)}, k=2, output=str(tmp_path / "n.parquet"))
-    assert retrieve_neighbours(**inputs, k=2, output=str(tmp_path / "n.parquet")) > 0
+        _neighbours(tiny_results, other, tmp_path / "n.parquet", k=2)
+    assert _neighbours(tiny_results, memory, tmp_path / "n.parquet", k=2) > 0
 
 
 def test_memory_split_must_be_train():

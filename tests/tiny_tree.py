@@ -130,3 +130,18 @@ def protocol_metrics(
         for i, (task, metric, k) in enumerate(rows)
     ]
     return pl.DataFrame(table, schema=CONTRACTS["metrics"])
+
+
+def project_tree(
+    paths: dict[str, str], head_weights: str, head_config: str, folder: Path, variant: str = "zeroshot"
+) -> str:
+    """Project a tree's embeddings through heads (the `project_embeddings` stage) into `folder`; return it."""
+    from mtcxr.models.project import EmbeddingInputs, project_embeddings
+
+    inputs = EmbeddingInputs(
+        [paths["image_embeddings"]], paths["text_embeddings"], paths["images"], paths["studies"], paths["labels"]
+    )
+    project_embeddings(
+        inputs, head_weights, head_config, str(folder), {"backbone": "demo", "variant": variant, "seed": 0}
+    )
+    return str(folder)

@@ -38,13 +38,15 @@ def write_embeddings(
     ids: list[str],
     vectors: np.ndarray,
     metadata: dict,
-    extra_columns: dict[str, list] | None = None,
+    extra_columns: dict[str, list | np.ndarray] | None = None,
 ) -> None:
     """Write ids and their vectors (plus optional extra columns) as an embedding table."""
     extra_columns = extra_columns or {}
-    extra_types = {name: pa.string() for name in extra_columns}
+    # A list is a string column (ids, texts); a numpy array keeps its own type (bool flags, counts).
+    extra = [pa.array(values, pa.string() if isinstance(values, list) else None) for values in extra_columns.values()]
+    extra_types = {name: array.type for name, array in zip(extra_columns, extra)}
     schema = embedding_schema(id_column, vectors.shape[1], metadata, extra_types)
-    columns = [pa.array(ids, pa.string())] + [pa.array(values, pa.string()) for values in extra_columns.values()]
+    columns = [pa.array(ids, pa.string())] + extra
     table = pa.Table.from_arrays(columns + [embedding_array(vectors)], schema=schema)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

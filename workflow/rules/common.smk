@@ -179,9 +179,8 @@ def backbone_variant_paths(pattern, variants=None):
     ]
 
 
-def primary_head(name):
-    """A file of the first seed's heads of {backbone}/{variant}: what X-TRA and generation build on."""
-    return f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{PRIMARY_SEED}/{name}"
+# The first seed's projected folder of {backbone}/{variant}: what X-TRA and generation build on.
+primary_projected = f"{RESULTS}/projected/{{backbone}}/{{variant}}/seed{PRIMARY_SEED}"
 
 
 def image_embeddings(wildcards):

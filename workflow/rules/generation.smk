@@ -29,14 +29,10 @@ rule generate_baselines:
 
 rule generate_reports:
     input:
-        images=image_embeddings,
-        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+        projected=primary_projected,
         image_table=f"{RESULTS}/data/images.parquet",
         studies=f"{RESULTS}/data/studies.parquet",
-        labels=f"{RESULTS}/labels/labels.parquet",
         pixel_rejects=pixel_reject_tables,
-        weights=primary_head("head.safetensors"),
-        config=primary_head("head.json"),
     output:
         reports=f"{RESULTS}/generation/{{backbone}}/{{variant}}/retrieval.parquet",
     log:

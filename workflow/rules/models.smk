@@ -107,6 +107,31 @@ rule train_head:
         "../scripts/train_head.py"
 
 
+rule project_embeddings:
+    input:
+        images=image_embeddings,
+        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
+        image_table=f"{RESULTS}/data/images.parquet",
+        studies=f"{RESULTS}/data/studies.parquet",
+        labels=f"{RESULTS}/labels/labels.parquet",
+        weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.safetensors",
+        config=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.json",
+    output:
+        folder=directory(f"{RESULTS}/projected/{{backbone}}/{{variant}}/seed{{seed}}"),
+    log:
+        f"{RESULTS}/logs/project_embeddings/{{backbone}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/project_embeddings/{{backbone}}/{{variant}}/seed{{seed}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/project_embeddings.py"
+
+
 rule training_figure:
     input:
         histories=trained_histories,

@@ -4,11 +4,8 @@
 
 rule build_index:
     input:
-        images=image_embeddings,
-        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
-        image_table=f"{RESULTS}/data/images.parquet",
-        studies=f"{RESULTS}/data/studies.parquet",
-        labels=f"{RESULTS}/labels/labels.parquet",
+        projected=f"{RESULTS}/projected/{{backbone}}/{{variant}}/seed{{seed}}",
+        # Not read here, but named by index.json: `mtcxr search` loads them to project a query.
         weights=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.safetensors",
         config=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.json",
     output:

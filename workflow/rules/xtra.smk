@@ -4,13 +4,8 @@
 
 rule build_memory:
     input:
-        images=image_embeddings,
-        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
-        image_table=f"{RESULTS}/data/images.parquet",
-        studies=f"{RESULTS}/data/studies.parquet",
+        projected=primary_projected,
         labels=f"{RESULTS}/labels/labels.parquet",
-        weights=primary_head("head.safetensors"),
-        config=primary_head("head.json"),
     output:
         folder=directory(f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory"),
     log:
@@ -35,13 +30,7 @@ rule build_memory:
 rule retrieve_neighbours:
     input:
         memory=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/memory",
-        images=image_embeddings,
-        texts=f"{RESULTS}/embeddings/{{backbone}}/texts.parquet",
-        image_table=f"{RESULTS}/data/images.parquet",
-        studies=f"{RESULTS}/data/studies.parquet",
-        labels=f"{RESULTS}/labels/labels.parquet",
-        weights=primary_head("head.safetensors"),
-        config=primary_head("head.json"),
+        projected=primary_projected,
     output:
         neighbours=f"{RESULTS}/xtra/{{backbone}}/{{variant}}/neighbours/{{split}}.parquet",
     log:

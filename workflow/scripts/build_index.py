@@ -5,16 +5,8 @@ log_to_file(snakemake.log[0])
 from mtcxr.retrieval.index import build_index  # noqa: E402
 
 build_index(
-    image_embeddings=list(snakemake.input.images),
-    text_embeddings=snakemake.input.texts,
-    images_path=snakemake.input.image_table,
-    studies_path=snakemake.input.studies,
-    labels_path=snakemake.input.labels,
-    head_weights=snakemake.input.weights,
-    head_config=snakemake.input.config,
+    projected_dir=snakemake.input.projected,
     output_dir=snakemake.output.folder,
-    backbone_name=snakemake.wildcards.backbone,
-    variant=snakemake.wildcards.variant,
     demo_dir=snakemake.params.demo_dir,
     frontal_only=snakemake.params.frontal_only,
 )

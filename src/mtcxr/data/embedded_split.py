@@ -1,7 +1,13 @@
-"""Join cached embeddings with the studies, images and labels tables into aligned arrays for one split."""
+"""Join cached embeddings with the studies, images and labels tables into aligned arrays for one split.
+
+`load_split` reads the backbone's embeddings; `load_projected` reads a `project_embeddings` folder (the
+same rows, every split, already through a variant's heads), so the stages after the heads never
+re-project and never need the seven tables again.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +44,18 @@ def load_split(
     images_path: str | Path,
     studies_path: str | Path,
     labels_path: str | Path,
-    split: str,
+    split: str | None,
     frontal_only: bool = True,
 ) -> SplitEmbeddings:
-    """Load the embeddings of `split`, keeping images whose study has a report embedding and labels."""
-    images = read_table(images_path, "images").filter(pl.col("split") == split)
+    """Load the embeddings of `split` (None: every split), keeping images whose study has a report embedding and labels."""
+    images = read_table(images_path, "images")
+    studies = read_table(studies_path, "studies")
+    if split is not None:
+        images = images.filter(pl.col("split") == split)
+        studies = studies.filter(pl.col("split") == split)
     if frontal_only:
         images = images.filter(pl.col("view").is_in(FRONTAL_VIEWS))
-    studies = read_table(studies_path, "studies").filter(pl.col("split") == split).select("study_id", "report")
+    studies = studies.select("study_id", "report")
     labels = read_table(labels_path, "labels")
     studies = studies.join(labels, on="study_id", how="inner").sort("study_id")
 
@@ -72,3 +82,60 @@ def load_split(
         positive_labels=np.stack([(studies[name].fill_null(0) == 1).to_numpy() for name in CHEXPERT_LABELS], axis=1),
         metadata=metadata,
     )
+
+
+# Files of a `project_embeddings` folder (mtcxr.models.project): every split's images and reports.
+PROJECTED_IMAGES = "images.parquet"
+PROJECTED_REPORTS = "reports.parquet"
+PROJECTED_INFO = "projected.json"
+
+
+def load_projected(folder: str | Path, split: str, frontal_only: bool = True) -> SplitEmbeddings:
+    """`split` of a projected folder: the rows `load_split` gives, with vectors already through the heads.
+
+    The folder holds every split (a `split` column); the images kept are those of `split` (frontal
+    only where asked) whose study is among the split's studies, in image_id order, as in `load_split`.
+    """
+    folder = Path(folder)
+    ids, vectors, metadata = read_embeddings(folder / PROJECTED_REPORTS, "study_id")
+    reports = pl.read_parquet(folder / PROJECTED_REPORTS, columns=["split", "report", "abnormal", *CHEXPERT_LABELS])
+    rows = np.flatnonzero((reports["split"] == split).to_numpy())
+    study_ids = ids[rows]
+    study_index = {study_id: i for i, study_id in enumerate(study_ids)}
+    kept = reports[rows]
+
+    image_ids, image_vectors, _ = read_embeddings(folder / PROJECTED_IMAGES, "image_id")
+    images = pl.read_parquet(folder / PROJECTED_IMAGES, columns=["study_id", "split", "view"])
+    keep = (images["split"] == split) & images["study_id"].is_in(list(study_index))
+    if frontal_only:
+        keep &= images["view"].is_in(FRONTAL_VIEWS)
+    image_rows = np.flatnonzero(keep.to_numpy())
+    return SplitEmbeddings(
+        image_ids=image_ids[image_rows],
+        image_vectors=image_vectors[image_rows],
+        image_study=np.array([study_index[s] for s in images["study_id"].gather(image_rows)], dtype=np.int64),
+        image_views=images["view"].gather(image_rows).to_numpy().astype(object),
+        study_ids=study_ids,
+        reports=kept["report"].to_list(),
+        text_vectors=vectors[rows],
+        abnormal=kept["abnormal"].to_numpy().astype(bool),
+        positive_labels=np.stack([kept[name].to_numpy().astype(bool) for name in CHEXPERT_LABELS], axis=1)
+        if len(rows)
+        else np.zeros((0, len(CHEXPERT_LABELS)), dtype=bool),
+        metadata=metadata,
+    )
+
+
+def read_projected_info(folder: str | Path) -> dict:
+    """A projected folder's `projected.json`, with the head files resolved against the folder."""
+    folder = Path(folder)
+    info = json.loads((folder / PROJECTED_INFO).read_text())
+    for key in ("head_weights", "head_config"):
+        info[key] = str((folder / info[key]).resolve())
+    return info
+
+
+def patients_of_studies(folder: str | Path) -> dict[str, str]:
+    """study_id -> patient_id of every study of a projected folder."""
+    reports = pl.read_parquet(Path(folder) / PROJECTED_REPORTS, columns=["study_id", "patient_id"])
+    return dict(reports.iter_rows())

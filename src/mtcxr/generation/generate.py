@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -280,7 +281,7 @@ def generate_baselines(
 def top_candidates(query_vectors: np.ndarray, corpus_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) of the k nearest corpus reports of each query (exact inner product, best first)."""
     k = min(k, len(corpus_vectors))
-    from mtcxr.retrieval.index import flat_ip_index
+    from mtcxr.xtra.ann import flat_ip_index
 
     scores, rows = flat_ip_index(corpus_vectors).search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
     return scores, rows
@@ -345,38 +346,40 @@ def _align(queries: pl.DataFrame, ids: np.ndarray, what: str) -> tuple[pl.DataFr
     return kept, np.array([position[i] for i in kept["image_id"]], dtype=np.int64)
 
 
-def generate_by_retrieval(
-    image_embeddings: list[str],
-    text_embeddings: str,
-    images_path: str,
-    studies_path: str,
-    labels_path: str,
-    head_weights: str,
-    head_config: str,
-    backbone: str,
-    variant: str,
-    section: str,
-    choice: str,
-    k: int,
-    output: str,
-    pixel_rejects: Sequence[str] = (),
-) -> pl.DataFrame:
-    """Write the `retrieval` and `oracle` reports of one backbone x head variant."""
-    from mtcxr.data.embedded_split import load_split
-    from mtcxr.models.heads import load_heads, project
+@dataclass(frozen=True)
+class QueryTables:
+    """The tables that decide the queries and the corpus: images, studies, and the pixel cache's rejects."""
 
-    heads, _ = load_heads(head_weights, head_config)
-    queries, _ = generation_queries(images_path, studies_path, section, pixel_rejects)
-    corpus = train_corpus(studies_path, section)
-    load = lambda split, frontal_only: load_split(  # noqa: E731
-        image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only
-    )
+    images: str
+    studies: str
+    pixel_rejects: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """`generation:` settings that change the reports: the reference section, the choice rule, the oracle's k."""
+
+    reference: str
+    choice: str
+    k: int
+
+
+def generate_by_retrieval(
+    projected_dir: str, tables: QueryTables, settings: GenerationSettings, output: str
+) -> pl.DataFrame:
+    """Write the `retrieval` and `oracle` reports of one backbone x head variant (its projected folder)."""
+    from mtcxr.data.embedded_split import load_projected, read_projected_info
+
+    info = read_projected_info(projected_dir)
+    backbone, variant, choice, k = info["backbone"], info["variant"], settings.choice, settings.k
+    queries, _ = generation_queries(tables.images, tables.studies, settings.reference, tables.pixel_rejects)
+    corpus = train_corpus(tables.studies, settings.reference)
     # Every test view: a query of unknown view needs its embedding (generation_queries picks the images).
-    test, train = load("test", False), load("train", True)
+    test, train = load_projected(projected_dir, "test", False), load_projected(projected_dir, "train", True)
     queries, image_rows = _align(queries, test.image_ids, "image embedding")
     corpus, corpus_rows = _corpus_rows(corpus, train.study_ids)
-    query_vectors = project(heads.image, test.image_vectors[image_rows])
-    corpus_vectors = project(heads.text, train.text_vectors[corpus_rows])
+    query_vectors = test.image_vectors[image_rows]
+    corpus_vectors = train.text_vectors[corpus_rows]
     table = _retrieved(
         queries, corpus, query_vectors, corpus_vectors, choice, k, backbone, variant, ("retrieval", "oracle")
     )
@@ -404,31 +407,32 @@ def _corpus_rows(corpus: pl.DataFrame, study_ids: np.ndarray) -> tuple[pl.DataFr
     return kept, np.array([position[s] for s in kept["study_id"]], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class XtraFolders:
+    """X-TRA's memory folder, the test split's neighbour table and the trained model's folder."""
+
+    memory: str
+    test_neighbours: str
+    model: str
+
+
 def generate_by_xtra(
-    memory_dir: str,
-    test_neighbours: str,
-    model_dir: str,
-    images_path: str,
-    studies_path: str,
-    backbone: str,
-    variant: str,
-    section: str,
-    choice: str,
-    k: int,
-    output: str,
-    pixel_rejects: Sequence[str] = (),
+    xtra_dirs: XtraFolders, tables: QueryTables, settings: GenerationSettings, output: str
 ) -> pl.DataFrame:
     """Write the reports X-TRA's retrieval-augmented queries retrieve (the `xtra` method)."""
     import torch
 
     from mtcxr.embedding_io import read_embeddings
     from mtcxr.xtra.model import load_classifier
-    from mtcxr.xtra.neighbours import read_neighbours
+    from mtcxr.xtra.store import read_memory, read_neighbours
     from mtcxr.xtra.train import load_memory_tokens
 
-    queries, _ = generation_queries(images_path, studies_path, section, pixel_rejects)
-    corpus = train_corpus(studies_path, section)
-    neighbours = read_neighbours(test_neighbours, memory_dir)
+    memory_dir, model_dir = xtra_dirs.memory, xtra_dirs.model
+    memory = read_memory(memory_dir)
+    backbone, variant, choice, k = memory["backbone"], memory["variant"], settings.choice, settings.k
+    queries, _ = generation_queries(tables.images, tables.studies, settings.reference, tables.pixel_rejects)
+    corpus = train_corpus(tables.studies, settings.reference)
+    neighbours = read_neighbours(xtra_dirs.test_neighbours, memory_dir)
     queries, rows = _align(queries, neighbours.image_ids, "X-TRA neighbours")
     model, _ = load_classifier(Path(model_dir) / "xtra.safetensors", Path(model_dir) / "xtra.json")
     tokens = load_memory_tokens(memory_dir, torch.device("cpu"))

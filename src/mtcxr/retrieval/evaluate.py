@@ -19,7 +19,7 @@ import polars as pl
 from mtcxr import metrics
 from mtcxr.embedding_io import read_embeddings, writable
 from mtcxr.models.heads import load_heads
-from mtcxr.retrieval.index import read_index_info
+from mtcxr.retrieval.index_info import read_index_info
 from mtcxr.retrieval.protocols import PROTOCOLS, EvaluateSettings, Gallery, MetricRows
 from mtcxr.tables import CHEXPERT_LABELS, CONTRACTS, empty_table, read_table, write_table
 

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 
 from mtcxr.errors import InputError
 from mtcxr.models.backbone import LOCAL_PREFIX
-from mtcxr.retrieval.index import PATH_KEYS, index_backbone_spec, read_index_info
+from mtcxr.retrieval.index_info import PATH_KEYS, index_backbone_spec, read_index_info
 
 MAX_PIXELS = 60_000_000  # the schema's images.max_pixels: a query image larger than this is not a radiograph
 REBUILD = "rerun `snakemake --cores all --forcerun build_index` to rebuild the index"

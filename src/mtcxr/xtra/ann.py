@@ -1,7 +1,7 @@
 """Approximate and exact nearest-neighbour search over the X-TRA memory.
 
 The memory is the train split's L2-normalised, projected image and report embeddings; every index
-here is an inner-product index, so a score is a cosine similarity. `build_index` makes one
+here is an inner-product index, so a score is a cosine similarity. `make_index` makes one
 (`index.kind`: flat = exact, ivf, hnsw), `search` and `search_excluding` query it in blocks (the
 latter never returns an entry of the query's own patient), and `measure_recall` / `recall_at_k`
 compare an approximate index with exact search, which the stage logs for the approximate kinds.
@@ -46,7 +46,14 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def build_index(
+def flat_ip_index(vectors: np.ndarray) -> faiss.Index:
+    """An exact inner-product index (cosine similarity on L2-normalised vectors)."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def make_index(
     vectors: np.ndarray,
     kind: str = "flat",
     *,
@@ -444,7 +451,7 @@ def measure_recall(
     as the whole approximate one is meant to save. With `query_groups` and `entry_groups` both sides
     run `search_excluding`, as the stage does; without, plain `search`.
     """
-    exact = build_index(vectors, "flat")
+    exact = make_index(vectors, "flat")
     if exact.ntotal != index.ntotal:
         raise ValueError(f"vectors hold {exact.ntotal} entries, the index {index.ntotal}")
     if (query_groups is None) != (entry_groups is None):

@@ -27,10 +27,15 @@ import torch
 
 from mtcxr import metrics
 from mtcxr.tables import CHEXPERT_DISPLAY, CHEXPERT_LABELS
-from mtcxr.xtra.memory import read_memory
-from mtcxr.xtra.model import load_classifier, targets_and_mask
-from mtcxr.xtra.neighbours import read_neighbours
-from mtcxr.xtra.train import METHODS, examples, load_memory_tokens, predict
+from mtcxr.xtra.model import (
+    METHODS,
+    examples,
+    load_classifier,
+    load_memory_tokens,
+    predict,
+    targets_and_mask,
+)
+from mtcxr.xtra.store import read_memory, read_neighbours
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 import polars as pl
 
-from mtcxr.data.embedded_split import load_split
+from mtcxr.data.embedded_split import load_projected, patients_of_studies, read_projected_info
 from mtcxr.embedding_io import write_embeddings
 from mtcxr.errors import InputError
-from mtcxr.models.heads import load_heads, project
 from mtcxr.tables import CHEXPERT_DISPLAY, CHEXPERT_LABELS, read_table, write_table
 from mtcxr.xtra import ann
 
@@ -36,38 +36,34 @@ log = logging.getLogger(__name__)
 INDEX_SETTINGS = ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search")
 
 
-def build_memory(
-    image_embeddings: list[str],
-    text_embeddings: str,
-    images_path: str,
-    studies_path: str,
-    labels_path: str,
-    head_weights: str,
-    head_config: str,
-    output_dir: str,
-    backbone_name: str,
-    variant: str,
-    index_cfg: dict,
-    k: int,
-    frontal_only: bool,
-    seed: int,
-) -> dict:
-    """Project the train split through the variant's heads, index it with FAISS, write the memory; return memory.json."""
-    heads, _ = load_heads(head_weights, head_config)
-    train = load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, "train", frontal_only)
+@dataclass(frozen=True)
+class MemorySettings:
+    """What decides a memory: the FAISS index (`index:`), X-TRA's k, the views kept and the seed."""
+
+    index: dict
+    k: int
+    frontal_only: bool
+    seed: int
+
+
+def build_memory(projected_dir: str, labels_path: str, output_dir: str, settings: MemorySettings) -> dict:
+    """Index the train split of a projected folder with FAISS and write the memory; return memory.json."""
+    info = read_projected_info(projected_dir)
+    backbone_name, variant = info["backbone"], info["variant"]
+    frontal_only, index_cfg, k, seed = settings.frontal_only, settings.index, settings.k, settings.seed
+    train = load_projected(projected_dir, "train", frontal_only)
     if len(train.image_ids) == 0 or len(train.study_ids) == 0:
         raise InputError(
             f"the train split has {len(train.image_ids)} usable image(s) and {len(train.study_ids)} "
             "report(s): X-TRA's memory would be empty. Check the split and dataset.views."
         )
-    images = project(heads.image, train.image_vectors)
-    reports = project(heads.text, train.text_vectors)
-    patient_of_study = dict(read_table(studies_path, "studies").select("study_id", "patient_id").iter_rows())
+    images, reports = train.image_vectors, train.text_vectors
+    patient_of_study = patients_of_studies(projected_dir)
     image_studies = train.study_ids[train.image_study]
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metadata = {"backbone": backbone_name, "variant": variant, "spec": train.metadata.get("spec"), "normalized": True}
+    metadata = {"backbone": backbone_name, "variant": variant, "spec": info.get("spec"), "normalized": True}
     write_embeddings(
         out / "images.parquet",
         "image_id",
@@ -92,7 +88,7 @@ def build_memory(
     recall = {}
     rng = np.random.default_rng(seed)
     for name, vectors in (("images", images), ("reports", reports)):
-        index = ann.build_index(vectors, index_cfg["kind"], seed=seed, **settings)
+        index = ann.make_index(vectors, index_cfg["kind"], seed=seed, **settings)
         faiss.write_index(index, str(out / f"{name}.faiss"))
         if index_cfg["kind"] != "flat":
             sample = images[
@@ -141,14 +137,3 @@ def _warn_absent_labels(labels: pl.DataFrame) -> None:
             "learns them from no example",
             ", ".join(absent),
         )
-
-
-def read_memory(memory_dir: str | Path) -> dict:
-    """Return a memory folder's memory.json, or raise InputError naming the folder and how to build it."""
-    path = Path(memory_dir) / "memory.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"{path} cannot be read ({error}); rebuild it with `snakemake --forcerun build_memory`."
-        ) from None

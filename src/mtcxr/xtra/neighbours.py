@@ -26,54 +26,34 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mtcxr.data.embedded_split import load_split
-from mtcxr.embedding_io import embedding_array, embedding_schema, read_embeddings
+from mtcxr.data.embedded_split import load_projected, patients_of_studies
+from mtcxr.embedding_io import embedding_array, embedding_schema
 from mtcxr.errors import InputError
-from mtcxr.models.heads import load_heads, project
-from mtcxr.tables import read_table
 from mtcxr.xtra import ann
-from mtcxr.xtra.memory import read_memory
+from mtcxr.xtra.store import KINDS, read_memory
 
 log = logging.getLogger(__name__)
 
-KINDS = ("i2i", "i2r")  # image->image and image->report neighbours
 
+@dataclass(frozen=True)
+class NeighbourSettings:
+    """What decides the neighbours: X-TRA's k, the search-time index knobs (`index:`), the views kept."""
 
-@dataclass
-class Neighbours:
-    """One split's queries with their neighbours as row numbers into the memory's images and reports."""
-
-    image_ids: np.ndarray  # (Q,) str
-    study_ids: np.ndarray  # (Q,) str
-    queries: np.ndarray  # (Q, D) float32, projected
-    image_rows: np.ndarray  # (Q, k) int64 rows of the memory's images
-    image_scores: np.ndarray  # (Q, k) float32
-    report_rows: np.ndarray  # (Q, k) int64 rows of the memory's reports
-    report_scores: np.ndarray  # (Q, k) float32
+    k: int
+    index: dict
+    frontal_only: bool
 
 
 def retrieve_neighbours(
-    memory_dir: str,
-    image_embeddings: list[str],
-    text_embeddings: str,
-    images_path: str,
-    studies_path: str,
-    labels_path: str,
-    head_weights: str,
-    head_config: str,
-    split: str,
-    k: int,
-    index_cfg: dict,
-    output: str,
-    frontal_only: bool,
+    memory_dir: str, projected_dir: str, split: str, output: str, settings: NeighbourSettings
 ) -> int:
     """Search the memory for every image of `split`; write the neighbours table; return the number of queries."""
+    k, index_cfg = settings.k, settings.index
     memory = read_memory(memory_dir)
-    queries = load_split(image_embeddings, text_embeddings, images_path, studies_path, labels_path, split, frontal_only)
-    _check_same_space(memory, queries.metadata, memory_dir, image_embeddings)
-    heads, _ = load_heads(head_weights, head_config)
-    vectors = project(heads.image, queries.image_vectors)
-    patient_of_study = dict(read_table(studies_path, "studies").select("study_id", "patient_id").iter_rows())
+    queries = load_projected(projected_dir, split, settings.frontal_only)
+    _check_same_space(memory, queries.metadata, memory_dir, projected_dir)
+    vectors = queries.image_vectors
+    patient_of_study = patients_of_studies(projected_dir)
     query_studies = queries.study_ids[queries.image_study]
     query_patients = np.array([patient_of_study[s] for s in query_studies], dtype=object)
 
@@ -101,12 +81,12 @@ def retrieve_neighbours(
     return len(vectors)
 
 
-def _check_same_space(memory: dict, metadata: dict, memory_dir: str, embeddings: list[str]) -> None:
+def _check_same_space(memory: dict, metadata: dict, memory_dir: str, projected_dir: str) -> None:
     """Raise InputError when the queries' embeddings come from another backbone than the memory's."""
     if memory.get("spec") != metadata.get("spec") or memory.get("dim") != metadata.get("dim"):
         raise InputError(
             f"the memory {memory_dir} was built from {memory.get('spec')!r} embeddings (dim {memory.get('dim')}), "
-            f"but the queries {embeddings[0] if embeddings else ''} are {metadata.get('spec')!r} (dim "
+            f"but the queries {projected_dir} are {metadata.get('spec')!r} (dim "
             f"{metadata.get('dim')}): neighbours across embedding spaces mean nothing. Rebuild the memory "
             "(`snakemake --forcerun build_memory`)."
         )
@@ -162,36 +142,3 @@ def _write(
         ]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_arrays([*columns, embedding_array(vectors)], schema=schema), output)
-
-
-def read_neighbours(path: str | Path, memory_dir: str | Path) -> Neighbours:
-    """Read a neighbours table as row numbers into the memory at `memory_dir`; InputError when they disagree."""
-    image_ids, queries, _ = read_embeddings(path, "image_id")
-    table = pl.read_parquet(
-        path, columns=["study_id", *(f"{kind}_{part}" for kind in KINDS for part in ("ids", "scores"))]
-    )
-    folder = Path(memory_dir)
-    rows = {}
-    for kind, name, id_column in (("i2i", "images", "image_id"), ("i2r", "reports", "study_id")):
-        entry_ids = pl.read_parquet(folder / f"{name}.parquet", columns=[id_column])[id_column].to_list()
-        position = {entry: row for row, entry in enumerate(entry_ids)}
-        lists = table[f"{kind}_ids"].to_list()
-        try:
-            rows[kind] = np.array([[position[entry] for entry in row] for row in lists], dtype=np.int64)
-        except KeyError as missing:
-            raise InputError(
-                f"{path} names {kind} neighbour {missing} that is not in the memory {folder}; "
-                "rerun `snakemake --forcerun retrieve_neighbours`."
-            ) from None
-        rows[f"{kind}_scores"] = np.array(table[f"{kind}_scores"].to_list(), dtype=np.float32)
-    k = rows["i2i"].shape[1] if rows["i2i"].ndim == 2 else 0
-    empty = np.zeros((0, k), dtype=np.int64)
-    return Neighbours(
-        image_ids=image_ids,
-        study_ids=table["study_id"].to_numpy(),
-        queries=queries,
-        image_rows=rows["i2i"] if len(image_ids) else empty,
-        image_scores=rows["i2i_scores"].reshape(len(image_ids), -1),
-        report_rows=rows["i2r"] if len(image_ids) else empty,
-        report_scores=rows["i2r_scores"].reshape(len(image_ids), -1),
-    )
