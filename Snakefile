@@ -10,7 +10,7 @@ from mtcxr.reproducibility import pin_cpu_kernels
 min_version("9.0")
 
 # Every job computes with AVX2 kernels on any x86-64 CPU, so a CPU run gives the same bits on other
-# machines (mtcxr.reproducibility; README, Reproducibility). Job processes inherit the environment.
+# machines (mtcxr.reproducibility; docs/methods.md, Reproducibility). Job processes inherit the environment.
 pin_cpu_kernels()
 
 

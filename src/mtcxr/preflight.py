@@ -78,7 +78,7 @@ def check_not_running(results: str | Path) -> None:
 
     Snakemake itself would first report that run's outputs as incomplete and suggest
     --rerun-incomplete, which would destroy the running jobs' work. A marker left by a killed
-    run (its process gone) is ignored: Snakemake's own messages then apply (see the README).
+    run (its process gone) is ignored: Snakemake's own messages then apply (docs/running.md, After an interrupted run).
     """
     marker = Path(results) / RUN_MARKER
     try:

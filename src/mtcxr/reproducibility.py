@@ -4,7 +4,7 @@ PyTorch (ATen), MKL and oneDNN each pick their kernels by the CPU they run on; a
 another order than an AVX2 one, so the demo's weights, and every number after them, differ in the last
 bits and then, through training, in the third decimal. Capping all three at AVX2, which every x86-64
 server CPU since 2015 has, makes a CPU run compute with the same kernels everywhere. The other source
-of difference is the number of threads a job computes with (README, Reproducibility): the rules that
+of difference is the number of threads a job computes with (docs/methods.md, Reproducibility): the rules that
 train or embed declare 2, so any machine that gives Snakemake two cores or more runs them alike.
 A variable the user has set is left as it is.
 """

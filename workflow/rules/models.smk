@@ -175,7 +175,7 @@ rule finetune_backbone:
         ENV
     threads: 2
     # A GPU job on a cluster; `runtime` is the job's time limit: past it the job is killed, and the
-    # next run of the workflow resumes from the last checkpoint (README, Fine-tuning the backbone).
+    # next run of the workflow resumes from the last checkpoint (docs/methods.md, Fine-tuning the backbone).
     resources:
         mem_mb=16000,
         runtime=720,
