@@ -14,6 +14,7 @@ from mtcxr.models import embed, finetune, train
 from mtcxr.retrieval import evaluate, search
 from mtcxr.summary import figures, summarize
 from mtcxr.xtra import evaluate as xtra_evaluate
+from mtcxr.xtra import train as xtra_train
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -47,6 +48,21 @@ PAIRS = [
     (xtra_evaluate.evaluate_xtra, "n_boot", "evaluate.bootstrap"),
     (xtra_evaluate.evaluate_xtra, "seed", "evaluate.seed"),
     (xtra_evaluate.evaluate_xtra, "uncertain", "xtra.uncertain"),
+    *[
+        (xtra_train.XtraSettings, name, f"xtra.{name}")
+        for name in (
+            "hidden_dim",
+            "attention_heads",
+            "dropout",
+            "label_tokens",
+            "uncertain",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "device",
+        )
+    ],
     (figures.tsne_figure, "perplexity", "figures.tsne_perplexity"),
     (figures.make_figures, "perplexity", "figures.tsne_perplexity"),
     (train.train_head, "frontal_only", "images.frontal_only"),

@@ -9,8 +9,16 @@ import torch
 
 from mtcxr import metrics
 from mtcxr.xtra.evaluate import knn_scores
-from mtcxr.xtra.model import N_LABELS, NeighbourTokens, RetrievalAugmentedClassifier, label_states, targets_and_mask
-from mtcxr.xtra.train import Examples, fit_classifier, predict
+from mtcxr.xtra.model import (
+    N_LABELS,
+    Examples,
+    NeighbourTokens,
+    RetrievalAugmentedClassifier,
+    label_states,
+    predict,
+    targets_and_mask,
+)
+from mtcxr.xtra.train import XtraSettings, fit_classifier
 
 DIM, K = 32, 6
 
@@ -57,11 +65,12 @@ def macro_auc(scores: np.ndarray, data: Examples) -> float:
 def test_xtra_learns_labels_carried_only_by_neighbours():
     states, tokens = shared_memory(300, seed=0)
     train, validate, test = (neighbour_only_queries(states, n, seed) for n, seed in ((600, 1), (150, 2), (300, 3)))
-    settings = dict(epochs=25, batch_size=64, learning_rate=3e-3, weight_decay=1e-4, seed=0, device=torch.device("cpu"))
+    settings = XtraSettings(epochs=25, batch_size=64, learning_rate=3e-3, weight_decay=1e-4)
+    cpu = torch.device("cpu")
     xtra = RetrievalAugmentedClassifier(DIM, 64, 4, 0.0, label_tokens=True, retrieval=True, seed=0)
-    xtra, history, best = fit_classifier(xtra, train, validate, tokens, **settings)
+    xtra, history, best = fit_classifier(xtra, train, validate, tokens, settings, seed=0, device=cpu)
     alone = RetrievalAugmentedClassifier(DIM, 64, 4, 0.0, label_tokens=True, retrieval=False, seed=0)
-    alone, _, _ = fit_classifier(alone, train, validate, tokens, **settings)
+    alone, _, _ = fit_classifier(alone, train, validate, tokens, settings, seed=0, device=cpu)
     assert macro_auc(predict(xtra, test, tokens), test) > 0.9
     assert abs(macro_auc(predict(alone, test, tokens), test) - 0.5) < 0.1
     assert history["chosen"].sum() == 1 and history.filter(pl.col("chosen"))["epoch"][0] == best
@@ -166,3 +175,9 @@ def test_paired_auc_bootstrap_shares_resamples():
         boot["a"][0].mean(), boot["b"][0].mean(), boot["a"][1].mean(axis=1), boot["b"][1].mean(axis=1), 200
     )
     assert test["difference"] > 0.2 and test["ci_low"] > 0 and test["p_value"] == pytest.approx(1 / 201)
+
+
+def test_xtra_settings_from_the_config_section():
+    """The whole `xtra:` section: the keys of the memory and neighbour stages are not the classifiers'."""
+    section = {"variants": ["xtra"], "memory": "train", "k": 16, "hidden_dim": 128, "epochs": 3, "uncertain": "zeros"}
+    assert XtraSettings.from_config(section) == XtraSettings(hidden_dim=128, epochs=3, uncertain="zeros")

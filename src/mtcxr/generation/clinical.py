@@ -25,7 +25,7 @@ UNCERTAIN_POLICIES = ("positive", "negative")
 
 def positive_findings(texts: list[str], uncertain: str = "positive") -> np.ndarray:
     """(N, 14) bool: the findings the labeler reads as present in each text."""
-    from mtcxr.labels.extract import label_reports
+    from mtcxr.labels.engine import label_reports
 
     if uncertain not in UNCERTAIN_POLICIES:
         raise ValueError(f"generation.uncertain is {uncertain!r}; choose one of {list(UNCERTAIN_POLICIES)}")

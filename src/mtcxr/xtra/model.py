@@ -9,24 +9,30 @@ summed over the observations. Multi-head attention (`nn.MultiheadAttention`) poo
 tokens; the pooled vector, concatenated with the query's, feeds an MLP giving 14 logits.
 Without retrieval (`retrieval=False`) the same MLP sees the query alone: the baseline that
 isolates what the neighbours add.
+
+Also what training (`train_xtra`) and scoring (`evaluate_xtra`) share, so that neither stage imports
+the other: the methods, a split's examples, the memory's neighbour tokens and prediction.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 import torch
 from torch import nn
 
-from mtcxr.embedding_io import writable
-from mtcxr.tables import CHEXPERT_LABELS
+from mtcxr.embedding_io import read_embeddings, writable
+from mtcxr.tables import CHEXPERT_LABELS, read_table
 
 N_LABELS = len(CHEXPERT_LABELS)
 STATES = 4  # 0 not mentioned, 1 negative, 2 uncertain, 3 positive
 IMAGE_TOKEN, REPORT_TOKEN = 0, 1
+METHODS = {"xtra": True, "query_only": False}  # method -> whether it attends over the neighbours
 
 
 def label_states(labels: pl.DataFrame) -> np.ndarray:
@@ -186,3 +192,84 @@ def load_classifier(weights_path: str | Path, config_path: str | Path) -> tuple[
     )
     model.load_state_dict(load_file(str(weights_path)))
     return model.eval(), config
+
+
+@dataclass
+class Examples:
+    """Queries, their neighbours' memory rows, and their BCE targets and mask (uncertain policy applied)."""
+
+    queries: np.ndarray  # (N, D) float32
+    image_rows: np.ndarray  # (N, k) int64
+    report_rows: np.ndarray  # (N, k) int64
+    targets: np.ndarray  # (N, 14) float32
+    mask: np.ndarray  # (N, 14) float32
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+class NeighbourRows(Protocol):
+    """What `examples` reads of a split's neighbours table (as its reader returns it)."""
+
+    study_ids: np.ndarray  # (N,) each query image's study
+    queries: np.ndarray  # (N, D)
+    image_rows: np.ndarray  # (N, k)
+    report_rows: np.ndarray  # (N, k)
+
+
+def load_memory_tokens(memory_dir: str | Path, device: torch.device) -> NeighbourTokens:
+    """The memory's embeddings and label states, ready to gather neighbour tokens from."""
+    folder = Path(memory_dir)
+    _, images, _ = read_embeddings(folder / "images.parquet", "image_id")
+    image_studies = pl.read_parquet(folder / "images.parquet", columns=["study_id"])
+    _, reports, _ = read_embeddings(folder / "reports.parquet", "study_id")
+    report_studies = pl.read_parquet(folder / "reports.parquet", columns=["study_id"])
+    labels = read_table(folder / "labels.parquet", "labels")
+    image_states = label_states(image_studies.join(labels, on="study_id", how="left", maintain_order="left"))
+    report_states = label_states(report_studies.join(labels, on="study_id", how="left", maintain_order="left"))
+    return NeighbourTokens(images, reports, image_states, report_states, device)
+
+
+def examples(neighbours: NeighbourRows, labels_path: str | Path, uncertain: str) -> Examples:
+    """Join a split's neighbours with its studies' labels into training (or scoring) examples."""
+    labels = read_table(labels_path, "labels")
+    joined = pl.DataFrame({"study_id": neighbours.study_ids}).join(
+        labels, on="study_id", how="left", maintain_order="left"
+    )
+    targets, mask = targets_and_mask(label_states(joined), uncertain)
+    return Examples(neighbours.queries, neighbours.image_rows, neighbours.report_rows, targets, mask)
+
+
+def gather_batch(
+    data: Examples, rows: torch.Tensor, tokens: NeighbourTokens, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """(query, neighbour tokens, kinds, states, targets, mask) of the examples at `rows`, on `device`."""
+    picked = rows.cpu().numpy()
+    query = torch.from_numpy(data.queries[picked]).to(device)
+    image_rows = torch.from_numpy(data.image_rows[picked]).to(device)
+    report_rows = torch.from_numpy(data.report_rows[picked]).to(device)
+    return (
+        query,
+        *tokens(image_rows, report_rows),
+        torch.from_numpy(data.targets[picked]).to(device),
+        torch.from_numpy(data.mask[picked]).to(device),
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: RetrievalAugmentedClassifier,
+    data: Examples,
+    tokens: NeighbourTokens,
+    batch_size: int = 1024,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Return (N, 14) probabilities of the model for every example."""
+    device = device or torch.device("cpu")
+    model.eval().to(device)
+    out = np.empty((len(data), data.targets.shape[1]), dtype=np.float32)
+    for start in range(0, len(data), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data)))
+        query, keys, kinds, states, _, _ = gather_batch(data, rows, tokens, device)
+        out[start : start + len(rows)] = torch.sigmoid(model(query, keys, kinds, states)).cpu().numpy()
+    return out
