@@ -423,9 +423,8 @@ def generate_by_xtra(
     import torch
 
     from mtcxr.embedding_io import read_embeddings
-    from mtcxr.xtra.model import load_classifier
+    from mtcxr.xtra.model import load_classifier, load_memory_tokens
     from mtcxr.xtra.store import read_memory, read_neighbours
-    from mtcxr.xtra.train import load_memory_tokens
 
     memory_dir, model_dir = xtra_dirs.memory, xtra_dirs.model
     memory = read_memory(memory_dir)
