@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from sklearn.metrics import roc_auc_score, silhouette_score
 
 from mtcxr.embedding_io import writable
+
+# torch and scikit-learn are imported where they are used: the summary, figure and scoring jobs that use
+# only the numpy functions here start seconds sooner (per-job start-up dominates a small run).
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ PAIRED_ZERO_TOLERANCE = 1e-12
 
 def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return queries and keys as contiguous float32 CPU tensors after checking shapes and values."""
+    import torch
+
     if queries.ndim != 2 or keys.ndim != 2:
         raise ValueError(f"queries and keys must be 2-D, got shapes {queries.shape} and {keys.shape}")
     if queries.shape[1] != keys.shape[1]:
@@ -57,6 +63,8 @@ def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) ->
 
 def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (first query index, float32 inner products of a block of queries with all keys)."""
+    import torch
+
     keys_t = keys.T
     with torch.inference_mode():
         for start in range(0, queries.shape[0], block_size):
@@ -65,6 +73,8 @@ def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) ->
 
 def _topk_block(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one score block, by descending score then ascending key index."""
+    import torch
+
     values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=True)
     values_np = values.numpy()
     indices_np = indices.numpy().astype(np.int64, copy=False)
@@ -149,6 +159,8 @@ def first_hit_ranks(
     higher than the best target + the number of keys tied with it at a lower index. Blocked over
     queries, memory O(block_size × N).
     """
+    import torch
+
     queries_t, keys_t = _check_embeddings(queries, keys, block_size)
     n_queries, n_keys = queries_t.shape[0], keys_t.shape[0]
     offsets, flat_targets = _targets_csr(query_targets, n_queries, n_keys)
@@ -485,6 +497,8 @@ def paired_bootstrap_seeds(
 
 def roc_auc(scores: np.ndarray, targets: np.ndarray) -> float:
     """Return the ROC-AUC of `scores` for binary `targets`; NaN (with a warning) when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     targets = np.asarray(targets)
     if np.unique(targets).size < 2:
         log.warning("ROC-AUC is undefined with only one class among %d targets; reporting NaN", targets.size)
@@ -498,6 +512,8 @@ def cosine_silhouette(embeddings: np.ndarray, classes: np.ndarray, max_samples: 
     Silhouette is O(n²) in time, so above `max_samples` rows a seeded uniform subsample (without
     replacement) is scored. NaN with a warning when fewer than two classes are present.
     """
+    from sklearn.metrics import silhouette_score
+
     embeddings = np.asarray(embeddings)
     classes = np.asarray(classes)
     if embeddings.shape[0] != classes.shape[0]:

@@ -281,7 +281,7 @@ def generate_baselines(
 def top_candidates(query_vectors: np.ndarray, corpus_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows) of the k nearest corpus reports of each query (exact inner product, best first)."""
     k = min(k, len(corpus_vectors))
-    from mtcxr.xtra.ann import flat_ip_index
+    from mtcxr.retrieval.index_info import flat_ip_index
 
     scores, rows = flat_ip_index(corpus_vectors).search(np.ascontiguousarray(query_vectors, dtype=np.float32), k)
     return scores, rows

@@ -23,8 +23,7 @@ from mtcxr.data.embedded_split import load_projected, read_projected_info
 from mtcxr.data.text import dedupe_reports
 from mtcxr.embedding_io import write_embeddings
 from mtcxr.models.backbone import LOCAL_PREFIX
-from mtcxr.retrieval.index_info import is_local
-from mtcxr.xtra.ann import flat_ip_index
+from mtcxr.retrieval.index_info import flat_ip_index, is_local
 
 log = logging.getLogger(__name__)
 

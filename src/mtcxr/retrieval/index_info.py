@@ -1,4 +1,5 @@
-"""The index folder's `index.json` and how to read it: shared by evaluation and `mtcxr search`.
+"""The index folder's `index.json` and how to read it, and the exact FAISS index it holds: shared by
+evaluation, `mtcxr search` and report generation.
 
 File paths in `index.json` are relative to the index folder, so a results folder still works after it is
 moved or copied; `read_index_info` resolves them. That includes the backbone's own folder: the demo
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import faiss
+import numpy as np
 
 from mtcxr.models.backbone import LOCAL_PREFIX
 
@@ -49,3 +53,10 @@ def read_index_info(index_dir: str | Path) -> dict:
         if info.get(key):
             info[key] = str((folder / info[key]).resolve())
     return info
+
+
+def flat_ip_index(vectors: np.ndarray) -> faiss.Index:
+    """An exact inner-product index (cosine similarity on L2-normalised vectors)."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index

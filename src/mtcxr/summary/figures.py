@@ -14,7 +14,6 @@ matplotlib.use("Agg")  # files only: figures are rendered on headless nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
 
 from mtcxr import metrics  # noqa: E402
 from mtcxr.embedding_io import read_embeddings  # noqa: E402
@@ -61,6 +60,8 @@ def tsne_figure(
             chosen = np.sort(np.random.default_rng(seed).choice(len(vectors), max_points, replace=False))
             vectors, abnormal = vectors[chosen], abnormal[chosen]
         silhouette = metrics.cosine_silhouette(vectors, abnormal, seed=seed)
+        from sklearn.manifold import TSNE  # here: the other figure jobs need no scikit-learn at start-up
+
         points = TSNE(
             n_components=2,
             perplexity=min(perplexity, max(2.0, (len(vectors) - 1) / 3)),

@@ -46,13 +46,6 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def flat_ip_index(vectors: np.ndarray) -> faiss.Index:
-    """An exact inner-product index (cosine similarity on L2-normalised vectors)."""
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
 def make_index(
     vectors: np.ndarray,
     kind: str = "flat",
