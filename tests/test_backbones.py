@@ -210,13 +210,32 @@ def test_hub_spec_and_hub_named_text_tower_load_from_the_cache(tiny_biomedclip, 
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def shared_run_without_finetuning(folder: str, names: list[str]) -> list[str]:
+    """copytree's `ignore`: leave out tiny.yaml's fine-tuned demo_ft, which the two-backbone run must not build."""
+    return [name for name in names if name == "finetuned" or "demo_ft" in name]
+
+
 @pytest.mark.slow
-def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, pretrained_demo):
+def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, tiny_results):
+    # A copy of the session's shared run, file times kept: the demo backbone's jobs are up to date, so
+    # Snakemake runs only biomedclip's jobs and the aggregates over both backbones.
     results = tmp_path / "results"
-    pretrained_demo(results)  # tiny.yaml's demo backbone, from the session's shared run
+    shutil.copytree(tiny_results, results, copy_function=shutil.copy2, ignore=shared_run_without_finetuning)
     backbones = tmp_path / "backbones.yaml"
     spec = f"local-dir:{tiny_biomedclip}"
-    backbones.write_text(yaml.safe_dump({"backbones": {"demo": "demo", "biomedclip": spec}, "xtra": {"variants": []}}))
+    # One seed and no report generation: what this test checks is a second backbone beside the first, and
+    # the shared run checks seeds and generation (tests/test_workflow.py).
+    overrides = {
+        "backbones": {"demo": "demo", "biomedclip": spec},
+        "xtra": {"variants": []},
+        "train": {"seeds": [0]},
+        "generation": {"enabled": False},
+    }
+    backbones.write_text(yaml.safe_dump(overrides))
+    # Only the files asserted below: the summary and the t-SNE figures (rule `figures`) of both backbones.
+    targets = [
+        str(results / name) for name in ("metrics/summary.md", "figures/tsne_demo.png", "figures/tsne_biomedclip.png")
+    ]
     command = [
         sys.executable,
         "-m",
@@ -224,6 +243,7 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, pretrained_demo)
         "--nolock",
         "--cores",
         "2",
+        *targets,
         "--configfile",
         "tests/configs/tiny.yaml",
         str(backbones),
