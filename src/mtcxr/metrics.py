@@ -75,13 +75,18 @@ def _topk_block(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one score block, by descending score then ascending key index."""
     import torch
 
-    values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+    # One extra candidate tells which rows have more keys tied at the k-th score than fit: exactly those
+    # whose (k+1)-th score equals their k-th. Only they take the slow path below; no second pass over
+    # the whole block (a full `scores >= threshold` count cost as much as the top-k itself).
+    extra = min(k + 1, scores.shape[1])
+    values, indices = torch.topk(scores, extra, dim=1, largest=True, sorted=True)
+    boundary_ties = torch.nonzero(values[:, k] == values[:, k - 1]).flatten().tolist() if extra > k else []
+    values, indices = values[:, :k], indices[:, :k]
     values_np = values.numpy()
     indices_np = indices.numpy().astype(np.int64, copy=False)
     # torch.topk picks arbitrarily among keys tied with the k-th score; where more keys tie at that
     # boundary than fit, rebuild the row from the strictly higher keys plus the lowest-index ties.
     threshold = values[:, -1:]
-    boundary_ties = torch.nonzero((scores >= threshold).sum(dim=1) > k).flatten().tolist()
     if boundary_ties:
         indices_np = indices_np.copy()
         values_np = values_np.copy()
