@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_workflow import run_snakemake
+from tiny_workflow import REPO, SNAKEMAKE, run_snakemake
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
@@ -29,6 +30,25 @@ def tiny_results(tmp_path_factory) -> Path:
     done = run_snakemake(results)
     assert done.returncode == 0, done.stderr[-4000:]
     return results
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tiny_results, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """`snakemake --report` on the shared run, built once for the tests that read it (test_workflow.py,
+    test_report.py): (results, report.html, resolved config)."""
+    from mtcxr.config import run_config
+
+    settings = ["--configfile", "tests/configs/tiny.yaml", "--config", f"results={tiny_results}"]
+    html = tmp_path_factory.mktemp("tiny_report") / "report.html"
+    built = subprocess.run([*SNAKEMAKE, "--report", str(html), *settings], cwd=REPO, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    config = run_config(
+        default_file=REPO / "config.yaml",
+        configfiles=[REPO / "tests/configs/tiny.yaml"],
+        command_line={"results": str(tiny_results)},
+        schema_file=REPO / "workflow/schemas/config.schema.yaml",
+    )
+    return tiny_results, html, config
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from mtcxr.summary import page as report
 from mtcxr.tables import CONTRACTS, write_table
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WINDOW = (1600, 1000)  # the browser window every check and screenshot uses
 
 
@@ -281,24 +278,6 @@ def test_every_report_output_is_found_by_the_declaration_scan():
         "summary.csv",
     ):
         assert any(re.fullmatch(name, file) for name in names), file
-
-
-@pytest.fixture(scope="module")
-def tiny_report(tiny_results, tmp_path_factory) -> tuple[Path, Path, dict]:
-    """The session's tiny end-to-end run (conftest.py), then `snakemake --report` on it: (results,
-    report.html, resolved config)."""
-    results = tiny_results
-    settings = ["--configfile", "tests/configs/tiny.yaml", "--config", f"results={results}"]
-    html = tmp_path_factory.mktemp("tiny_report") / "report.html"
-    built = subprocess.run([*SNAKEMAKE, "--report", str(html), *settings], cwd=REPO, capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-3000:]
-    config = run_config(
-        default_file=REPO / "config.yaml",
-        configfiles=[REPO / "tests/configs/tiny.yaml"],
-        command_line={"results": str(results)},
-        schema_file=REPO / "workflow/schemas/config.schema.yaml",
-    )
-    return results, html, config
 
 
 def embedded(html: Path, name: str) -> dict:

@@ -304,24 +304,9 @@ def test_forcerun_train_xtra_reruns_it_and_what_follows(tiny_results):
 
 
 @pytest.mark.slow
-def test_html_report_builds(tiny_results):
-    """README: `snakemake --report results/report.html` after a run."""
-    report = tiny_results / "report.html"
-    done = subprocess.run(
-        [
-            *SNAKEMAKE,
-            "--report",
-            str(report),
-            "--configfile",
-            "tests/configs/tiny.yaml",
-            "--config",
-            f"results={tiny_results}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_html_report_builds(tiny_report):
+    """README: `snakemake --report results/report.html` after a run (built once: fixture tiny_report)."""
+    _, report, _ = tiny_report
     html = report.read_text()
     for name in (
         "summary.csv",
