@@ -289,19 +289,9 @@ def test_run_marker_lifecycle(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_real_run_clears_its_marker(tmp_path: Path):
-    results = tmp_path / "results"
-    done = snakemake(
-        "--cores",
-        "1",
-        f"{results}/data/studies.parquet",
-        "--configfile",
-        "tests/configs/tiny.yaml",
-        "--config",
-        f"results={results}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (results / "data/studies.parquet").is_file() and not (results / RUN_MARKER).exists()
+def test_real_run_clears_its_marker(tiny_results: Path):
+    """The session's shared run (tests/conftest.py) is a real run, to its end: its mark is gone."""
+    assert (tiny_results / "data/studies.parquet").is_file() and not (tiny_results / RUN_MARKER).exists()
 
 
 @pytest.mark.parametrize(
