@@ -75,31 +75,48 @@ NOT_AN_IMAGE = b"this file is a text file, not an image\n"
 OVERSIZED = encoded(np.full((400, 400), 128, np.uint8))  # 160,000 px against max_pixels 100,000
 
 
+STUDY_TARGETS = (
+    "metrics/summary.md",
+    "figures/rejects.png",
+    "figures/tsne_demo.png",
+    "figures/retrieval_examples_demo.png",
+)
+
+
 def run_study(tmp_path: Path, dataset: dict, pretrained_demo, **overrides) -> Path:
-    """Run the whole workflow on `dataset` with the tiny test settings, starting from the shared run's
+    """Run the workflow on `dataset` with the tiny test settings as far as the checks below read (the
+    summary, with the retrieval and generation metrics it is made of), starting from the shared run's
     demo backbone (fixture `pretrained_demo`); return the results folder."""
     assert "demo_backbone" not in overrides and "seed" not in overrides  # the copied backbone is tiny.yaml's
+    results = tmp_path / "results"
     config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
     config["dataset"] = dataset
-    config["results"] = str(tmp_path / "results")
+    config["results"] = str(results)
     config["images"]["max_pixels"] = 100_000
     # X-TRA runs in tests/test_workflow.py; the miniature trees hold too few train patients for its memory.
     config["variants"].pop("xtra")
     config["xtra"] = {"variants": []}
     config["finetune"] = {"backbones": {}}  # fine-tuning runs in tests/test_workflow.py
+    config["train"]["seeds"] = [0]  # so do several training seeds; a dataset's layout changes none of it
+    # One shard: test_mimic_cxr_tree_end_to_end collects rejects from two, and the shared run shards too.
+    config["images"]["shards"] = 1
     for section, values in overrides.items():
         config[section].update(values)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    pretrained_demo(tmp_path / "results")
+    pretrained_demo(results)
+    # Not rule `all`: summarize's outputs, and the figures whose inputs a dataset shapes (reject reasons,
+    # labels with unknown and uncertain findings, decoded pixels). The others draw tables every dataset
+    # gives the same shape, and the shared run draws them (tests/test_workflow.py).
+    targets = [str(results / name) for name in STUDY_TARGETS]
     done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--nolock", "--configfile", str(config_path)],
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--nolock", *targets, "--configfile", str(config_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    return tmp_path / "results"
+    return results
 
 
 def all_rejects(results: Path) -> pl.DataFrame:
@@ -202,7 +219,11 @@ def test_mimic_cxr_tree_end_to_end(tmp_path: Path, pretrained_demo):
     extra.files.update(faults)
     root = write_mimic_tree(tmp_path / "mimic", images=True, extra=extra)
 
-    results = run_study(tmp_path, {"kind": "mimic_cxr", "root": str(root)}, pretrained_demo)
+    # Two shards, as the shared run: the one run whose preprocess rejects land in both, so every
+    # shard's rejects must reach the rejects checks and summary.md's count.
+    results = run_study(tmp_path, {"kind": "mimic_cxr", "root": str(root)}, pretrained_demo, images={"shards": 2})
+    shards = sorted((results / "data/pixels").glob("rejects-*.parquet"))
+    assert len(shards) == 2 and all(read_table(path, "rejects").height for path in shards)
 
     reasons = ["empty file (0 bytes)", "not a readable image", "oversized: 400x400 exceeds the pixel limit of 100000"]
     expected = {**PLANTED_MIMIC_REJECTS, **{(d, "preprocess_images"): r for d, r in zip(faults, reasons)}}
