@@ -324,7 +324,9 @@ REFERENCES = [
     "Moderate cardiomegaly with mild pulmonary edema.",
     "Right lower lobe consolidation, concerning for pneumonia.",
     "No pneumothorax. Left basilar atelectasis.",
-    "Café-au-lait shaped opacity — ¿lung lesion? " + "The lungs are otherwise clear. " * 300,  # non-ASCII, very long
+    # Non-ASCII, and very long: 300 words, more than nearly every real findings section. (METEOR's alignment
+    # time grows steeply with a repeated sentence: 1,500 words took a minute in this one test.)
+    "Café-au-lait shaped opacity — ¿lung lesion? " + "The lungs are otherwise clear. " * 60,
 ]
 
 
