@@ -19,7 +19,7 @@ from tiny_workflow import run_snakemake
 # tiny.yaml: backbone demo (zeroshot, multitask, xtra) and demo_ft (zeroshot, multitask), seeds [0, 1].
 NEW_SEED = {
     f"{rule} backbone={backbone}, variant={variant}, seed=2"
-    for rule in ("train_head", "build_index", "evaluate_variant")
+    for rule in ("train_head", "project_embeddings", "build_index", "evaluate_variant")
     for backbone, variant in (("demo", "multitask"), ("demo", "xtra"), ("demo_ft", "multitask"))
 }
 # What reads summarize's outputs: the figures, each backbone's clinical-precision figure, the summary page.
