@@ -9,7 +9,8 @@ out). The projected MIMIC-CXR epoch is its about 240,000 frontal train images at
 the stage runs in bf16 autocast with gradient checkpointing.
 
 Usage: .venv/bin/python benchmarks/finetune_throughput.py [--steps 12] [--batch-size 8] [--threads 2]
-       [--backbones demo,biomedclip-base] [--settings 0:0,1:0,1:1,12:12]
+       [--backbones demo,biomedclip-base] [--settings 0:0,1:0,1:1,12:12] [--device auto]
+       [--precision auto] [--grad-checkpointing auto]
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def main() -> None:
     parser.add_argument("--settings", default="0:0,1:0,1:1", help="image_blocks:text_layers pairs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--warmup", type=int, default=4, help="first steps left out of the rate")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--grad-checkpointing", default="auto", choices=["auto", "true", "false"])
     args = parser.parse_args()
+    checkpointing = {"auto": "auto", "true": True, "false": False}[args.grad_checkpointing]
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -69,8 +73,11 @@ def main() -> None:
             f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
             f"cuda {torch.cuda.is_available()}"
         )
-        print("| backbone | image_blocks | text_layers | trainable parameters | images/s | one MIMIC epoch |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(
+            "| backbone | image_blocks | text_layers | trainable parameters | precision | checkpointing | images/s "
+            "| one MIMIC epoch | peak GPU memory |"
+        )
+        print("|---|---:|---:|---:|---|---|---:|---:|---:|")
         for name in args.backbones.split(","):
             spec = backbone_spec(name, folder)
             for setting in args.settings.split(","):
@@ -87,6 +94,8 @@ def main() -> None:
                     "grad_clip": 1.0,
                     "checkpoint_minutes": 1e9,
                     "device": args.device,
+                    "precision": args.precision,
+                    "grad_checkpointing": checkpointing,
                 }
                 facts = finetune_backbone(
                     spec,
@@ -101,8 +110,11 @@ def main() -> None:
                 timed = history["seconds"][args.warmup :]  # the first steps build kernels for new shapes
                 rate = args.batch_size * len(timed) / timed.sum()
                 hours = MIMIC_TRAIN_FRONTAL / rate / 3600
+                gpu = facts["peak_gpu_memory_gib"]
                 print(
-                    f"| {name} | {blocks} | {layers} | {facts['trainable_parameters']:,} | {rate:.1f} | {hours:,.1f} h |"
+                    f"| {name} | {blocks} | {layers} | {facts['trainable_parameters']:,} | {facts['precision']} "
+                    f"| {'on' if facts['grad_checkpointing'] else 'off'} | {rate:.1f} | {hours:,.1f} h "
+                    f"| {'-' if gpu is None else f'{gpu:.2f} GiB'} |"
                 )
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {peak:,.0f} MiB")

@@ -94,9 +94,10 @@ def finetune_variant_config(wildcards):
 def finetune_settings(wildcards):
     """The shared `finetune:` settings with this entry's own keys over them: what changes its weights.
 
-    Left out: `checkpoint_minutes` (how often a checkpoint is written; the job reads it from the config,
-    so changing it reruns nothing) and the entry's `variants` (what is evaluated on it afterwards)."""
-    untracked = ("backbones", "checkpoint_minutes")
+    Left out: `checkpoint_minutes` and `grad_checkpointing` (how often a checkpoint is written; whether
+    activations are recomputed, which leaves the gradients as they are: the job reads them from the config,
+    so changing them reruns nothing) and the entry's `variants` (what is evaluated on it afterwards)."""
+    untracked = ("backbones", "checkpoint_minutes", "grad_checkpointing")
     shared = {key: value for key, value in config["finetune"].items() if key not in untracked}
     entry = {key: value for key, value in finetune_entry(wildcards).items() if key != "variants"}
     return {**shared, **entry}

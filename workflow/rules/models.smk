@@ -46,6 +46,7 @@ rule embed_images:
         demo_dir=demo_dir_param,
         batch_size=config["embed"]["batch_size"],
         device=config["embed"]["device"],
+        precision=config["embed"]["precision"],
     script:
         "../scripts/embed_images.py"
 
@@ -72,6 +73,7 @@ rule embed_texts:
         demo_dir=demo_dir_param,
         batch_size=config["embed"]["batch_size"],
         device=config["embed"]["device"],
+        precision=config["embed"]["precision"],
     script:
         "../scripts/embed_texts.py"
 

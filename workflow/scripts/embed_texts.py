@@ -12,5 +12,6 @@ embed_texts(
     demo_dir=snakemake.params.demo_dir,
     batch_size=snakemake.params.batch_size,
     device=snakemake.params.device,
+    precision=snakemake.params.precision,
     threads=snakemake.threads,
 )

@@ -14,8 +14,11 @@ finetune_backbone(
     checkpoint_path=params.checkpoint,
     variant_cfg=params.variant,
     settings=FinetuneSettings.from_config(
-        # checkpoint_minutes is not a param (changing it must not rerun the job): it comes from the config
-        {**params.settings, "checkpoint_minutes": snakemake.config["finetune"]["checkpoint_minutes"]},
+        # Not params (changing them must not rerun the job): they come from the config.
+        {
+            **params.settings,
+            **{key: snakemake.config["finetune"][key] for key in ("checkpoint_minutes", "grad_checkpointing")},
+        },
         {"hidden_dim": params.hidden_dim, "supcon_temperature": params.supcon_temperature},
     ),
     demo_dir=params.demo_dir,

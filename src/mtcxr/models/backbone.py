@@ -59,12 +59,13 @@ class Backbone:
     context_length: int
     device: torch.device
     logit_scale: float
+    precision: str = "auto"
 
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
         """Return L2-normalised float32 embeddings of a preprocessed image batch."""
         import torch
 
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
         return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
@@ -74,18 +75,31 @@ class Backbone:
 
         with torch.inference_mode():
             tokens = self.tokenizer(texts).to(self.device)
-            with _autocast(self.device):
+            with autocast(self.device, self.precision):
                 features = self.model.encode_text(tokens)
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
 
-def _autocast(device: torch.device):
+# `auto`: bf16 on a GPU, where it halves memory traffic and runs on tensor cores; float32 on the CPU,
+# for exact, portable values. `bf16` on the CPU runs the GPU's numeric path where a test can reach it.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """`bf16` or `fp32`: what `precision` means on `device`; an unknown name is a BackboneError."""
+    if precision not in PRECISIONS:
+        raise BackboneError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The autocast context for a forward pass on `device` at `precision` (see PRECISIONS)."""
     import torch
 
-    # bf16 on GPU halves memory traffic; CPU stays in float32 for exact, portable values.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    enabled = resolve_precision(device, precision) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -252,13 +266,17 @@ def _local_text_cfg(folder: Path) -> dict:
     return text_cfg
 
 
-def load_backbone(spec: str, device: str = "auto", demo_dir: str | Path | None = None) -> Backbone:
-    """Load the backbone named by `spec` in eval mode, with its own tokenizer and preprocessing."""
+def load_backbone(
+    spec: str, device: str = "auto", demo_dir: str | Path | None = None, precision: str = "auto"
+) -> Backbone:
+    """Load the backbone named by `spec` in eval mode, with its own tokenizer and preprocessing; its
+    forward passes run at `precision` (PRECISIONS; the weights stay float32)."""
     import open_clip
 
     check_backbone_available(spec, demo_dir)
     name = resolve_spec(spec, demo_dir)
     torch_device = choose_device(device)
+    resolve_precision(torch_device, precision)  # an unknown name stops before the model is built
     if name.startswith(LOCAL_PREFIX):
         text_cfg = _local_text_cfg(Path(name[len(LOCAL_PREFIX) :]))
         model, _, preprocess = open_clip.create_model_and_transforms(name, text_cfg=text_cfg)
@@ -272,8 +290,15 @@ def load_backbone(spec: str, device: str = "auto", demo_dir: str | Path | None =
     embed_dim = _embed_dim(model)
     context_length = int(getattr(tokenizer, "context_length", 77))
     logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
-    log.info("loaded backbone %s on %s: dim %d, context %d", spec, torch_device, embed_dim, context_length)
-    return Backbone(spec, model, tokenizer, preprocess, embed_dim, context_length, torch_device, logit_scale)
+    log.info(
+        "loaded backbone %s on %s (%s): dim %d, context %d",
+        spec,
+        torch_device,
+        resolve_precision(torch_device, precision),
+        embed_dim,
+        context_length,
+    )
+    return Backbone(spec, model, tokenizer, preprocess, embed_dim, context_length, torch_device, logit_scale, precision)
 
 
 def _embed_dim(model: torch.nn.Module) -> int:

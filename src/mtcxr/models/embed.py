@@ -19,7 +19,7 @@ from tqdm import tqdm
 from mtcxr import metrics
 from mtcxr.data.imaging import decode_png
 from mtcxr.embedding_io import EmbeddingWriter
-from mtcxr.models.backbone import Backbone, load_backbone
+from mtcxr.models.backbone import Backbone, load_backbone, resolve_precision
 from mtcxr.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def _metadata(backbone: Backbone, name: str, modality: str) -> dict:
         "normalized": True,
         "modality": modality,
         "logit_scale": backbone.logit_scale,
+        "precision": resolve_precision(backbone.device, backbone.precision),
     }
 
 
@@ -111,14 +112,15 @@ def embed_image_shard(
     device: str = "auto",
     threads: int = 1,
     workers: int | None = None,
+    precision: str = "auto",
 ) -> int:
-    """Embed every cached image of one shard; return the number embedded.
+    """Embed every cached image of one shard at `precision` (backbone.PRECISIONS); return the number embedded.
 
     `workers` loader processes decode and preprocess while the model runs; by default the rule's
     threads less the one that runs the model.
     """
     torch.set_num_threads(max(1, threads))
-    backbone = load_backbone(spec, device=device, demo_dir=demo_dir)
+    backbone = load_backbone(spec, device=device, demo_dir=demo_dir, precision=precision)
     workers = max(0, threads - 1) if workers is None else workers
     total = pq.ParquetFile(pixels_path).metadata.num_rows
     loader = torch.utils.data.DataLoader(
@@ -162,10 +164,11 @@ def embed_texts(
     batch_size: int = 256,
     device: str = "auto",
     threads: int = 1,
+    precision: str = "auto",
 ) -> int:
-    """Embed every study's `report`; return the number embedded."""
+    """Embed every study's `report` at `precision` (backbone.PRECISIONS); return the number embedded."""
     torch.set_num_threads(max(1, threads))
-    backbone = load_backbone(spec, device=device, demo_dir=demo_dir)
+    backbone = load_backbone(spec, device=device, demo_dir=demo_dir, precision=precision)
     studies = read_table(studies_path, "studies").select("study_id", "report")
     truncated = count_truncated(backbone, studies["report"].to_list())
     if truncated:

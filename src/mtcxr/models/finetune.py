@@ -29,6 +29,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,8 +46,10 @@ from mtcxr.models.backbone import (
     LOCAL_PREFIX,
     TEXT_TOWER_DIR,
     Backbone,
+    autocast,
     choose_device,
     load_backbone,
+    resolve_precision,
     resolve_spec,
     save_local_dir,
 )
@@ -248,6 +251,8 @@ class FinetuneSettings:
     grad_clip: float = 1.0
     checkpoint_minutes: float = 30
     device: str = "auto"
+    precision: str = "auto"  # backbone.PRECISIONS: auto is bf16 autocast on CUDA, float32 on the CPU
+    grad_checkpointing: str | bool = "auto"  # recompute activations in backward; auto: on CUDA only
     hidden_dim: int = 512
     supcon_temperature: float = 0.1
 
@@ -378,6 +383,15 @@ def schedule(warmup_steps: int, total_steps: int):
     return factor
 
 
+def use_grad_checkpointing(device: torch.device, setting: str | bool = "auto") -> bool:
+    """Whether to recompute activations in backward: `auto` on CUDA, where memory bounds the batch."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"finetune.grad_checkpointing must be auto, true or false, not {setting!r}")
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     # A generator per epoch: the order of any epoch is known without replaying the earlier ones.
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -406,13 +420,18 @@ def finetune_backbone(
     if not weights:
         raise ValueError("finetune: the variant has no loss with a positive weight to train with")
     device = choose_device(settings.device)
-    backbone = load_backbone(base_spec, device=str(device), demo_dir=demo_dir)
+    backbone = load_backbone(base_spec, device=str(device), demo_dir=demo_dir, precision=settings.precision)
     model = backbone.model
     base_weights = weights_digest(model)
     where = f"finetune.backbones.{Path(output_dir).name}"
     trainable = unfreeze(model, int(settings.image_blocks), int(settings.text_layers), where)
-    if device.type == "cuda" and hasattr(model, "set_grad_checkpointing"):
-        model.set_grad_checkpointing(True)  # activations recomputed in backward: larger batches fit
+    checkpointing = use_grad_checkpointing(device, settings.grad_checkpointing) and hasattr(
+        model, "set_grad_checkpointing"
+    )
+    if checkpointing:
+        with warnings.catch_warnings():  # open_clip's HF text tower calls a transformers name deprecated for v6
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.*", category=FutureWarning)
+            model.set_grad_checkpointing(True)  # activations recomputed in backward: larger batches fit
     torch.manual_seed(seed)
     heads = ProjectionHeads(backbone.embed_dim, settings.hidden_dim, backbone.logit_scale, seed=seed).to(device)
     pairs = inputs.pairs(frontal_only=frontal_only)
@@ -442,9 +461,9 @@ def finetune_backbone(
     every = float(settings.checkpoint_minutes) * 60
     last_saved, started, first_step = time.monotonic(), time.perf_counter(), step
     model.eval()  # see the module docstring: frozen statistics, no dropout, bit-identical frozen blocks
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    forward_precision = autocast(device, settings.precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     trained_images = 0
     with tqdm(total=total_steps, initial=step, desc="finetune", unit="step") as progress:
         while step < total_steps:
@@ -453,7 +472,7 @@ def finetune_backbone(
             batch = _epoch_order(n, seed, epoch)[position * batch_size : (position + 1) * batch_size].numpy()
             pixels = _pixels([pairs.pngs[i] for i in batch], backbone.preprocess).to(device)
             tokens = backbone.tokenizer([pairs.reports[i] for i in batch]).to(device)
-            with autocast:
+            with forward_precision:
                 image = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
                 text = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
                 terms = composite_loss(
@@ -514,7 +533,12 @@ def finetune_backbone(
         "resumed_at_step": first_step,
         "seed": seed,
         "device": str(device),
+        "precision": resolve_precision(device, settings.precision),
+        "grad_checkpointing": bool(checkpointing),
         "images_per_second": round(trained_images / seconds, 2) if seconds else None,
+        "peak_gpu_memory_gib": (
+            round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
+        ),
     }
     write_finetuned(backbone, demo_dir, Path(output_dir), heads, facts, history)
     checkpoint.unlink(missing_ok=True)

@@ -114,6 +114,7 @@ def fit_heads(
     selector = EpochSelector(settings.select, settings.criterion, settings.patience)
     check_loss_names(weights)
     torch_device = choose_device(settings.device)
+    log.info("training heads on %s: %d pairs, batch %d", torch_device, len(train.image_ids), settings.batch_size)
     heads = ProjectionHeads(train.image_vectors.shape[1], settings.hidden_dim, logit_scale, seed=seed).to(torch_device)
     abnormal_rate = float(train.image_abnormal.mean()) if len(train.image_ids) else 0.5
     # pos_weight = negatives / positives: the BCE treats both classes as equally frequent.
@@ -137,7 +138,7 @@ def fit_heads(
     for epoch in tqdm(range(settings.epochs), desc="train head", unit="epoch"):
         heads.train()
         order = torch.randperm(len(image), generator=generator).to(torch_device)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         batches = 0
         for start in range(0, len(image), settings.batch_size):
             batch = order[start : start + settings.batch_size]
@@ -157,10 +158,10 @@ def fit_heads(
             terms["total"].backward()
             optimizer.step()
             schedule.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
+            for name, value in terms.items():  # summed where they are: .item() would wait for the GPU each step
+                sums[name] = sums.get(name, 0.0) + value.detach().double()
             batches += 1
-        row = {"epoch": epoch, **{f"train_{k}": v / max(batches, 1) for k, v in sums.items()}}
+        row = {"epoch": epoch, **{f"train_{k}": float(v) / max(batches, 1) for k, v in sums.items()}}
         if validate is not None and len(validate.image_ids) > 1:
             heads.eval()
             with torch.no_grad():

@@ -153,6 +153,7 @@ def train_xtra(
     if never:
         log.warning("no train image is positive for %s: their logits learn only negatives", ", ".join(never))
     tokens = load_memory_tokens(memory_dir, device)
+    log.info("training X-TRA on %s: %d train and %d validation queries", device, len(train), len(validate))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     histories = []
