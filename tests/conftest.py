@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_workflow import REPO, SNAKEMAKE, run_snakemake
+from tiny_workflow import REPO, Running, snakemake, tiny_args
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
@@ -20,16 +19,47 @@ def pytest_collection_modifyitems(config, items):
     fail at once, which the plugin takes in its stride."""
     if not any(item.get_closest_marker("slurm") for item in items):
         os.environ["SLURM_CONF"] = os.devnull
+    start_shared_run(config, items)
+
+
+# What the session's shared run is made for: tests that read it, or copy its demo backbone.
+SHARED_RUN_FIXTURES = {"tiny_results", "tiny_report", "pretrained_demo"}
+_shared_run: dict = {}
+
+
+def start_shared_run(config, items) -> None:
+    """Start the shared tiny run now, in the background, when a selected test needs it, and move the tests
+    that need it to the end: the unit tests run on one core while Snakemake's jobs use the other, instead
+    of the run holding up the first test that needs it for six minutes."""
+    needing = [item for item in items if SHARED_RUN_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if not needing:
+        return
+    later = set(needing)
+    items[:] = [item for item in items if item not in later] + needing
+    results = config._tmp_path_factory.mktemp("tiny") / "results"
+    _shared_run.update(results=results, running=Running(tiny_args(results), REPO, None))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A session stopped early (-x, Ctrl-C) stops the shared run too: Snakemake ends its jobs on SIGTERM."""
+    running = _shared_run.get("running")
+    if running is not None and "done" not in _shared_run and running.process.is_alive():
+        running.process.terminate()
+        running.process.join(timeout=60)
 
 
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory) -> Path:
     """The results folder of one complete tiny run. Tests read it and dry-run on it; a test that runs
     a job again works on a copy, so that every other test sees the complete run as it was written."""
-    results = tmp_path_factory.mktemp("tiny") / "results"
-    done = run_snakemake(results)
+    if "running" not in _shared_run:  # selected after collection (e.g. by a plugin): run it here
+        results = tmp_path_factory.mktemp("tiny") / "results"
+        _shared_run.update(results=results, running=Running(tiny_args(results), REPO, None))
+    if "done" not in _shared_run:
+        _shared_run["done"] = _shared_run["running"].wait()
+    done = _shared_run["done"]
     assert done.returncode == 0, done.stderr[-4000:]
-    return results
+    return _shared_run["results"]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +70,7 @@ def tiny_report(tiny_results, tmp_path_factory) -> tuple[Path, Path, dict]:
 
     settings = ["--configfile", "tests/configs/tiny.yaml", "--config", f"results={tiny_results}"]
     html = tmp_path_factory.mktemp("tiny_report") / "report.html"
-    built = subprocess.run([*SNAKEMAKE, "--report", str(html), *settings], cwd=REPO, capture_output=True, text=True)
+    built = snakemake("--report", str(html), *settings)
     assert built.returncode == 0, built.stderr[-3000:]
     config = run_config(
         default_file=REPO / "config.yaml",

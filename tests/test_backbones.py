@@ -16,6 +16,7 @@ import yaml
 from open_clip.hf_model import ClsLastHiddenStatePooler, HFTextEncoder
 from open_clip.timm_model import TimmModel
 from PIL import Image
+from tiny_workflow import snakemake
 from torchvision import transforms
 
 from mtcxr.embedding_io import read_embeddings
@@ -223,10 +224,11 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, tiny_results):
     shutil.copytree(tiny_results, results, copy_function=shutil.copy2, ignore=shared_run_without_finetuning)
     backbones = tmp_path / "backbones.yaml"
     spec = f"local-dir:{tiny_biomedclip}"
-    # One seed and no report generation: what this test checks is a second backbone beside the first, and
-    # the shared run checks seeds and generation (tests/test_workflow.py).
+    # One seed, two variants, no X-TRA and no report generation: what this test checks is a second backbone
+    # beside the first, and the shared run checks the rest (tests/test_workflow.py).
     overrides = {
         "backbones": {"demo": "demo", "biomedclip": spec},
+        "variants": {"zeroshot": {"train": False}, "multitask": {"losses": {"clip": 1.0, "supcon": 1.0, "bce": 1.0}}},
         "xtra": {"variants": []},
         "train": {"seeds": [0]},
         "generation": {"enabled": False},
@@ -236,10 +238,7 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, tiny_results):
     targets = [
         str(results / name) for name in ("metrics/summary.md", "figures/tsne_demo.png", "figures/tsne_biomedclip.png")
     ]
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
+    done = snakemake(
         "--nolock",
         "--cores",
         "2",
@@ -249,15 +248,15 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, tiny_results):
         str(backbones),
         "--config",
         f"results={results}",
-    ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-4000:]
 
     summary = pl.read_csv(results / "metrics/summary.csv")
     pairs = set(summary.drop_nulls("backbone").select("backbone", "variant").unique().iter_rows())
     # A source that names `backbones` replaces `finetune.backbones` too: tiny.yaml's demo_ft is not built
     # from a list of backbones it was not written against (README, Config: defaults and overrides).
-    assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask", "xtra")}
+    assert pairs == {(b, v) for b in ("demo", "biomedclip") for v in ("zeroshot", "multitask")}
     assert not (results / "models/finetuned").exists()
     for name, dim, expected_spec in (("demo", 32, "demo"), ("biomedclip", 48, spec)):
         ids, vectors, meta = read_embeddings(

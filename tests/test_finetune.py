@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from test_backbones import BIOMEDBERT, cache_repo, hub_named_copy
+from tiny_workflow import snakemake
 
 from mtcxr.config import ConfigError
 from mtcxr.errors import InputError
@@ -514,12 +515,7 @@ def test_depths_are_checked_from_each_kind_of_config(tmp_path, monkeypatch):
 def test_image_blocks_above_the_towers_depth_stop_the_dry_run(tmp_path):
     """The issue's `image_blocks: 99` on the demo: one paragraph before any job, not a traceback at job start."""
     entry = "finetune={backbones: {demo_ft: {base: demo, variant: multitask, image_blocks: 99}}}"
-    done = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--config", f"results={tmp_path / 'results'}", entry],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = snakemake("-n", "--config", f"results={tmp_path / 'results'}", entry)
     assert done.returncode == 1, done.stdout[-2000:]
     assert (
         "mtcxr: error: finetune.backbones.demo_ft.image_blocks is 99, but the image tower of its base 'demo' "

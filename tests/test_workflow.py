@@ -2,13 +2,12 @@
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-from tiny_workflow import REPO, SNAKEMAKE, run_snakemake
+from tiny_workflow import REPO, run_snakemake, snakemake
 
 from mtcxr.embedding_io import read_embeddings
 from mtcxr.tables import read_table
@@ -335,30 +334,24 @@ def test_zeroshot_head_is_seeded(tiny_results, tmp_path):
     shutil.copytree(tiny_results, copy, copy_function=shutil.copy2)
     weights = copy / "models/demo/zeroshot/seed0/head.safetensors"
     first = weights.read_bytes()
-    again = subprocess.run(
-        [
-            *SNAKEMAKE,
-            "--cores",
-            "1",
-            "--nolock",
-            str(weights),
-            "--forcerun",
-            "train_head",
-            "--configfile",
-            "tests/configs/tiny.yaml",
-            "--config",
-            f"results={copy}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    again = snakemake(
+        "--cores",
+        "1",
+        "--nolock",
+        str(weights),
+        "--forcerun",
+        "train_head",
+        "--configfile",
+        "tests/configs/tiny.yaml",
+        "--config",
+        f"results={copy}",
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert weights.read_bytes() == first
 
 
 def test_lint_finds_nothing():
-    lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
+    lint = snakemake("--lint")
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for rule" not in lint.stdout + lint.stderr
 
@@ -392,8 +385,6 @@ def test_neighbour_faults_are_clear(tiny_results, tmp_path):
 
 
 def test_memory_split_must_be_train():
-    done = subprocess.run(
-        [*SNAKEMAKE, "-n", "--config", "xtra={memory: test}"], cwd=REPO, capture_output=True, text=True
-    )
+    done = snakemake("-n", "--config", "xtra={memory: test}")
     assert done.returncode == 1
     assert "config key xtra.memory: 'test' is not one of ['train']" in done.stderr

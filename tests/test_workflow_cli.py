@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_workflow import REPO, snakemake
 
 from mtcxr.preflight import RUN_MARKER, check_not_running, clear_running, mark_running
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def snakemake(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True)
 
 
 def jobs_planned(done: subprocess.CompletedProcess) -> dict[str, int]:
@@ -249,6 +243,19 @@ def test_profile_resources_name_existing_rules():
     for profile in ("profiles/slurm/profile.yaml", "profiles/slurm/config.v8+.yaml"):
         named = set(yaml.safe_load((REPO / profile).read_text())["set-resources"])
         assert named and named <= rules, named - rules
+
+
+def test_every_rule_that_runs_code_declares_its_memory_and_time():
+    """A cluster job gets what its rule asks for: without mem_mb and runtime it would get the profile's
+    defaults, too little for some stages and a queue slot too large for most (benchmarks/scale.md)."""
+    text = "\n".join(path.read_text() for path in sorted((REPO / "workflow/rules").glob("*.smk")))
+    blocks = [block for block in re.split(r"\n(?=rule )", text) if block.startswith("rule ")]
+    running = [block for block in blocks if re.search(r"^    (script|shell|run):", block, re.MULTILINE)]
+    assert len(running) == 28
+    for block in running:
+        name = re.match(r"rule (\w+):", block).group(1)
+        for resource in ("mem_mb", "runtime"):
+            assert re.search(rf"^        {resource}=\d+,?$", block, re.MULTILINE), f"rule {name} declares no {resource}"
 
 
 def test_gpu_is_asked_for_only_by_rules_that_use_it():

@@ -1,20 +1,91 @@
-"""Running the workflow on tests/configs/tiny.yaml from a test (the session's complete run: conftest.py)."""
+"""Running Snakemake's command line from a test, and the tiny workflow (tests/configs/tiny.yaml) with it.
+
+The suite runs `snakemake` about a hundred times. A new interpreter spends 2-3 s importing Snakemake
+(its executor plugins bring pandas and SQLAlchemy) before it reads a rule; here a fork server imports it
+once and each command runs in a process forked from it: `snakemake.cli.main` with the command's
+arguments, working directory and environment, and its stdout and stderr (the jobs' too) captured at the
+file-descriptor level, as `python -m snakemake ...` would run them.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
+_forkserver = None
 
-def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Snakemake on tests/configs/tiny.yaml writing under `results`; `extra` may start with more
+
+def _context():
+    """The fork-server context, started on first use (after conftest.py has set the environment)."""
+    global _forkserver
+    if _forkserver is None:
+        _forkserver = multiprocessing.get_context("forkserver")
+        # The server is a fresh interpreter, not a fork of this one: no torch threads, no test state.
+        _forkserver.set_forkserver_preload(["snakemake.cli"])
+    return _forkserver
+
+
+def _snakemake_main(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: `snakemake ARGS` from `cwd` under `env`, output into the files `out`, `err`."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for path, fd in ((out, 1), (err, 2)):
+        with open(path, "wb") as file:
+            os.dup2(file.fileno(), fd)
+    sys.argv = ["snakemake", *args]
+    from snakemake.cli import main
+
+    try:
+        main(args)  # exits through SystemExit, whose code becomes the process's exit code
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+class Running:
+    """A `snakemake` command running in a process forked from the fork server."""
+
+    def __init__(self, args: list[str], cwd: str | Path, env: Mapping[str, str] | None) -> None:
+        self.args = args
+        self.folder = tempfile.TemporaryDirectory(prefix="snakemake-run-")
+        self.out, self.err = Path(self.folder.name, "stdout"), Path(self.folder.name, "stderr")
+        self.process = _context().Process(
+            target=_snakemake_main, args=(args, str(cwd), dict(env or os.environ), str(self.out), str(self.err))
+        )
+        self.process.start()
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """Its exit code and text output, once it has ended."""
+        self.process.join()
+        try:
+            return subprocess.CompletedProcess(
+                ["snakemake", *self.args],
+                self.process.exitcode,
+                self.out.read_text(errors="replace"),
+                self.err.read_text(errors="replace"),
+            )
+        finally:
+            self.folder.cleanup()
+
+
+def snakemake(*args: str, cwd: str | Path = REPO, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`snakemake ARGS` as a command, run in a process forked from the fork server; text output captured."""
+    return Running(list(args), cwd, env).wait()
+
+
+def tiny_args(results: Path, *extra: str) -> list[str]:
+    """Arguments of Snakemake on tests/configs/tiny.yaml writing under `results`; `extra` may start with more
     `--config` values (Snakemake keeps one `--config` flag only), then other flags."""
-    command = [
-        *SNAKEMAKE,
+    return [
         "--cores",
         "2",
         "--nolock",
@@ -24,4 +95,8 @@ def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
         f"results={results}",
         *extra,
     ]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+
+def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Snakemake on tests/configs/tiny.yaml writing under `results` (see tiny_args)."""
+    return snakemake(*tiny_args(results, *extra))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import write_image, write_iu_tree, write_manifest_tree, write_mimic_tree
+from tiny_workflow import snakemake as run_command
 
 from mtcxr.data.ingest import ingest_inputs
 
@@ -26,8 +26,7 @@ def config_for(tmp_path: Path, dataset: dict) -> Path:
 
 
 def snakemake(config: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--cores", "1", *args, "--configfile", str(config)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    return run_command("--cores", "1", *args, "--configfile", str(config))
 
 
 def planned(config: Path, target: str) -> set[str]:
