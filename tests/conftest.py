@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,8 @@ def pytest_collection_modifyitems(config, items):
     start_shared_run(config, items)
 
 
-# What the session's shared run is made for: tests that read it, or copy its demo backbone.
-SHARED_RUN_FIXTURES = {"tiny_results", "tiny_report", "pretrained_demo"}
+# What the session's shared run is made for: tests that read it or copy it (fixtures that need these need it).
+SHARED_RUN_FIXTURES = {"tiny_results", "tiny_report"}
 _shared_run: dict = {}
 
 
@@ -79,19 +78,3 @@ def tiny_report(tiny_results, tmp_path_factory) -> tuple[Path, Path, dict]:
         schema_file=REPO / "workflow/schemas/config.schema.yaml",
     )
     return tiny_results, html, config
-
-
-@pytest.fixture
-def pretrained_demo(tiny_results):
-    """Copy the shared run's demo backbone into a new results folder, so that another end-to-end run on
-    tests/configs/tiny.yaml's `demo_backbone` settings and `seed` skips pretraining (about 1.5 min).
-
-    Snakemake keeps an existing output that has no record of the params it was made with, so the caller
-    must keep those two settings as tiny.yaml has them: the copy is then the backbone it would train."""
-
-    def copy_into(results: Path) -> Path:
-        target = results / "models/demo_backbone"
-        shutil.copytree(tiny_results / "models/demo_backbone", target)
-        return target
-
-    return copy_into

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,3 +101,14 @@ def tiny_args(results: Path, *extra: str) -> list[str]:
 def run_snakemake(results: Path, *extra: str) -> subprocess.CompletedProcess:
     """Snakemake on tests/configs/tiny.yaml writing under `results` (see tiny_args)."""
     return snakemake(*tiny_args(results, *extra))
+
+
+def copy_demo_backbone(tiny_results: Path, results: Path) -> Path:
+    """Copy the shared run's demo backbone into a new results folder, so that another end-to-end run on
+    tests/configs/tiny.yaml's `demo_backbone` settings and `seed` skips pretraining (about 1.5 min).
+
+    Snakemake keeps an existing output that has no record of the params it was made with, so the caller
+    must keep those two settings as tiny.yaml has them: the copy is then the backbone it would train."""
+    target = results / "models/demo_backbone"
+    shutil.copytree(tiny_results / "models/demo_backbone", target)
+    return target

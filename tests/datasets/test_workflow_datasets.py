@@ -9,6 +9,7 @@ and carry every other image and report through to the embeddings and the metrics
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from conftest import (
     write_mimic_tree,
 )
 from PIL import Image
-from tiny_workflow import snakemake
+from tiny_workflow import Running, copy_demo_backbone
 
 from mtcxr.data.datasets.synthetic import read_synthetic
 from mtcxr.embedding_io import read_embeddings
@@ -80,14 +81,24 @@ OVERSIZED = encoded(np.full((400, 400), 128, np.uint8))  # 160,000 px against ma
 STUDY_TARGETS = ("metrics/summary.md", "figures/rejects.png")
 
 
-def run_study(tmp_path: Path, dataset: dict, pretrained_demo, **overrides) -> Path:
-    """Run the workflow on `dataset` with the tiny test settings as far as the checks below read (the
-    summary, with the retrieval and generation metrics it is made of), starting from the shared run's
-    demo backbone (fixture `pretrained_demo`); return the results folder."""
-    assert "demo_backbone" not in overrides and "seed" not in overrides  # the copied backbone is tiny.yaml's
-    results = tmp_path / "results"
+@dataclass
+class Layout:
+    """A dataset tree laid out for one end-to-end run: its `dataset:` block, config overrides, and what its
+    test compares the run's tables against."""
+
+    dataset: dict
+    overrides: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+
+
+def start_study(folder: Path, layout: Layout, tiny_results: Path) -> Running:
+    """Start the workflow on `layout` with the tiny test settings as far as the checks below read (the
+    summary, with the retrieval and generation metrics it is made of), from the shared run's demo backbone;
+    it writes under `folder/results`."""
+    assert "demo_backbone" not in layout.overrides and "seed" not in layout.overrides  # the backbone is tiny.yaml's
+    results = folder / "results"
     config = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
-    config["dataset"] = dataset
+    config["dataset"] = layout.dataset
     config["results"] = str(results)
     config["images"]["max_pixels"] = 100_000
     # The zero-shot variant alone: trained heads, seeds and X-TRA run in tests/test_workflow.py, and a
@@ -97,19 +108,42 @@ def run_study(tmp_path: Path, dataset: dict, pretrained_demo, **overrides) -> Pa
     config["finetune"] = {"backbones": {}}  # fine-tuning runs in tests/test_workflow.py
     # One shard: test_mimic_cxr_tree_end_to_end collects rejects from two, and the shared run shards too.
     config["images"]["shards"] = 1
-    for section, values in overrides.items():
+    for section, values in layout.overrides.items():
         config[section].update(values)
-    config_path = tmp_path / "config.yaml"
+    config_path = folder / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    pretrained_demo(results)
+    copy_demo_backbone(tiny_results, results)
     # Not rule `all`: summarize's outputs, and the one figure whose input only these runs give its shape
     # (rejects: the shared run has none). The other figures draw tables and cached pixels that every
     # dataset gives the same shape, labels with unknown and uncertain findings included, and the shared
     # run draws them (tests/test_workflow.py).
     targets = [str(results / name) for name in STUDY_TARGETS]
-    done = snakemake("--cores", "2", "--nolock", *targets, "--configfile", str(config_path))
+    # One core each: the layouts' runs go side by side (layout_runs).
+    return Running(["--cores", "1", "--nolock", *targets, "--configfile", str(config_path)], REPO, None)
+
+
+@pytest.fixture(scope="module")
+def layout_runs(request, tmp_path_factory, tiny_results) -> dict[str, tuple[Layout, Path, object]]:
+    """Each selected layout test's tree, built, and its run: every run starts as soon as its tree is written
+    and they go side by side, so the module waits for the longest run, not for their sum. Name -> (layout,
+    results folder, finished command)."""
+    selected = {item.name for item in request.session.items}
+    started = {}
+    for name, (test, build) in LAYOUTS.items():
+        if test not in selected:
+            continue
+        folder = tmp_path_factory.mktemp(name)
+        layout = build(folder)
+        if layout is not None:
+            started[name] = (layout, folder / "results", start_study(folder, layout, tiny_results))
+    return {name: (layout, results, running.wait()) for name, (layout, results, running) in started.items()}
+
+
+def finished(layout_runs: dict, name: str) -> tuple[Layout, Path]:
+    """The layout and results folder of a run that must have ended well."""
+    layout, results, done = layout_runs[name]
     assert done.returncode == 0, done.stderr[-4000:]
-    return results
+    return layout, results
 
 
 def all_rejects(results: Path) -> pl.DataFrame:
@@ -189,7 +223,7 @@ def mimic_report(findings: str | None, impression: str | None) -> str:
     return text
 
 
-def test_mimic_cxr_tree_end_to_end(tmp_path: Path, pretrained_demo):
+def mimic_layout(tmp_path: Path) -> Layout:
     source = synthetic_source(tmp_path)
     subject = {p: str(12_000_000 + i) for i, p in enumerate(source.studies["patient_id"].unique(maintain_order=True))}
     study = {s: str(52_000_000 + i) for i, s in enumerate(source.studies["study_id"])}
@@ -214,7 +248,13 @@ def test_mimic_cxr_tree_end_to_end(tmp_path: Path, pretrained_demo):
 
     # Two shards, as the shared run: the one run whose preprocess rejects land in both, so every
     # shard's rejects must reach the rejects checks and summary.md's count.
-    results = run_study(tmp_path, {"kind": "mimic_cxr", "root": str(root)}, pretrained_demo, images={"shards": 2})
+    facts = {"source": source, "study": study, "faults": faults, "frontal": frontal}
+    return Layout({"kind": "mimic_cxr", "root": str(root)}, {"images": {"shards": 2}}, facts)
+
+
+def test_mimic_cxr_tree_end_to_end(layout_runs):
+    layout, results = finished(layout_runs, "mimic_cxr")
+    source, study, faults, frontal = (layout.facts[key] for key in ("source", "study", "faults", "frontal"))
     shards = sorted((results / "data/pixels").glob("rejects-*.parquet"))
     assert len(shards) == 2 and all(read_table(path, "rejects").height for path in shards)
 
@@ -242,7 +282,7 @@ def test_mimic_cxr_tree_end_to_end(tmp_path: Path, pretrained_demo):
 # IU X-ray (Kaggle layout)
 
 
-def test_iu_xray_tree_end_to_end(tmp_path: Path, pretrained_demo):
+def iu_layout(tmp_path: Path) -> Layout:
     source = synthetic_source(tmp_path)
     extra = IuExtra()
     for i, row in enumerate(source.studies.iter_rows(named=True)):
@@ -257,11 +297,15 @@ def test_iu_xray_tree_end_to_end(tmp_path: Path, pretrained_demo):
     extra.files["1003_IM-0003-1001.dcm.png"] = NOT_AN_IMAGE
     root = write_iu_tree(tmp_path / "iu", extra=extra)
 
-    results = run_study(
-        tmp_path,
-        {"kind": "iu_xray", "root": str(root), "split_fractions": {"train": 0.6, "validate": 0.1, "test": 0.3}},
-        pretrained_demo,
+    split = {"train": 0.6, "validate": 0.1, "test": 0.3}
+    return Layout(
+        {"kind": "iu_xray", "root": str(root), "split_fractions": split}, facts={"source": source, "extra": extra}
     )
+
+
+def test_iu_xray_tree_end_to_end(layout_runs):
+    layout, results = finished(layout_runs, "iu_xray")
+    source, extra = layout.facts["source"], layout.facts["extra"]
 
     check_reasons(
         all_rejects(results),
@@ -344,15 +388,18 @@ def check_mixed_formats_cached(results: Path, manifest_rows: list, read_pixels, 
         assert correlation > 0.97, (row[0], correlation)
 
 
-def test_manifest_of_mixed_formats_end_to_end(tmp_path: Path, pretrained_demo):
+def mixed_formats_layout(tmp_path: Path) -> Layout:
     source = synthetic_source(tmp_path)
     frontal = source.images.filter(pl.col("view") != "LATERAL")
     rows, files = mixed_manifest(tmp_path, source.studies, frontal, file_pixels)
     manifest = write_manifest_tree(tmp_path / "collection", extra_rows=rows, extra_files=files)
+    facts = {"rows": rows, "frontal": frontal, "folder": manifest.parent}
+    return Layout({"kind": "manifest", "manifest": str(manifest)}, facts=facts)
 
-    results = run_study(tmp_path, {"kind": "manifest", "manifest": str(manifest)}, pretrained_demo)
 
-    folder = manifest.parent
+def test_manifest_of_mixed_formats_end_to_end(layout_runs):
+    layout, results = finished(layout_runs, "mixed_formats")
+    rows, frontal, folder = (layout.facts[key] for key in ("rows", "frontal", "folder"))
     check_reasons(
         all_rejects(results),
         {
@@ -370,14 +417,11 @@ def test_manifest_of_mixed_formats_end_to_end(tmp_path: Path, pretrained_demo):
     check_mixed_formats_cached(results, rows, file_pixels, frontal["path"].to_list())
 
 
-@pytest.mark.realdata
-def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path, pretrained_demo):
+def real_iu_layout(tmp_path: Path) -> Layout | None:
     """The real IU X-ray radiographs of ../shared/data, each re-saved in every format and mode of FORMATS,
-    with their real reports, in a manifest beside synthetic studies (enough to train on)."""
+    with their real reports, in a manifest beside synthetic studies (enough to train on); None where absent."""
     if not (REAL_IU / "indiana_reports.csv").is_file():
-        pytest.skip(
-            f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
-        )
+        return None
     from mtcxr.data.datasets.iu_xray import read_iu_xray
 
     views = ["PA", "AP", "LATERAL"]
@@ -401,11 +445,20 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path, pretrained_demo
         tmp_path / "collection", extra_rows=rows + synthetic_rows, extra_files={**files, **synthetic_files}
     )
 
-    results = run_study(
-        tmp_path,
-        {"kind": "manifest", "manifest": str(manifest), "views": views},
-        pretrained_demo,
-        images={"max_pixels": 60_000_000},
+    facts = {"rows": rows, "real_images": real_images, "real_studies": real_studies, "formats": formats}
+    dataset = {"kind": "manifest", "manifest": str(manifest), "views": views}
+    return Layout(dataset, {"images": {"max_pixels": 60_000_000}}, facts)
+
+
+@pytest.mark.realdata
+def test_manifest_with_real_iu_images_end_to_end(layout_runs):
+    if "real_iu" not in layout_runs:
+        pytest.skip(
+            f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
+        )
+    layout, results = finished(layout_runs, "real_iu")
+    rows, real_images, real_studies, formats = (
+        layout.facts[key] for key in ("rows", "real_images", "real_studies", "formats")
     )
 
     real_ids = {row[0] for row in rows}
@@ -420,3 +473,12 @@ def test_manifest_with_real_iu_images_end_to_end(tmp_path: Path, pretrained_demo
         .select("study_id", "report")
         .iter_rows()
     ) == dict(real_studies.select("study_id", "report").iter_rows())
+
+
+# Layout name -> (its test, its builder), in the order their runs start.
+LAYOUTS = {
+    "real_iu": ("test_manifest_with_real_iu_images_end_to_end", real_iu_layout),
+    "mimic_cxr": ("test_mimic_cxr_tree_end_to_end", mimic_layout),
+    "mixed_formats": ("test_manifest_of_mixed_formats_end_to_end", mixed_formats_layout),
+    "iu_xray": ("test_iu_xray_tree_end_to_end", iu_layout),
+}
