@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_workflow import REPO, Running, snakemake, tiny_args
+from tiny_workflow import REPO, SIDE_RUNS, Running, snakemake, tiny_args
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
@@ -22,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 # What the session's shared run is made for: tests that read it or copy it (fixtures that need these need it).
-SHARED_RUN_FIXTURES = {"tiny_results", "tiny_report"}
+SHARED_RUN_FIXTURES = {"tiny_results", "tiny_report", "side_runs"}
 _shared_run: dict = {}
 
 
@@ -78,3 +79,31 @@ def tiny_report(tiny_results, tmp_path_factory) -> tuple[Path, Path, dict]:
         schema_file=REPO / "workflow/schemas/config.schema.yaml",
     )
     return tiny_results, html, config
+
+
+class SideRuns:
+    """The side runs started for this session (tiny_workflow.SIDE_RUNS), each waited for once."""
+
+    def __init__(self, started: dict[str, tuple[object, Running]]) -> None:
+        self.started, self.done = started, {}
+
+    def result(self, name: str) -> tuple[object, subprocess.CompletedProcess] | None:
+        """(what the starter returned for the test, the finished command), or None where nothing ran."""
+        if name not in self.started:
+            return None
+        if name not in self.done:
+            self.done[name] = self.started[name][1].wait()
+        return self.started[name][0], self.done[name]
+
+
+@pytest.fixture(scope="session")
+def side_runs(request, tmp_path_factory, tiny_results) -> SideRuns:
+    """Start every selected side run now, in registration order, and let them go side by side."""
+    selected = {item.name for item in request.session.items}
+    started = {}
+    for name, (test, start) in SIDE_RUNS.items():
+        if test in selected:
+            begun = start(tmp_path_factory.mktemp(name), tiny_results)
+            if begun is not None:
+                started[name] = begun
+    return SideRuns(started)

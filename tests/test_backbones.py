@@ -16,7 +16,7 @@ import yaml
 from open_clip.hf_model import ClsLastHiddenStatePooler, HFTextEncoder
 from open_clip.timm_model import TimmModel
 from PIL import Image
-from tiny_workflow import snakemake
+from tiny_workflow import SIDE_RUNS, Running
 from torchvision import transforms
 
 from mtcxr.embedding_io import read_embeddings
@@ -216,14 +216,14 @@ def shared_run_without_finetuning(folder: str, names: list[str]) -> list[str]:
     return [name for name in names if name == "finetuned" or "demo_ft" in name]
 
 
-@pytest.mark.slow
-def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, tiny_results):
+def start_two_backbones(folder: Path, tiny_results: Path) -> tuple[tuple[Path, str], Running]:
+    """A side run (tiny_workflow.SIDE_RUNS): the shared run's copy with a BiomedCLIP-shaped second backbone."""
     # A copy of the session's shared run, file times kept: the demo backbone's jobs are up to date, so
     # Snakemake runs only biomedclip's jobs and the aggregates over both backbones.
-    results = tmp_path / "results"
+    results = folder / "results"
     shutil.copytree(tiny_results, results, copy_function=shutil.copy2, ignore=shared_run_without_finetuning)
-    backbones = tmp_path / "backbones.yaml"
-    spec = f"local-dir:{tiny_biomedclip}"
+    backbones = folder / "backbones.yaml"
+    spec = f"local-dir:{write_biomedclip_like(folder / 'biomedclip', size='tiny')}"
     # One seed, two variants, no X-TRA and no report generation: what this test checks is a second backbone
     # beside the first, and the shared run checks the rest (tests/test_workflow.py).
     overrides = {
@@ -238,18 +238,17 @@ def test_workflow_runs_two_backbones(tiny_biomedclip, tmp_path, tiny_results):
     targets = [
         str(results / name) for name in ("metrics/summary.md", "figures/tsne_demo.png", "figures/tsne_biomedclip.png")
     ]
-    done = snakemake(
-        "--nolock",
-        "--cores",
-        "2",
-        *targets,
-        "--configfile",
-        "tests/configs/tiny.yaml",
-        str(backbones),
-        "--config",
-        f"results={results}",
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    args = ["--nolock", "--cores", "1", *targets, "--configfile", "tests/configs/tiny.yaml", str(backbones)]
+    running = Running([*args, "--config", f"results={results}"], REPO, {**os.environ, "HF_HUB_OFFLINE": "1"})
+    return (results, spec), running
+
+
+SIDE_RUNS["two_backbones"] = ("test_workflow_runs_two_backbones", start_two_backbones)
+
+
+@pytest.mark.slow
+def test_workflow_runs_two_backbones(side_runs):
+    (results, spec), done = side_runs.result("two_backbones")
     assert done.returncode == 0, done.stderr[-4000:]
 
     summary = pl.read_csv(results / "metrics/summary.csv")

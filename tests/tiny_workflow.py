@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,3 +112,11 @@ def copy_demo_backbone(tiny_results: Path, results: Path) -> Path:
     target = results / "models/demo_backbone"
     shutil.copytree(tiny_results / "models/demo_backbone", target)
     return target
+
+
+# Runs that start from the shared one (a copy of it, or its demo backbone), each checked by one test. The
+# modules that define them register them here at import; conftest.side_runs starts every selected one at
+# once when the shared run has ended, so they go side by side. Name -> (the test's name, starter); a starter
+# takes (a new folder, the shared results) and returns (what the test needs, the Running command), or None
+# when it has nothing to run (its test then skips).
+SIDE_RUNS: dict[str, tuple[str, Callable[[Path, Path], tuple[object, Running] | None]]] = {}

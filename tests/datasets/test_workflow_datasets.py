@@ -26,7 +26,7 @@ from conftest import (
     write_mimic_tree,
 )
 from PIL import Image
-from tiny_workflow import Running, copy_demo_backbone
+from tiny_workflow import SIDE_RUNS, Running, copy_demo_backbone
 
 from mtcxr.data.datasets.synthetic import read_synthetic
 from mtcxr.embedding_io import read_embeddings
@@ -118,30 +118,23 @@ def start_study(folder: Path, layout: Layout, tiny_results: Path) -> Running:
     # dataset gives the same shape, labels with unknown and uncertain findings included, and the shared
     # run draws them (tests/test_workflow.py).
     targets = [str(results / name) for name in STUDY_TARGETS]
-    # One core each: the layouts' runs go side by side (layout_runs).
+    # One core each: the layouts' runs go side by side (conftest.side_runs).
     return Running(["--cores", "1", "--nolock", *targets, "--configfile", str(config_path)], REPO, None)
 
 
-@pytest.fixture(scope="module")
-def layout_runs(request, tmp_path_factory, tiny_results) -> dict[str, tuple[Layout, Path, object]]:
-    """Each selected layout test's tree, built, and its run: every run starts as soon as its tree is written
-    and they go side by side, so the module waits for the longest run, not for their sum. Name -> (layout,
-    results folder, finished command)."""
-    selected = {item.name for item in request.session.items}
-    started = {}
-    for name, (test, build) in LAYOUTS.items():
-        if test not in selected:
-            continue
-        folder = tmp_path_factory.mktemp(name)
+def start_layout(build):
+    """A side-run starter (tiny_workflow.SIDE_RUNS) for the layout `build` writes."""
+
+    def start(folder: Path, tiny_results: Path) -> tuple[tuple[Layout, Path], Running] | None:
         layout = build(folder)
-        if layout is not None:
-            started[name] = (layout, folder / "results", start_study(folder, layout, tiny_results))
-    return {name: (layout, results, running.wait()) for name, (layout, results, running) in started.items()}
+        return None if layout is None else ((layout, folder / "results"), start_study(folder, layout, tiny_results))
+
+    return start
 
 
-def finished(layout_runs: dict, name: str) -> tuple[Layout, Path]:
+def finished(side_runs, name: str) -> tuple[Layout, Path]:
     """The layout and results folder of a run that must have ended well."""
-    layout, results, done = layout_runs[name]
+    (layout, results), done = side_runs.result(name)
     assert done.returncode == 0, done.stderr[-4000:]
     return layout, results
 
@@ -252,8 +245,8 @@ def mimic_layout(tmp_path: Path) -> Layout:
     return Layout({"kind": "mimic_cxr", "root": str(root)}, {"images": {"shards": 2}}, facts)
 
 
-def test_mimic_cxr_tree_end_to_end(layout_runs):
-    layout, results = finished(layout_runs, "mimic_cxr")
+def test_mimic_cxr_tree_end_to_end(side_runs):
+    layout, results = finished(side_runs, "mimic_cxr")
     source, study, faults, frontal = (layout.facts[key] for key in ("source", "study", "faults", "frontal"))
     shards = sorted((results / "data/pixels").glob("rejects-*.parquet"))
     assert len(shards) == 2 and all(read_table(path, "rejects").height for path in shards)
@@ -303,8 +296,8 @@ def iu_layout(tmp_path: Path) -> Layout:
     )
 
 
-def test_iu_xray_tree_end_to_end(layout_runs):
-    layout, results = finished(layout_runs, "iu_xray")
+def test_iu_xray_tree_end_to_end(side_runs):
+    layout, results = finished(side_runs, "iu_xray")
     source, extra = layout.facts["source"], layout.facts["extra"]
 
     check_reasons(
@@ -397,8 +390,8 @@ def mixed_formats_layout(tmp_path: Path) -> Layout:
     return Layout({"kind": "manifest", "manifest": str(manifest)}, facts=facts)
 
 
-def test_manifest_of_mixed_formats_end_to_end(layout_runs):
-    layout, results = finished(layout_runs, "mixed_formats")
+def test_manifest_of_mixed_formats_end_to_end(side_runs):
+    layout, results = finished(side_runs, "mixed_formats")
     rows, frontal, folder = (layout.facts[key] for key in ("rows", "frontal", "folder"))
     check_reasons(
         all_rejects(results),
@@ -451,12 +444,12 @@ def real_iu_layout(tmp_path: Path) -> Layout | None:
 
 
 @pytest.mark.realdata
-def test_manifest_with_real_iu_images_end_to_end(layout_runs):
-    if "real_iu" not in layout_runs:
+def test_manifest_with_real_iu_images_end_to_end(side_runs):
+    if side_runs.result("real_iu") is None:
         pytest.skip(
             f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
         )
-    layout, results = finished(layout_runs, "real_iu")
+    layout, results = finished(side_runs, "real_iu")
     rows, real_images, real_studies, formats = (
         layout.facts[key] for key in ("rows", "real_images", "real_studies", "formats")
     )
@@ -475,10 +468,13 @@ def test_manifest_with_real_iu_images_end_to_end(layout_runs):
     ) == dict(real_studies.select("study_id", "report").iter_rows())
 
 
-# Layout name -> (its test, its builder), in the order their runs start.
-LAYOUTS = {
-    "real_iu": ("test_manifest_with_real_iu_images_end_to_end", real_iu_layout),
-    "mimic_cxr": ("test_mimic_cxr_tree_end_to_end", mimic_layout),
-    "mixed_formats": ("test_manifest_of_mixed_formats_end_to_end", mixed_formats_layout),
-    "iu_xray": ("test_iu_xray_tree_end_to_end", iu_layout),
-}
+# The layouts' runs, in the order they start: the trees that are quick to write first, so that their runs
+# use the cores while the real radiographs are re-encoded in every format.
+SIDE_RUNS.update(
+    {
+        "mimic_cxr": ("test_mimic_cxr_tree_end_to_end", start_layout(mimic_layout)),
+        "iu_xray": ("test_iu_xray_tree_end_to_end", start_layout(iu_layout)),
+        "mixed_formats": ("test_manifest_of_mixed_formats_end_to_end", start_layout(mixed_formats_layout)),
+        "real_iu": ("test_manifest_with_real_iu_images_end_to_end", start_layout(real_iu_layout)),
+    }
+)
