@@ -73,6 +73,7 @@ def run_size(factor: float, root: Path, cores: int, backbone_from: Path | None) 
         shutil.copytree(backbone_from / "models/demo_backbone", results / "models/demo_backbone")
     command = [sys.executable, "-m", "snakemake", "--cores", str(cores)]
     command += ["--configfile", "configs/scale.yaml", str(config)]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO)
     facts = {
@@ -82,9 +83,7 @@ def run_size(factor: float, root: Path, cores: int, backbone_from: Path | None) 
         "wall_seconds": round(time.perf_counter() - started, 1),
         "cores": cores,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit.stdout.strip(),  # the code the run started with
         "backbone_copied_from": str(backbone_from) if backbone_from else None,
     }
     (results / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
@@ -246,6 +245,9 @@ def markdown(table: pl.DataFrame, projection: pl.DataFrame, runs: list[dict]) ->
                 "-" if row.is_empty() else f"{row['jobs'][0]}, {row['cpu_s'][0]:,.0f}, {row['rss_mb'][0]:,.0f}"
             )
         lines.append(f"| {rule[0]} | " + " | ".join(cells) + " |")
+    if len(sizes) < 2:
+        lines += ["", "One size measured: growth needs at least two, so nothing is fitted or projected yet.", ""]
+        return "\n".join(lines)
     lines += [
         "",
         f"## Growth and the projection to MIMIC-CXR ({MIMIC_STUDIES:,} studies)",

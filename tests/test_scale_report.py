@@ -101,6 +101,14 @@ def test_report_fits_each_rules_growth_and_projects_it(scale, tmp_path: Path):
     assert not math.isnan(projection["evaluate_variant"]["mimic_job_wall_min"])
 
 
+def test_one_size_fits_and_projects_nothing(scale, tmp_path: Path):
+    run = write_run(tmp_path / "1500", 1500, {"train_head": [(15.0, 650, 15.0)]})
+    scale.report([run], tmp_path / "out")
+    text = (tmp_path / "out/scale.md").read_text()
+    assert "| train_head | 1, 15, 650 |" in text
+    assert "One size measured" in text and "MIMIC CPU h" not in text
+
+
 def test_report_names_a_folder_that_is_not_a_run(scale, tmp_path: Path):
     with pytest.raises(SystemExit, match=r"run.json is missing: report reads folders written by"):
         scale.report([tmp_path], tmp_path / "out")
