@@ -77,15 +77,20 @@ def _interval(low: float | None, high: float | None, signed: bool = False) -> st
     return f" [{_number(low, signed)}, {_number(high, signed)}]" if low is not None and high is not None else ""
 
 
-def _retrieval_cell(summary: pl.DataFrame, backbone: str, variant: str, column: tuple) -> str:
-    task, metric, k, _, with_ci = column
-    rows = summary.filter(
+def summary_rows(summary: pl.DataFrame, backbone: str, variant: str, task: str, metric: str, k: int | None = None):
+    """The rows of summary.csv for one backbone, variant, task, metric and cut-off (every seed and summary)."""
+    return summary.filter(
         (pl.col("backbone") == backbone)
         & (pl.col("variant") == variant)
         & (pl.col("task") == task)
         & (pl.col("metric") == metric)
         & (pl.col("k").is_null() if k is None else pl.col("k") == k)
     )
+
+
+def _retrieval_cell(summary: pl.DataFrame, backbone: str, variant: str, column: tuple) -> str:
+    task, metric, k, _, with_ci = column
+    rows = summary_rows(summary, backbone, variant, task, metric, k)
     across = rows.filter(pl.col("n_seeds").fill_null(1) > 1)
     if across.height:  # a trained variant: mean ± sd over its seeds
         row = across.row(0, named=True)

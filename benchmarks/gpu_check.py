@@ -32,6 +32,9 @@ import polars as pl
 
 from mtcxr.embedding_io import read_metadata
 
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by a test
+from demo_tables import summary_rows  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 # The rules that run a model on the GPU, each with the key that chooses its device.
@@ -83,14 +86,8 @@ def check_tiny_study(results: Path) -> list[str]:
             failures.append(f"summary.csv has no row for backbone {backbone}")
 
     def first(backbone: str, variant: str, task: str, metric: str, k: int | None = None) -> float | None:
-        rows = summary.filter(
-            (pl.col("backbone") == backbone)
-            & (pl.col("variant") == variant)
-            & (pl.col("task") == task)
-            & (pl.col("metric") == metric)
-            & (pl.col("k").is_null() if k is None else pl.col("k") == k)
-            & (pl.col("n_seeds").fill_null(1) == 1)
-            & (pl.col("seed").fill_null(0) == 0)
+        rows = summary_rows(summary, backbone, variant, task, metric, k).filter(
+            (pl.col("n_seeds").fill_null(1) == 1) & (pl.col("seed").fill_null(0) == 0)  # zeroshot's or seed 0's
         )
         return rows["value"][0] if rows.height else None
 

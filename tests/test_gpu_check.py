@@ -3,23 +3,15 @@ study hold on a complete run and name exactly what says the run was not on a GPU
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_workflow import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks/gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: the script would run its checks")
@@ -46,7 +38,7 @@ def test_usage_without_an_outdir():
 def test_the_tiny_study_checks_hold_except_where_it_ran(tiny_results: Path):
     """On the shared CPU run every table check holds, and exactly the records of a CPU run fail: that is
     what the script reports on a GPU machine whose stages silently fell back to the CPU."""
-    failures = load_gpu_check().check_tiny_study(tiny_results)
+    failures = load_benchmark("gpu_check").check_tiny_study(tiny_results)
     assert failures == [
         "the demo's text embeddings ran at fp32, not bf16 on cuda",
         "fine-tuning ran on cpu at fp32, checkpointing False",

@@ -3,14 +3,13 @@ its report reads Snakemake's benchmark files, fits each rule's growth and projec
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tiny_workflow import load_benchmark
 
 from mtcxr.config import run_config
 
@@ -20,11 +19,7 @@ HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("scale", REPO / "benchmarks/scale.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scale"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scale")
 
 
 def test_size_files_scale_studies_patients_and_shards_as_mimic(scale, tmp_path: Path):

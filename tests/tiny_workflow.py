@@ -9,6 +9,7 @@ file-descriptor level, as `python -m snakemake ...` would run them.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import shutil
@@ -120,3 +121,12 @@ def copy_demo_backbone(tiny_results: Path, results: Path) -> Path:
 # takes (a new folder, the shared results) and returns (what the test needs, the Running command), or None
 # when it has nothing to run (its test then skips).
 SIDE_RUNS: dict[str, tuple[str, Callable[[Path, Path], tuple[object, Running] | None]]] = {}
+
+
+def load_benchmark(name: str):
+    """The script benchmarks/NAME.py as a module (registered under its name: dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
