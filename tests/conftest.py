@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 from tiny_workflow import REPO, SIDE_RUNS, Running, snakemake, tiny_args
 
+# The suite runs several Snakemake runs and the unit tests side by side on few cores, so a job's OpenMP
+# threads (torch's, `threads: 2` rules) often share a core with another process. OpenMP's default is to
+# spin-wait at each barrier, burning the core its partner needs: on the 2-core VM a demo-backbone training
+# step took 2-4x the CPU time beside another job. Passive waiting yields the core instead; it changes no
+# result (docs/design.md, Tests). Set before anything in this process or its children starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):

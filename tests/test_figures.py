@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from mtcxr.summary.figures import clinical_precision_figure, finding_precision_figure, recall_figure
+from mtcxr.summary.figures import clinical_precision_figure, finding_precision_figure, recall_figure, tsne_sample
 from mtcxr.tables import CONTRACTS, write_table
 
 from tiny_tree import protocol_metrics
@@ -114,3 +114,12 @@ def test_finding_figure_without_mtcxr_says_not_computed(tmp_path):
         "other: clinical precision by query finding: no metrics for backbone other (its test gallery is empty; "
         "see logs/evaluate)."
     )
+
+
+def test_tsne_draws_a_seeded_sample_and_says_so():
+    chosen, caption = tsne_sample(5000, 3000, seed=0)
+    assert len(chosen) == 3000 and len(set(chosen.tolist())) == 3000 and (np.diff(chosen) > 0).all()
+    assert chosen.max() < 5000 and caption == " (a random sample of 3,000 of 5,000 per panel)"
+    np.testing.assert_array_equal(tsne_sample(5000, 3000, seed=0)[0], chosen)
+    assert not np.array_equal(tsne_sample(5000, 3000, seed=1)[0], chosen)
+    assert tsne_sample(3000, 3000, seed=0) == (None, "")

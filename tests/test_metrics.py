@@ -78,6 +78,23 @@ def test_topk_search_blocked_equals_unblocked():
     np.testing.assert_array_equal(blocked[1], whole[1])
 
 
+def test_search_in_a_huge_page_buffer_reused_across_blocks():
+    """Blocks of 80 queries x 9,000 keys (2.9 MB) go through the MADV_HUGEPAGE buffer, each block written
+    over the last (the last block shorter): ranks, top-k and ties as brute force has them."""
+    rng = np.random.default_rng(5)
+    queries, keys = tied_embeddings(rng, 200, 6), tied_embeddings(rng, 9000, 6)
+    expected_scores, expected_order = brute_force_order(queries, keys)
+    scores, indices = topk_search(queries, keys, k=12, block_size=80)
+    np.testing.assert_array_equal(indices, expected_order[:, :12])
+    np.testing.assert_array_equal(scores, expected_scores[:, :12])
+    # Small-integer vectors over 9,000 keys: most queries' 12th score is shared by many keys.
+    assert (expected_scores[:, 11] == expected_scores[:, 12]).mean() > 0.5
+    targets = rng.integers(0, 9000, size=(200, 3))
+    position = np.argsort(expected_order, axis=1)  # key -> 0-based rank, per query
+    expected_ranks = 1 + np.take_along_axis(position, targets, axis=1).min(axis=1)
+    np.testing.assert_array_equal(first_hit_ranks(queries, keys, targets, block_size=80), expected_ranks)
+
+
 def test_topk_search_random_normalised():
     rng = np.random.default_rng(3)
     queries = rng.normal(size=(50, 16)).astype(np.float32)

@@ -39,6 +39,16 @@ def _save(fig, output: str, dpi: int, notes: list[str]) -> None:
     plt.close(fig)
 
 
+def tsne_sample(n_points: int, max_points: int, seed: int) -> tuple[np.ndarray | None, str]:
+    """(sorted indices of a seeded sample of `max_points`, the caption saying so), or (None, "") when all
+    `n_points` fit. t-SNE's time and memory grow with the square of its points: a MIMIC test split has
+    about 5,000 frontal images per panel, and the figure's job must not grow with the dataset."""
+    if n_points <= max_points:
+        return None, ""
+    chosen = np.sort(np.random.default_rng(seed).choice(n_points, max_points, replace=False))
+    return chosen, f" (a random sample of {max_points:,} of {n_points:,} per panel)"
+
+
 def tsne_figure(
     index_dirs: dict[str, str],
     labels_path: str,
@@ -50,15 +60,16 @@ def tsne_figure(
     """Side-by-side t-SNE of each variant's test image embeddings, coloured normal/abnormal."""
     labels = read_table(labels_path, "labels").select("study_id", "abnormal")
     fig, axes = plt.subplots(1, len(index_dirs), figsize=(5.2 * len(index_dirs), 5), squeeze=False)
+    sampled = ""
     for ax, (variant, folder) in zip(axes[0], index_dirs.items()):
         _, vectors, meta = read_embeddings(Path(folder) / "images.parquet", "image_id")
         studies = pl.read_parquet(Path(folder) / "images.parquet", columns=["study_id"]).join(
             labels, on="study_id", how="left", maintain_order="left"
         )
         abnormal = studies["abnormal"].fill_null(False).to_numpy()
-        if len(vectors) > max_points:
-            chosen = np.sort(np.random.default_rng(seed).choice(len(vectors), max_points, replace=False))
-            vectors, abnormal = vectors[chosen], abnormal[chosen]
+        chosen, caption = tsne_sample(len(vectors), max_points, seed)
+        if chosen is not None:
+            vectors, abnormal, sampled = vectors[chosen], abnormal[chosen], caption
         silhouette = metrics.cosine_silhouette(vectors, abnormal, seed=seed)
         from sklearn.manifold import TSNE  # here: the other figure jobs need no scikit-learn at start-up
 
@@ -82,7 +93,7 @@ def tsne_figure(
         ax.set_title(f"{meta.get('backbone', '')} / {variant}\nsilhouette (cosine) = {silhouette:.3f}")
         ax.set_xticks([]), ax.set_yticks([])
         ax.legend(loc="best", fontsize=8)
-    fig.suptitle("t-SNE of test image embeddings")
+    fig.suptitle(f"t-SNE of test image embeddings{sampled}")
     fig.tight_layout()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=130)
