@@ -41,6 +41,13 @@ IMAGES_PER_STUDY = 1.6  # configs/scale.yaml: one frontal, a lateral in 60% of s
 IMAGES_PER_SHARD = 6_000  # configs/mimic_cxr.yaml: 64 shards of about 5,900 images
 # Rules under this many CPU seconds at the largest size are start-up, not growth: no exponent is fitted.
 FIT_FLOOR_SECONDS = 10.0
+# What a rule must declare for a MIMIC run, from its projection: memory with half again as much as the
+# projected peak (a job killed for memory loses its work), time with twice the projected longest job
+# (cluster cores vary; a job past its limit is killed), rounded up to whole GB and to 5 minutes.
+MEMORY_HEADROOM = 1.5
+TIME_HEADROOM = 2.0
+# The largest growth issue 22 allows a rule's CPU time over the sizes measured: studies^1.15 (n log n).
+GROWTH_LIMIT = 1.15
 
 
 def size_config(factor: float, results: Path) -> str:
@@ -92,23 +99,37 @@ def run_size(factor: float, root: Path, cores: int, backbone_from: Path | None) 
     return results
 
 
+# The last line of every job's log (mtcxr.logs.RESOURCES_FORMAT): its exact CPU time and peak RSS.
+RESOURCES_LINE = re.compile(r"job resources: ([\d.]+) CPU s, peak RSS ([\d.]+) MB")
+
+
+def logged_resources(log: Path) -> tuple[float, float] | None:
+    """(CPU s, peak RSS MB) from the job's log, or None for a log written before jobs logged them."""
+    if not log.is_file():
+        return None
+    found = RESOURCES_LINE.findall(log.read_text(errors="replace"))
+    return (float(found[-1][0]), float(found[-1][1])) if found else None
+
+
 def read_benchmarks(results: Path) -> pl.DataFrame:
     """One row per job: rule, wall s, CPU s, peak RSS MB, from results/benchmarks/<folder>[/...].tsv (the
-    folder is the rule's name, or the one its `benchmark:` path gives: evaluate_variant writes `evaluate`)."""
+    folder is the rule's name, or the one its `benchmark:` path gives: evaluate_variant writes `evaluate`).
+
+    Wall time is Snakemake's, exact. CPU time and peak RSS come from the job's log (results/logs/, same
+    path) where it has its resources line, exact; else from the benchmark file, which samples them every
+    30 s after the first 30 s and so can miss a long job's last seconds (`exact` says which)."""
     rule_of = {folder: rule for rule, folder in benchmark_folders().items()}
     rows = []
     for path in sorted((results / "benchmarks").rglob("*.tsv")):
-        folder = path.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
+        relative = path.relative_to(results / "benchmarks")
+        folder = relative.parts[0].removesuffix(".tsv")
         rule = rule_of.get(folder, folder)
         table = pl.read_csv(path, separator="\t", null_values=["-", "NA"])
         last = table.row(-1, named=True)  # a rerun appends; the last line is the run that made the output
+        logged = logged_resources((results / "logs" / relative).with_suffix(".log"))
+        cpu_s, rss_mb = logged or (float(last.get("cpu_time") or 0.0), float(last.get("max_rss") or 0.0))
         rows.append(
-            {
-                "rule": rule,
-                "wall_s": float(last["s"]),
-                "cpu_s": float(last.get("cpu_time") or 0.0),
-                "rss_mb": float(last.get("max_rss") or 0.0),
-            }
+            {"rule": rule, "wall_s": float(last["s"]), "cpu_s": cpu_s, "rss_mb": rss_mb, "exact": logged is not None}
         )
     if not rows:
         raise SystemExit(f"{results}/benchmarks holds no benchmark file: is it a results folder of a run?")
@@ -164,10 +185,17 @@ def tabulate(runs: dict[int, pl.DataFrame]) -> pl.DataFrame:
                 cpu_s=pl.col("cpu_s").sum(),
                 job_wall_s=pl.col("wall_s").max(),
                 rss_mb=pl.col("rss_mb").max(),
+                exact=pl.col("exact").all(),
             )
             .with_columns(studies=pl.lit(studies))
         )
     return pl.concat(frames).sort("rule", "studies")
+
+
+def cost_column(group: pl.DataFrame) -> str:
+    """What a rule's growth is measured in: its exact CPU time where every size logged it, else its wall
+    time (exact too; on a machine running only the study, jobs get the cores their `threads` ask for)."""
+    return "cpu_s" if group["exact"].all() else "wall_s"
 
 
 def project(table: pl.DataFrame) -> pl.DataFrame:
@@ -179,23 +207,53 @@ def project(table: pl.DataFrame) -> pl.DataFrame:
         studies = group["studies"].to_numpy().astype(float)
         largest = group.row(-1, named=True)
         ratio = MIMIC_STUDIES / largest["studies"]
-        cpu_exponent = fit_exponent(studies, group["cpu_s"].to_numpy())
+        cost = cost_column(group)
+        cpu_exponent = fit_exponent(studies, group[cost].to_numpy())
         job_exponent = fit_exponent(studies, group["job_wall_s"].to_numpy())
         rss_exponent = fit_exponent(studies, group["rss_mb"].to_numpy())
-        small = largest["cpu_s"] < FIT_FLOOR_SECONDS
+        small = largest[cost] < FIT_FLOOR_SECONDS
         rows.append(
             {
                 "rule": rule,
+                "cost": "CPU" if cost == "cpu_s" else "wall",
                 "cpu_exponent": None if small else cpu_exponent,
                 "rss_exponent": None if small else rss_exponent,
-                "mimic_cpu_h": largest["cpu_s"] * ratio ** max(cpu_exponent or 0.0, 0.0) / 3600,
+                "mimic_cpu_h": largest[cost] * ratio ** max(cpu_exponent or 0.0, 0.0) / 3600,
                 "mimic_job_wall_min": largest["job_wall_s"] * ratio ** max(job_exponent or 0.0, 0.0) / 60,
                 "mimic_rss_mb": largest["rss_mb"] * ratio ** max(rss_exponent or 0.0, 0.0),
                 "mem_mb": declared.get(rule, {}).get("mem_mb"),
                 "runtime_min": declared.get(rule, {}).get("runtime"),
             }
         )
-    return pl.DataFrame(rows)
+    projection = pl.DataFrame(rows)
+    return projection.with_columns(
+        mem_mb_needed=((pl.col("mimic_rss_mb") * MEMORY_HEADROOM / 1000).ceil() * 1000).cast(pl.Int64),
+        runtime_needed=((pl.col("mimic_job_wall_min") * TIME_HEADROOM / 5).ceil().clip(1) * 5).cast(pl.Int64),
+    )
+
+
+def short_declarations(projection: pl.DataFrame) -> list[str]:
+    """Rules whose declared `mem_mb` or `runtime` is below what their MIMIC projection needs, worded."""
+    short = []
+    for row in projection.iter_rows(named=True):
+        for declared, needed, unit in (("mem_mb", "mem_mb_needed", "MB"), ("runtime_min", "runtime_needed", "min")):
+            if row[declared] is None or row[declared] < row[needed]:
+                short.append(f"{row['rule']}: {declared.removesuffix('_min')} {row[declared]} < {row[needed]} {unit}")
+    return short
+
+
+def growth_beyond_limit(table: pl.DataFrame) -> list[str]:
+    """Rules whose CPU time grows faster than studies^GROWTH_LIMIT from the smallest size to the largest
+    (rules under FIT_FLOOR_SECONDS at the largest size aside), worded."""
+    beyond = []
+    for rule, group in table.group_by("rule", maintain_order=True):
+        first, last, cost = group.row(0, named=True), group.row(-1, named=True), cost_column(group)
+        if last["studies"] == first["studies"] or last[cost] < FIT_FLOOR_SECONDS:
+            continue
+        allowed = (last["studies"] / first["studies"]) ** GROWTH_LIMIT
+        if last[cost] > first[cost] * allowed:
+            beyond.append(f"{rule[0]}: {cost} x{last[cost] / first[cost]:.1f} > x{allowed:.1f}")
+    return beyond
 
 
 def figure(table: pl.DataFrame, path: Path) -> None:
@@ -205,23 +263,25 @@ def figure(table: pl.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    largest = table.group_by("rule").agg(pl.col("cpu_s").max()).sort("cpu_s", descending=True)
-    shown = largest.filter(pl.col("cpu_s") >= FIT_FLOOR_SECONDS)["rule"].to_list()
+    table = table.with_columns(cost=pl.when(pl.col("exact").all().over("rule")).then("cpu_s").otherwise("wall_s"))
+    largest = table.group_by("rule").agg(pl.col("cost").max()).sort("cost", descending=True)
+    shown = largest.filter(pl.col("cost") >= FIT_FLOOR_SECONDS)["rule"].to_list()
     for i, rule in enumerate(shown):
         group = table.filter(pl.col("rule") == rule)
         style = {"color": plt.cm.tab20(i % 20), "marker": "os^D"[i // 20 % 4], "label": rule}
-        axes[0].plot(group["studies"], group["cpu_s"], **style)
+        axes[0].plot(group["studies"], group["cost"], **style)
         axes[1].plot(group["studies"], group["rss_mb"], **style)
     sizes = np.array(sorted(table["studies"].unique().to_list()), dtype=float)
     if shown and len(sizes) > 1:  # what linear growth from the largest rule's smallest size would look like
-        start = table.filter((pl.col("rule") == shown[0]) & (pl.col("studies") == sizes[0]))["cpu_s"]
+        start = table.filter((pl.col("rule") == shown[0]) & (pl.col("studies") == sizes[0]))["cost"]
         if len(start):
             axes[0].plot(sizes, start[0] * sizes / sizes[0], "k--", linewidth=0.8, label="∝ studies")
-    for axis, label in zip(axes, ("CPU seconds, all jobs of the rule", "peak RSS of the largest job, MB")):
+    labels = ("seconds, all jobs of the rule (CPU where logged, else wall)", "peak RSS of the largest job, MB")
+    for axis, label in zip(axes, labels):
         axis.set(xscale="log", yscale="log", xlabel="studies", ylabel=label)
         axis.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"Cost against studies per rule (rules over {FIT_FLOOR_SECONDS:g} CPU s at the largest size)")
+    fig.suptitle(f"Cost against studies per rule (rules over {FIT_FLOOR_SECONDS:g} s at the largest size)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -240,15 +300,27 @@ def markdown(table: pl.DataFrame, projection: pl.DataFrame, runs: list[dict]) ->
             f"- {run['studies']:,} studies: {run['wall_seconds'] / 60:.1f} min wall on {run['cores']} cores "
             f"({run['machine']}; commit {run['commit']})"
         )
-    lines += ["", "## Per rule: CPU seconds (all jobs), largest job's peak RSS (MB)", ""]
-    header = "| rule | " + " | ".join(f"{n:,}: jobs, CPU s, RSS" for n in sizes) + " |"
+    lines += [
+        "",
+        "## Per rule: wall and CPU seconds (all jobs), largest job's peak RSS (MB)",
+        "",
+        "Wall time is Snakemake's (exact). CPU time and peak RSS are exact where a job's log has its",
+        "`job resources` line; runs older than that line have Snakemake's benchmark samples, which are taken",
+        "every 30 s after a job's first 30 s and can miss a long job's last seconds (marked *).",
+        "",
+    ]
+    header = "| rule | " + " | ".join(f"{n:,}: jobs, wall s, CPU s, RSS" for n in sizes) + " |"
     lines += [header, "|---|" + "---:|" * len(sizes)]
     for rule, group in table.group_by("rule", maintain_order=True):
         cells = []
         for n in sizes:
             row = group.filter(pl.col("studies") == n)
+            if row.is_empty():
+                cells.append("-")
+                continue
+            mark = "" if row["exact"][0] else "*"
             cells.append(
-                "-" if row.is_empty() else f"{row['jobs'][0]}, {row['cpu_s'][0]:,.0f}, {row['rss_mb'][0]:,.0f}"
+                f"{row['jobs'][0]}, {row['wall_s'][0]:,.0f}, {row['cpu_s'][0]:,.0f}{mark}, {row['rss_mb'][0]:,.0f}{mark}"
             )
         lines.append(f"| {rule[0]} | " + " | ".join(cells) + " |")
     if len(sizes) < 2:
@@ -259,23 +331,43 @@ def markdown(table: pl.DataFrame, projection: pl.DataFrame, runs: list[dict]) ->
         f"## Growth and the projection to MIMIC-CXR ({MIMIC_STUDIES:,} studies)",
         "",
         "Exponent b of cost ∝ studies^b (least squares over the sizes; rules under "
-        f"{FIT_FLOOR_SECONDS:g} CPU s at the largest size show none and project as constant). The projection "
-        "scales the largest size by (227,835 / studies)^b; declared: the rule's `mem_mb` and `runtime` (min).",
+        f"{FIT_FLOOR_SECONDS:g} s at the largest size show none and project as constant). Cost is a rule's CPU "
+        "time where every size logged it exactly, else its wall time (on a machine running only the study, "
+        "a job has the cores its `threads` ask for). The projection scales the largest size by "
+        "(227,835 / studies)^b.",
         "Every job pays a fixed start-up (interpreter, torch and open_clip imports: 3-8 s), so where that is",
         "most of a rule's cost at the sizes measured, b understates how its work grows and the projection",
         "is a floor; the larger the largest size, the closer b comes to the work's own growth.",
         "",
-        "| rule | CPU b | RSS b | MIMIC CPU h | MIMIC longest job, min | MIMIC peak RSS MB | mem_mb | runtime |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"Needed: what the rule must declare for a MIMIC run, {MEMORY_HEADROOM:g}x the projected peak RSS and "
+        f"{TIME_HEADROOM:g}x the projected longest job, rounded up (`tests/test_scale_report.py` checks the "
+        "declarations against it).",
+        "",
+        "| rule | cost | b | RSS b | MIMIC h | MIMIC longest job, min | MIMIC peak RSS MB "
+        "| mem_mb: declared / needed | runtime: declared / needed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in projection.sort("mimic_cpu_h", descending=True).iter_rows(named=True):
         lines.append(
-            f"| {row['rule']} | {fmt(row['cpu_exponent'], '.2f')} | {fmt(row['rss_exponent'], '.2f')} "
+            f"| {row['rule']} | {row['cost']} | {fmt(row['cpu_exponent'], '.2f')} | {fmt(row['rss_exponent'], '.2f')} "
             f"| {row['mimic_cpu_h']:,.1f} | {row['mimic_job_wall_min']:,.0f} | {row['mimic_rss_mb']:,.0f} "
-            f"| {fmt(row['mem_mb'], ',')} | {fmt(row['runtime_min'], ',')} |"
+            f"| {fmt(row['mem_mb'], ',')} / {row['mem_mb_needed']:,} "
+            f"| {fmt(row['runtime_min'], ',')} / {row['runtime_needed']:,} |"
         )
     total = projection["mimic_cpu_h"].sum()
-    lines += ["", f"Projected CPU time of the whole MIMIC study on this machine's cores: {total:,.0f} CPU h.", ""]
+    lines += [
+        "",
+        f"Projected job time of the whole MIMIC study on this machine: {total:,.0f} h (all jobs, one after another).",
+        "",
+    ]
+    short, beyond = short_declarations(projection), growth_beyond_limit(table)
+    lines.append("Declared below need: " + ("; ".join(short) if short else "none") + ".")
+    lines.append(
+        f"Cost growing faster than studies^{GROWTH_LIMIT:g} from the smallest size to the largest: "
+        + ("; ".join(beyond) if beyond else "none")
+        + "."
+    )
+    lines.append("")
     lines += ["![cost against studies](scale.png)", ""]
     return "\n".join(lines)
 

@@ -16,9 +16,11 @@ rule ingest:
     conda:
         ENV
     threads: 1
+    # benchmarks/scale.md: a synthetic study of MIMIC's size projects to 31 min (it draws every image);
+    # reading MIMIC-CXR-JPG's own files takes 12 s (benchmarks/README.md).
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=120,
     params:
         dataset=config["dataset"],
         text_section=config["text"]["section"],

@@ -70,9 +70,11 @@ rule train_xtra:
     conda:
         ENV
     threads: 2
+    # benchmarks/scale.md: MIMIC's size projects to about 4 h on two CPU cores (grows with the train
+    # queries, b = 1.02); the runtime is twice that. On a GPU node the Slurm profile's runtime applies.
     resources:
         mem_mb=16000,
-        runtime=240,
+        runtime=600,
         gpu=1,
     params:
         output_dir=xtra_model_dir,
