@@ -78,8 +78,8 @@ def test_topk_search_blocked_equals_unblocked():
     np.testing.assert_array_equal(blocked[1], whole[1])
 
 
-def test_search_in_a_huge_page_buffer_reused_across_blocks():
-    """Blocks of 80 queries x 9,000 keys (2.9 MB) go through the MADV_HUGEPAGE buffer, each block written
+def test_search_in_one_buffer_reused_across_blocks():
+    """Blocks of 80 queries x 9,000 keys go through one score buffer, each block written
     over the last (the last block shorter): ranks, top-k and ties as brute force has them."""
     rng = np.random.default_rng(5)
     queries, keys = tied_embeddings(rng, 200, 6), tied_embeddings(rng, 9000, 6)

@@ -61,53 +61,33 @@ def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) ->
     return torch.from_numpy(writable(queries32)), torch.from_numpy(writable(keys32))
 
 
-# Score buffers at least this large are asked of the kernel in 2 MiB pages (see _score_buffer).
-_HUGE_PAGE_BYTES = 2 << 20
-
-
-def _score_buffer(rows: int, columns: int) -> torch.Tensor:
-    """Return an uninitialised float32 (rows, columns) tensor for one block of scores, reused for every block.
-
-    A block of 4,096 queries x 50,000 keys is 800 MB. Written once per search, the cost of first touching
-    fresh memory is not the GEMM's but the kernel's: 200,000 page faults of 4 KiB each took about a quarter
-    of the matmul's own time on the 2-core VM (benchmarks/README.md, Exact top-k search). Where the kernel
-    offers transparent huge pages on request (`madvise`, Debian's default), an anonymous mapping advised
-    MADV_HUGEPAGE faults 2 MiB at a time; elsewhere the advice is refused or ignored and this is an
-    ordinary buffer.
-    """
-    import mmap
-
-    import torch
-
-    nbytes = rows * columns * 4
-    if nbytes < _HUGE_PAGE_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty((rows, columns), dtype=torch.float32)
-    mapping = mmap.mmap(-1, nbytes)
-    try:
-        mapping.madvise(mmap.MADV_HUGEPAGE)
-    except OSError:  # a kernel without transparent huge pages: 4 KiB pages, as torch.empty would have
-        pass
-    # The tensor holds a reference to the mapping, which is unmapped when the tensor is freed.
-    return torch.frombuffer(mapping, dtype=torch.float32).view(rows, columns)
+# One block of scores is at most this large: the buffer is written over for every block, so its pages are
+# touched once per search. A fresh 800 MB block per 4,096 queries cost a fifth of the GEMM in page faults.
+_SCORE_BUFFER_BYTES = 256 << 20
 
 
 def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (first query index, float32 inner products of a block of queries with all keys).
 
-    Every block is written into the same buffer: a caller must be done with one block before asking for
-    the next (both callers reduce each block to a few numbers per query at once).
+    The GEMM is NumPy's (OpenBLAS), not torch's: torch's CPU wheels use MKL, whose SGEMM ran 1.5x slower
+    than OpenBLAS's on the AMD EPYC VM (benchmarks/README.md, Exact top-k search), and FAISS's flat index,
+    the peer this search is measured against, uses OpenBLAS too. Its threads are held to torch's count,
+    which the workflow's jobs set from their `threads`. Every block is written into the same buffer (at
+    most `block_size` rows and _SCORE_BUFFER_BYTES): a caller must be done with one block before asking
+    for the next, as both callers are (each reduces a block to a few numbers per query at once).
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
-    keys_t = keys.T
-    n_queries = queries.shape[0]
-    buffer = _score_buffer(min(block_size, n_queries), keys.shape[0]) if n_queries else None
-    with torch.inference_mode():
-        for start in range(0, n_queries, block_size):
-            block = queries[start : start + block_size]
-            scores = buffer[: block.shape[0]]  # the leading rows of a row-major buffer: contiguous
-            torch.mm(block, keys_t, out=scores)
-            yield start, scores
+    queries_np, keys_t = queries.numpy(), keys.numpy().T
+    n_queries, n_keys = queries_np.shape[0], keys_t.shape[1]
+    rows = max(1, min(block_size, n_queries, _SCORE_BUFFER_BYTES // (4 * n_keys)))
+    buffer = np.empty((rows, n_keys), dtype=np.float32)
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"), torch.inference_mode():
+        for start in range(0, n_queries, rows):
+            scores = buffer[: min(rows, n_queries - start)]  # leading rows of a row-major buffer: contiguous
+            np.matmul(queries_np[start : start + rows], keys_t, out=scores)
+            yield start, torch.from_numpy(scores)
 
 
 def _topk_block(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
