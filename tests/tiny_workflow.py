@@ -90,6 +90,10 @@ def tiny_args(results: Path, *extra: str) -> list[str]:
     return [
         "--cores",
         "2",
+        # One thread per job, two jobs at a time: a tiny job is mostly its 3-8 s of single-threaded start-up
+        # (imports), and a rule asking for 2 threads would hold both cores through it, one job at a time.
+        "--max-threads",
+        "1",
         "--nolock",
         "--configfile",
         "tests/configs/tiny.yaml",
