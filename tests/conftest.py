@@ -17,6 +17,21 @@ from tiny_workflow import REPO, SIDE_RUNS, Running, snakemake, tiny_args
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    """The whole suite as the README runs it (`pytest -q`: the test paths, the default marker expression,
+    no -k) needs the shared run: start it before collecting, which takes 20 s of imports on one core."""
+    config = session.config
+    whole_suite = (
+        config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        and not config.option.keyword
+        and config.option.markexpr == "not slurm"
+    )
+    if whole_suite:
+        os.environ["SLURM_CONF"] = os.devnull  # no Slurm test in it (see below)
+        _start(config)
+
+
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):
     """Each `snakemake` command imports its Slurm executor plugin, which runs `scontrol show config` to word
@@ -40,19 +55,32 @@ def start_shared_run(config, items) -> None:
     of the run holding up the first test that needs it for six minutes."""
     needing = [item for item in items if SHARED_RUN_FIXTURES & set(getattr(item, "fixturenames", ()))]
     if not needing:
+        if "running" in _shared_run:  # started before collection, and nothing selected needs it after all
+            _stop(_shared_run.pop("running"))
         return
     later = set(needing)
     items[:] = [item for item in items if item not in later] + needing
+    if "running" not in _shared_run:
+        _start(config)
+
+
+def _start(config) -> None:
     results = config._tmp_path_factory.mktemp("tiny") / "results"
     _shared_run.update(results=results, running=Running(tiny_args(results), REPO, None))
+
+
+def _stop(running: Running) -> None:
+    """Snakemake ends its jobs on SIGTERM."""
+    if running.process.is_alive():
+        running.process.terminate()
+        running.process.join(timeout=60)
 
 
 def pytest_sessionfinish(session, exitstatus):
     """A session stopped early (-x, Ctrl-C) stops the shared run too: Snakemake ends its jobs on SIGTERM."""
     running = _shared_run.get("running")
-    if running is not None and "done" not in _shared_run and running.process.is_alive():
-        running.process.terminate()
-        running.process.join(timeout=60)
+    if running is not None and "done" not in _shared_run:
+        _stop(running)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,7 @@ def pretrain_demo_backbone(
     log.info("pretraining the demo backbone on %d synthetic image-report pairs", len(reports))
     # What decides the bits of the weights besides the config (mtcxr.reproducibility).
     log.info(
-        "CPU math: %d threads, %s kernels (MKL_CBWR=%s)",
+        "CPU math: threads %d, %s kernels (MKL_CBWR=%s)",
         torch.get_num_threads(),
         torch.backends.cpu.get_cpu_capability(),
         os.environ.get("MKL_CBWR", "unset"),
