@@ -12,7 +12,7 @@ from mtcxr.reproducibility import has_avx2, pin_cpu_kernels
 def test_caps_are_set_where_the_cpu_has_avx2_and_the_user_set_none():
     environ = {"MKL_CBWR": "COMPATIBLE"}
     added = pin_cpu_kernels(environ, avx2=True)
-    assert added == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert added == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
     assert environ == {"MKL_CBWR": "COMPATIBLE", **added}  # the user's own setting stays
 
 

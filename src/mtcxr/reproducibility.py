@@ -1,8 +1,8 @@
 """The same bits on every x86-64 machine: pin the vector instruction set of the CPU math libraries.
 
-PyTorch (ATen), MKL and oneDNN each pick their kernels by the CPU they run on; an AVX-512 CPU sums in
+PyTorch (ATen), MKL, oneDNN and OpenBLAS each pick their kernels by the CPU they run on; an AVX-512 CPU sums in
 another order than an AVX2 one, so the demo's weights, and every number after them, differ in the last
-bits and then, through training, in the third decimal. Capping all three at AVX2, which every x86-64
+bits and then, through training, in the third decimal. Capping all four at AVX2, which every x86-64
 server CPU since 2015 has, makes a CPU run compute with the same kernels everywhere. The other source
 of difference is the number of threads a job computes with (docs/methods.md, Reproducibility): the rules that
 train or embed declare 2, so any machine that gives Snakemake two cores or more runs them alike.
@@ -17,8 +17,14 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 # Read by ATen at its first dispatch, by MKL (Conditional Numerical Reproducibility) and by oneDNN at
-# their first call: the workflow sets them before any job process starts, so every job inherits them.
-CPU_KERNEL_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# their first call, and by OpenBLAS (NumPy's and FAISS's BLAS, which scores exact search: mtcxr.metrics)
+# when it loads: the workflow sets them before any job process starts, so every job inherits them.
+CPU_KERNEL_ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",  # OpenBLAS's AVX2 kernels
+}
 
 
 def has_avx2(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
