@@ -396,3 +396,22 @@ def test_mean_pairwise_cosine_matches_the_pairwise_mean_and_flags_collapse():
     # Two antipodal clusters are spread (cosine near 0), not collapsed.
     assert mean_pairwise_cosine(np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1 / 3)
     assert np.isnan(mean_pairwise_cosine(np.ones((1, 4))))
+
+
+def test_the_group_prefilter_finds_tops_in_one_group_and_in_the_last_columns():
+    """5,000 keys: 78 groups of 64 and 8 columns after them. Each query's best keys are planted together
+    in one group (several top scores in one group) and among the last 8 columns (in no group)."""
+    rng = np.random.default_rng(7)
+    keys = rng.normal(size=(5000, 32)).astype(np.float32)
+    queries = rng.normal(size=(30, 32)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for i, query in enumerate(queries[:2]):  # the last 8 columns: 4 each
+        planted = [64 * (i + 3) + j for j in range(6)] + [4992 + 4 * i + j for j in range(4)]
+        keys[planted] = query + rng.normal(scale=0.01, size=(len(planted), 32)).astype(np.float32)
+    expected_scores, expected_order = brute_force_order(queries, keys)
+    scores, indices = topk_search(queries, keys, k=10)
+    np.testing.assert_array_equal(indices, expected_order[:, :10])
+    np.testing.assert_allclose(scores, expected_scores[:, :10], atol=1e-6)
+    assert set(indices[0].tolist()) == {192, 193, 194, 195, 196, 197, 4992, 4993, 4994, 4995}
+    assert set(indices[1].tolist()) == {256, 257, 258, 259, 260, 261, 4996, 4997, 4998, 4999}
