@@ -263,7 +263,9 @@ def figure(table: pl.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    table = table.with_columns(cost=pl.when(pl.col("exact").all().over("rule")).then("cpu_s").otherwise("wall_s"))
+    table = pl.concat(
+        group.with_columns(cost=pl.col(cost_column(group))) for _, group in table.group_by("rule", maintain_order=True)
+    )
     largest = table.group_by("rule").agg(pl.col("cost").max()).sort("cost", descending=True)
     shown = largest.filter(pl.col("cost") >= FIT_FLOOR_SECONDS)["rule"].to_list()
     for i, rule in enumerate(shown):

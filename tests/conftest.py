@@ -29,7 +29,7 @@ def pytest_collection(session):
     )
     if whole_suite:
         os.environ["SLURM_CONF"] = os.devnull  # no Slurm test in it (see below)
-        _start(config)
+        _start(config._tmp_path_factory)
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
@@ -61,11 +61,11 @@ def start_shared_run(config, items) -> None:
     later = set(needing)
     items[:] = [item for item in items if item not in later] + needing
     if "running" not in _shared_run:
-        _start(config)
+        _start(config._tmp_path_factory)
 
 
-def _start(config) -> None:
-    results = config._tmp_path_factory.mktemp("tiny") / "results"
+def _start(tmp_path_factory) -> None:
+    results = tmp_path_factory.mktemp("tiny") / "results"
     _shared_run.update(results=results, running=Running(tiny_args(results), REPO, None))
 
 
@@ -88,8 +88,7 @@ def tiny_results(tmp_path_factory) -> Path:
     """The results folder of one complete tiny run. Tests read it and dry-run on it; a test that runs
     a job again works on a copy, so that every other test sees the complete run as it was written."""
     if "running" not in _shared_run:  # selected after collection (e.g. by a plugin): run it here
-        results = tmp_path_factory.mktemp("tiny") / "results"
-        _shared_run.update(results=results, running=Running(tiny_args(results), REPO, None))
+        _start(tmp_path_factory)
     if "done" not in _shared_run:
         _shared_run["done"] = _shared_run["running"].wait()
     done = _shared_run["done"]
