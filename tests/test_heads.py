@@ -28,6 +28,24 @@ def test_heads_round_trip_through_safetensors(tmp_path):
     assert loaded.logit_scale.item() == torch.tensor(20.0).item() or abs(loaded.logit_scale.item() - 20.0) < 1e-4
 
 
+def test_evaluation_reads_the_classifier_without_torch(tmp_path):
+    """evaluate's NumPy classifier gives the heads' own abnormal logits (its jobs never import torch)."""
+    from mtcxr.retrieval.evaluate import abnormal_logits
+
+    heads = ProjectionHeads(16, 8, seed=3)
+    with torch.no_grad():
+        heads.classifier.weight.normal_()
+        heads.classifier.bias.fill_(0.25)
+    save_heads(heads, tmp_path / "h.safetensors", tmp_path / "h.json", {})
+    images = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = heads.abnormal_logit(torch.from_numpy(images)).numpy()
+    found = abnormal_logits(tmp_path / "h.safetensors", images)
+    assert found.dtype == np.float32 and found.shape == (50,)
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
+    assert np.array_equal(np.argsort(found), np.argsort(expected))  # the AUC reads the order
+
+
 def test_initial_weights_depend_on_the_seed_alone():
     torch.manual_seed(1)
     first = ProjectionHeads(16, 32, seed=7).state_dict()

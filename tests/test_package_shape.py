@@ -7,6 +7,8 @@ through a library reader, never through the other stage's code.
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +85,22 @@ def test_the_checks_would_catch_an_offence():
     assert imported_modules(tree, {"mtcxr.xtra", "mtcxr.xtra.memory"}) == {"mtcxr.xtra", "mtcxr.xtra.memory"}
     eleven = ast.parse("def g(" + ", ".join(f"a{i}" for i in range(11)) + "): pass").body[0]
     assert len(eleven.args.args) > MAX_PARAMETERS
+
+
+# Stages that never need torch (docs/design.md, Performance principles): importing it costs a job about 4 CPU s
+# of its few seconds, and the tiny run starts dozens of such jobs.
+TORCH_FREE_STAGES = [
+    "mtcxr.retrieval.evaluate",
+    "mtcxr.retrieval.index",
+    "mtcxr.generation.score",
+    "mtcxr.labels.extract",
+    "mtcxr.summary.summarize",
+    "mtcxr.summary.figures",
+]
+
+
+def test_stages_that_need_no_torch_do_not_import_it():
+    script = "import importlib, sys\n" + "".join(f"importlib.import_module({name!r})\n" for name in TORCH_FREE_STAGES)
+    script += "print(sorted(name for name in ('torch', 'open_clip') if name in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

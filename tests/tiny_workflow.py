@@ -119,12 +119,12 @@ def copy_demo_backbone(tiny_results: Path, results: Path) -> Path:
     return target
 
 
-# Runs that start from the shared one (a copy of it, or its demo backbone), each checked by one test. The
-# modules that define them register them here at import; conftest.side_runs starts every selected one at
-# once when the shared run has ended, so they go side by side. Name -> (the test's name, starter); a starter
-# takes (a new folder, the shared results) and returns (what the test needs, the Running command), or None
-# when it has nothing to run (its test then skips).
-SIDE_RUNS: dict[str, tuple[str, Callable[[Path, Path], tuple[object, Running] | None]]] = {}
+# Runs that start from the shared one (a copy of it, or its demo backbone), each checked by one or more
+# tests. The modules that define them register them here at import; conftest.side_runs starts every one
+# that a selected test reads, at once, when the shared run has ended, so they go side by side.
+# Name -> (the tests that read it, starter); a starter takes (a new folder, the shared results) and returns
+# (what the tests need, the Running command), or None when it has nothing to run (its tests then skip).
+SIDE_RUNS: dict[str, tuple[tuple[str, ...], Callable[[Path, Path], tuple[object, Running] | None]]] = {}
 
 
 def load_benchmark(name: str):

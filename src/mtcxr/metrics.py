@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mtcxr.embedding_io import writable
-
-# torch and scikit-learn are imported where they are used: the summary, figure and scoring jobs that use
-# only the numpy functions here start seconds sooner (per-job start-up dominates a small run).
-if TYPE_CHECKING:
-    import torch
+# scikit-learn is imported where it is used, and torch nowhere: the evaluation, summary, figure and scoring
+# jobs that use the functions here start seconds sooner (per-job start-up dominates a small run).
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +33,8 @@ PAIRED_ZERO_TOLERANCE = 1e-12
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return queries and keys as contiguous float32 CPU tensors after checking shapes and values."""
-    import torch
-
+def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return queries and keys as C-contiguous float32 arrays after checking shapes and values."""
     if queries.ndim != 2 or keys.ndim != 2:
         raise ValueError(f"queries and keys must be 2-D, got shapes {queries.shape} and {keys.shape}")
     if queries.shape[1] != keys.shape[1]:
@@ -56,9 +49,7 @@ def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) ->
     for name, array in (("queries", queries32), ("keys", keys32)):
         if not np.isfinite(array).all():
             raise ValueError(f"{name} contain NaN or infinite values")
-    # Zero-copy embedding reads are read-only, and torch tensors writable: those are copied (O(N x D),
-    # next to the O(Q x N x D) scoring). Silencing torch's warning instead would hide it for the whole process.
-    return torch.from_numpy(writable(queries32)), torch.from_numpy(writable(keys32))
+    return queries32, keys32
 
 
 # One block of scores is at most this large: the buffer is written over for every block, so its pages are
@@ -66,35 +57,66 @@ def _check_embeddings(queries: np.ndarray, keys: np.ndarray, block_size: int) ->
 _SCORE_BUFFER_BYTES = 256 << 20
 
 
-def _score_blocks(queries: torch.Tensor, keys: torch.Tensor, block_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+def _score_blocks(queries: np.ndarray, keys: np.ndarray, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first query index, float32 inner products of a block of queries with all keys).
 
-    The GEMM is NumPy's (OpenBLAS), not torch's: torch's CPU wheels use MKL, whose SGEMM ran 1.5x slower
-    than OpenBLAS's on the AMD EPYC VM (benchmarks/README.md, Exact top-k search), and FAISS's flat index,
-    the peer this search is measured against, uses OpenBLAS too. Its threads are held to torch's count,
-    which the workflow's jobs set from their `threads`. Every block is written into the same buffer (at
-    most `block_size` rows and _SCORE_BUFFER_BYTES): a caller must be done with one block before asking
-    for the next, as both callers are (each reduces a block to a few numbers per query at once).
+    Search is NumPy alone (OpenBLAS's GEMM, with as many threads as the BLAS is given: a Snakemake job's
+    `threads`): torch's CPU wheels use MKL, whose SGEMM ran 1.5x slower than OpenBLAS's on the AMD EPYC VM
+    (benchmarks/README.md, Exact top-k search), FAISS's flat index, the peer this search is measured
+    against, uses OpenBLAS too, and an evaluation job that never imports torch starts 4 CPU s sooner.
+    Every block is written into the same buffer (at most `block_size` rows and _SCORE_BUFFER_BYTES): a
+    caller must be done with one block before asking for the next, as both callers are (each reduces a
+    block to a few numbers per query at once).
     """
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    queries_np, keys_t = queries.numpy(), keys.numpy().T
-    n_queries, n_keys = queries_np.shape[0], keys_t.shape[1]
+    keys_t = keys.T
+    n_queries, n_keys = queries.shape[0], keys.shape[0]
     rows = max(1, min(block_size, n_queries, _SCORE_BUFFER_BYTES // (4 * n_keys)))
     buffer = np.empty((rows, n_keys), dtype=np.float32)
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"), torch.inference_mode():
-        for start in range(0, n_queries, rows):
-            scores = buffer[: min(rows, n_queries - start)]  # leading rows of a row-major buffer: contiguous
-            np.matmul(queries_np[start : start + rows], keys_t, out=scores)
-            yield start, torch.from_numpy(scores)
+    for start in range(0, n_queries, rows):
+        scores = buffer[: min(rows, n_queries - start)]  # leading rows of a row-major buffer: contiguous
+        np.matmul(queries[start : start + rows], keys_t, out=scores)
+        yield start, scores
 
 
 # Columns per group of the top-k prefilter (_top_candidates): 64 floats, one cache line's multiple.
 _GROUP = 64
 
 
-def _top_candidates(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _largest(values: np.ndarray, m: int) -> np.ndarray:
+    """Column indices of the m largest values of each row, in no particular order (any among equals)."""
+    if m >= values.shape[1]:
+        return np.broadcast_to(np.arange(values.shape[1]), values.shape)
+    return np.argpartition(values, values.shape[1] - m, axis=1)[:, values.shape[1] - m :]
+
+
+def _strided_groups(scores: np.ndarray, n_groups: int) -> np.ndarray:
+    """A (rows, _GROUP, n_groups) view of the first _GROUP·n_groups columns of each row (no copy)."""
+    row_stride, column_stride = scores.strides
+    return np.lib.stride_tricks.as_strided(
+        scores, (scores.shape[0], _GROUP, n_groups), (row_stride, n_groups * column_stride, column_stride)
+    )
+
+
+def _blas_threads() -> int:
+    """The threads the BLAS computes on (a Snakemake job's `threads`; all cores by default)."""
+    from threadpoolctl import threadpool_info
+
+    return max([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] or [1])
+
+
+def _row_bands(scores: np.ndarray, reduce: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`reduce` applied to bands of rows on the BLAS's threads (NumPy releases the GIL), results stacked."""
+    threads = min(_blas_threads(), max(1, scores.shape[0] // 64))
+    if threads == 1:
+        return reduce(scores)
+    from concurrent.futures import ThreadPoolExecutor
+
+    bands = np.array_split(np.arange(scores.shape[0]), threads)
+    with ThreadPoolExecutor(threads) as pool:
+        return np.concatenate(list(pool.map(lambda rows: reduce(scores[rows[0] : rows[-1] + 1]), bands)))
+
+
+def _top_candidates(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """The m highest scores of each row, descending, and their columns (any order among equal scores).
 
     A full top-k pass over a wide block costs as much as a third of its GEMM. Instead: the maximum of each
@@ -104,50 +126,48 @@ def _top_candidates(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.T
     can only tie with that value, never displace one (topk_search resolves ties at the boundary from the
     whole row).
     """
-    import torch
-
     n_rows, width = scores.shape
     n_groups = width // _GROUP
     if n_groups < 4 * m:  # too few groups for the prefilter to save anything
-        return torch.topk(scores, m, dim=1, largest=True, sorted=True)
-    grouped = scores[:, : n_groups * _GROUP].view(n_rows, n_groups, _GROUP)
-    group_ids = torch.topk(grouped.amax(dim=2), m, dim=1).indices
-    columns = (group_ids[:, :, None] * _GROUP + torch.arange(_GROUP)).reshape(n_rows, -1)
-    tail = torch.arange(n_groups * _GROUP, width).expand(n_rows, -1)
-    columns = torch.cat([columns, tail], dim=1)
-    values, chosen = torch.topk(torch.gather(scores, 1, columns), m, dim=1, largest=True, sorted=True)
-    return values, torch.gather(columns, 1, chosen)
+        columns = _largest(scores, m)
+    else:
+        # Group g is the columns g, g + n_groups, g + 2·n_groups, ...: its maximum is then an element-wise
+        # maximum of _GROUP contiguous row slices, which NumPy vectorises (the maximum over 64 adjacent
+        # columns ran 2.5x slower), taken on the BLAS's threads, one band of rows each.
+        group_max = _row_bands(scores, lambda band: _strided_groups(band, n_groups).max(axis=1))
+        groups = _largest(group_max, m)
+        columns = (groups[:, :, None] + n_groups * np.arange(_GROUP)).reshape(n_rows, -1)
+        if width > n_groups * _GROUP:
+            tail = np.broadcast_to(np.arange(n_groups * _GROUP, width), (n_rows, width - n_groups * _GROUP))
+            columns = np.concatenate([columns, tail], axis=1)
+        columns = np.take_along_axis(columns, _largest(np.take_along_axis(scores, columns, axis=1), m), axis=1)
+    values = np.take_along_axis(scores, columns, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1).astype(np.int64)
 
 
-def _topk_block(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _topk_block(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one score block, by descending score then ascending key index."""
-    import torch
-
     # One extra candidate tells which rows have more keys tied at the k-th score than fit: exactly those
     # whose (k+1)-th score equals their k-th. Only they take the slow path below; no second pass over
     # the whole block (a full `scores >= threshold` count cost as much as the top-k itself).
     extra = min(k + 1, scores.shape[1])
     values, indices = _top_candidates(scores, extra)
-    boundary_ties = torch.nonzero(values[:, k] == values[:, k - 1]).flatten().tolist() if extra > k else []
+    boundary_ties = np.flatnonzero(values[:, k] == values[:, k - 1]) if extra > k else []
     values, indices = values[:, :k], indices[:, :k]
-    values_np = values.numpy()
-    indices_np = indices.numpy().astype(np.int64, copy=False)
-    # torch.topk picks arbitrarily among keys tied with the k-th score; where more keys tie at that
+    # The prefilter picks arbitrarily among keys tied with the k-th score; where more keys tie at that
     # boundary than fit, rebuild the row from the strictly higher keys plus the lowest-index ties.
-    threshold = values[:, -1:]
-    if boundary_ties:
-        indices_np = indices_np.copy()
-        values_np = values_np.copy()
-        for row in boundary_ties:
-            row_scores = scores[row]
-            higher = torch.nonzero(row_scores > threshold[row]).flatten()
-            tied = torch.nonzero(row_scores == threshold[row]).flatten()[: k - higher.numel()]
-            chosen = torch.cat([higher, tied])
-            indices_np[row] = chosen.numpy()
-            values_np[row] = row_scores[chosen].numpy()
-    # Order within the top-k is fixed here, independent of torch.topk's order among equal scores.
-    order = np.lexsort((indices_np, -values_np), axis=-1)
-    return np.take_along_axis(values_np, order, axis=1), np.take_along_axis(indices_np, order, axis=1)
+    threshold = values[:, -1]
+    for row in boundary_ties:
+        row_scores = scores[row]
+        higher = np.flatnonzero(row_scores > threshold[row])
+        tied = np.flatnonzero(row_scores == threshold[row])[: k - higher.size]
+        chosen = np.concatenate([higher, tied])
+        indices[row] = chosen
+        values[row] = row_scores[chosen]
+    # Order within the top-k is fixed here, independent of the prefilter's order among equal scores.
+    order = np.lexsort((indices, -values), axis=-1)
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
 def topk_search(queries: np.ndarray, keys: np.ndarray, k: int, block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -159,12 +179,12 @@ def topk_search(queries: np.ndarray, keys: np.ndarray, k: int, block_size: int =
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    queries_t, keys_t = _check_embeddings(queries, keys, block_size)
-    k = min(k, keys_t.shape[0])
-    n_queries = queries_t.shape[0]
+    queries, keys = _check_embeddings(queries, keys, block_size)
+    k = min(k, keys.shape[0])
+    n_queries = queries.shape[0]
     top_scores = np.empty((n_queries, k), dtype=np.float32)
     top_indices = np.empty((n_queries, k), dtype=np.int64)
-    for start, scores in _score_blocks(queries_t, keys_t, block_size):
+    for start, scores in _score_blocks(queries, keys, block_size):
         stop = start + scores.shape[0]
         top_scores[start:stop], top_indices[start:stop] = _topk_block(scores, k)
     return top_scores, top_indices
@@ -212,28 +232,26 @@ def first_hit_ranks(
     higher than the best target + the number of keys tied with it at a lower index. Blocked over
     queries, memory O(block_size × N).
     """
-    import torch
-
-    queries_t, keys_t = _check_embeddings(queries, keys, block_size)
-    n_queries, n_keys = queries_t.shape[0], keys_t.shape[0]
+    queries, keys = _check_embeddings(queries, keys, block_size)
+    n_queries, n_keys = queries.shape[0], keys.shape[0]
     offsets, flat_targets = _targets_csr(query_targets, n_queries, n_keys)
-    key_positions = torch.arange(n_keys)
+    key_positions = np.arange(n_keys)
     ranks = np.empty(n_queries, dtype=np.int64)
-    for start, scores in _score_blocks(queries_t, keys_t, block_size):
+    for start, scores in _score_blocks(queries, keys, block_size):
         stop = start + scores.shape[0]
         block_targets = flat_targets[offsets[start] : offsets[stop]]
         block_lengths = np.diff(offsets[start : stop + 1])
         target_rows = np.repeat(np.arange(stop - start), block_lengths)
-        target_scores = scores[torch.from_numpy(target_rows), torch.from_numpy(block_targets)].numpy()
+        target_scores = scores[target_rows, block_targets]
         # The best-ranked target is the highest-scoring one, the lowest index among equals; after
         # sorting by (row, -score, index) it is the first entry of each row's segment.
         order = np.lexsort((block_targets, -target_scores, target_rows))
         segment_starts = offsets[start:stop] - offsets[start]
-        best_key = torch.from_numpy(block_targets[order][segment_starts])[:, None]
-        best_score = torch.from_numpy(target_scores[order][segment_starts])[:, None]
-        higher = (scores > best_score).sum(dim=1)
-        tied_before = ((scores == best_score) & (key_positions < best_key)).sum(dim=1)
-        ranks[start:stop] = (1 + higher + tied_before).numpy()
+        best_key = block_targets[order][segment_starts][:, None]
+        best_score = target_scores[order][segment_starts][:, None]
+        higher = np.count_nonzero(scores > best_score, axis=1)
+        tied_before = np.count_nonzero((scores == best_score) & (key_positions < best_key), axis=1)
+        ranks[start:stop] = 1 + higher + tied_before
     return ranks
 
 

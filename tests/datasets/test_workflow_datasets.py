@@ -106,7 +106,7 @@ def start_study(folder: Path, layout: Layout, tiny_results: Path) -> Running:
     config["variants"] = {"zeroshot": config["variants"]["zeroshot"]}
     config["xtra"] = {"variants": []}
     config["finetune"] = {"backbones": {}}  # fine-tuning runs in tests/test_workflow.py
-    # One shard: test_mimic_cxr_tree_end_to_end collects rejects from two, and the shared run shards too.
+    # One shard, as the shared run: test_mimic_cxr_tree_end_to_end's run alone has two, for its rejects.
     config["images"]["shards"] = 1
     for section, values in layout.overrides.items():
         config[section].update(values)
@@ -239,7 +239,7 @@ def mimic_layout(tmp_path: Path) -> Layout:
     extra.files.update(faults)
     root = write_mimic_tree(tmp_path / "mimic", images=True, extra=extra)
 
-    # Two shards, as the shared run: the one run whose preprocess rejects land in both, so every
+    # Two shards, the suite's only run with more than one: its preprocess rejects land in both, so every
     # shard's rejects must reach the rejects checks and summary.md's count.
     facts = {"source": source, "study": study, "faults": faults, "frontal": frontal}
     return Layout({"kind": "mimic_cxr", "root": str(root)}, {"images": {"shards": 2}}, facts)
@@ -381,17 +381,46 @@ def check_mixed_formats_cached(results: Path, manifest_rows: list, read_pixels, 
         assert correlation > 0.97, (row[0], correlation)
 
 
-def mixed_formats_layout(tmp_path: Path) -> Layout:
+def real_iu_rows(tmp_path: Path) -> tuple[list, dict, dict]:
+    """The real IU X-ray frontal radiographs of ../shared/data, each re-saved in every format and mode of
+    FORMATS, with their real reports, as test studies: (manifest rows, files, facts); nothing where absent."""
+    if not (REAL_IU / "indiana_reports.csv").is_file():
+        return [], {}, {}
+    from mtcxr.data.datasets.iu_xray import read_iu_xray
+
+    real = read_iu_xray({"root": str(REAL_IU), "views": ["PA", "AP"]}, "both", 0)
+    real_images = real.images.filter(pl.col("width").is_not_null()).sort("image_id")  # the files present
+    real_studies = real.studies.filter(pl.col("study_id").is_in(real_images["study_id"].to_list()))
+    real_studies = real_studies.with_columns(split=pl.lit("test"), patient_id=pl.format("iu-{}", "patient_id"))
+    assert real_images.height >= 1 and real_studies.height >= 1
+    formats = pl.concat([real_images.with_columns(copy=pl.lit(i)) for i in range(len(FORMATS))]).sort(
+        "copy", "image_id"
+    )
+    rows, files = mixed_manifest(tmp_path, real_studies, formats, file_pixels)
+    rows = [[f"real/{row[0]}", *row[1:]] for row in rows]
+    files = {f"real/{name}": content for name, content in files.items()}
+    facts = {"real_rows": rows, "real_images": real_images, "real_studies": real_studies, "formats": formats}
+    return rows, files, facts
+
+
+def manifest_layout(tmp_path: Path) -> Layout:
+    """One manifest for both manifest tests: the planted faults, the synthetic frontal images stored in every
+    format and mode, and (where ../shared/data has them) the real IU X-ray radiographs in every format too.
+    One run instead of two saves a whole study's jobs (about 100 CPU s of the suite); real radiographs are
+    up to 6 megapixels, hence max_pixels."""
     source = synthetic_source(tmp_path)
     frontal = source.images.filter(pl.col("view") != "LATERAL")
     rows, files = mixed_manifest(tmp_path, source.studies, frontal, file_pixels)
-    manifest = write_manifest_tree(tmp_path / "collection", extra_rows=rows, extra_files=files)
-    facts = {"rows": rows, "frontal": frontal, "folder": manifest.parent}
-    return Layout({"kind": "manifest", "manifest": str(manifest)}, facts=facts)
+    real_rows, real_files, real_facts = real_iu_rows(tmp_path)
+    manifest = write_manifest_tree(
+        tmp_path / "collection", extra_rows=rows + real_rows, extra_files={**files, **real_files}
+    )
+    facts = {"rows": rows, "frontal": frontal, "folder": manifest.parent, **real_facts}
+    return Layout({"kind": "manifest", "manifest": str(manifest)}, {"images": {"max_pixels": 60_000_000}}, facts)
 
 
 def test_manifest_of_mixed_formats_end_to_end(side_runs):
-    layout, results = finished(side_runs, "mixed_formats")
+    layout, results = finished(side_runs, "manifest")
     rows, frontal, folder = (layout.facts[key] for key in ("rows", "frontal", "folder"))
     check_reasons(
         all_rejects(results),
@@ -406,58 +435,26 @@ def test_manifest_of_mixed_formats_end_to_end(side_runs):
     )
     images = check_carried_through(results, {"images/f.png"})
     planted = {"images/a.png", f"{folder}/images/c.png", "images/e.png", "images/f.png"}
-    assert set(images["image_id"]) == planted | {row[0] for row in rows}
+    real = {row[0] for row in layout.facts.get("real_rows", [])}
+    assert set(images["image_id"]) == planted | {row[0] for row in rows} | real
     check_mixed_formats_cached(results, rows, file_pixels, frontal["path"].to_list())
-
-
-def real_iu_layout(tmp_path: Path) -> Layout | None:
-    """The real IU X-ray radiographs of ../shared/data, each re-saved in every format and mode of FORMATS,
-    with their real reports, in a manifest beside synthetic studies (enough to train on); None where absent."""
-    if not (REAL_IU / "indiana_reports.csv").is_file():
-        return None
-    from mtcxr.data.datasets.iu_xray import read_iu_xray
-
-    views = ["PA", "AP", "LATERAL"]
-    real = read_iu_xray({"root": str(REAL_IU), "views": views}, "both", 0)
-    real_images = real.images.filter(pl.col("width").is_not_null()).sort("image_id")  # the files present
-    real_studies = real.studies.filter(pl.col("study_id").is_in(real_images["study_id"].to_list()))
-    real_studies = real_studies.with_columns(split=pl.lit("test"), patient_id=pl.format("iu-{}", "patient_id"))
-    assert real_images.height >= 1 and real_studies.height >= 1
-    formats = pl.concat([real_images.with_columns(copy=pl.lit(i)) for i in range(len(FORMATS))]).sort(
-        "copy", "image_id"
-    )
-    rows, files = mixed_manifest(tmp_path, real_studies, formats, file_pixels)
-
-    source = synthetic_source(tmp_path)
-    synthetic_rows, synthetic_files = mixed_manifest(
-        tmp_path, source.studies, source.images.filter(pl.col("view") != "LATERAL"), file_pixels
-    )
-    synthetic_rows = [[f"synthetic/{row[0]}", *row[1:]] for row in synthetic_rows]
-    synthetic_files = {f"synthetic/{name}": content for name, content in synthetic_files.items()}
-    manifest = write_manifest_tree(
-        tmp_path / "collection", extra_rows=rows + synthetic_rows, extra_files={**files, **synthetic_files}
-    )
-
-    facts = {"rows": rows, "real_images": real_images, "real_studies": real_studies, "formats": formats}
-    dataset = {"kind": "manifest", "manifest": str(manifest), "views": views}
-    return Layout(dataset, {"images": {"max_pixels": 60_000_000}}, facts)
 
 
 @pytest.mark.realdata
 def test_manifest_with_real_iu_images_end_to_end(side_runs):
-    if side_runs.result("real_iu") is None:
+    layout, results = finished(side_runs, "manifest")
+    if "real_rows" not in layout.facts:
         pytest.skip(
             f"real IU X-ray data not found at {REAL_IU} (the project's shared/data folder beside the repository)"
         )
-    layout, results = finished(side_runs, "real_iu")
     rows, real_images, real_studies, formats = (
-        layout.facts[key] for key in ("rows", "real_images", "real_studies", "formats")
+        layout.facts[key] for key in ("real_rows", "real_images", "real_studies", "formats")
     )
 
     real_ids = {row[0] for row in rows}
     rejects = all_rejects(results)
     assert not set(rejects["item"]) & real_ids
-    images = check_carried_through(results, {"images/f.png"})
+    images = read_table(results / "data/images.parquet", "images")
     assert real_ids <= set(images["image_id"]) and len(real_ids) == real_images.height * len(FORMATS)
     check_mixed_formats_cached(results, rows, file_pixels, formats["path"].to_list())
     studies = read_table(results / "data/studies.parquet", "studies")
@@ -472,9 +469,11 @@ def test_manifest_with_real_iu_images_end_to_end(side_runs):
 # use the cores while the real radiographs are re-encoded in every format.
 SIDE_RUNS.update(
     {
-        "mimic_cxr": ("test_mimic_cxr_tree_end_to_end", start_layout(mimic_layout)),
-        "iu_xray": ("test_iu_xray_tree_end_to_end", start_layout(iu_layout)),
-        "mixed_formats": ("test_manifest_of_mixed_formats_end_to_end", start_layout(mixed_formats_layout)),
-        "real_iu": ("test_manifest_with_real_iu_images_end_to_end", start_layout(real_iu_layout)),
+        "mimic_cxr": (("test_mimic_cxr_tree_end_to_end",), start_layout(mimic_layout)),
+        "iu_xray": (("test_iu_xray_tree_end_to_end",), start_layout(iu_layout)),
+        "manifest": (
+            ("test_manifest_of_mixed_formats_end_to_end", "test_manifest_with_real_iu_images_end_to_end"),
+            start_layout(manifest_layout),
+        ),
     }
 )

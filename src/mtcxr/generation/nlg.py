@@ -23,6 +23,7 @@ with the fix when neither exists.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import math
@@ -313,6 +314,32 @@ class Meteor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+
+# Starting the jar costs about 15 CPU s (it loads its paraphrase table) for answers that take milliseconds:
+# a process that scores more than once (a notebook, the test suite) keeps one per Java and asks it again.
+# Requests carry no state, so a shared process answers as a new one would.
+_shared_meteors: dict[str, Meteor] = {}
+
+
+def shared_meteor(java: str) -> Meteor:
+    """The process's METEOR for `java`, started on first use (or again if it has stopped); closed at exit."""
+    meteor = _shared_meteors.get(java)
+    if meteor is None or not meteor.alive:
+        if not _shared_meteors:
+            atexit.register(_close_shared_meteors)
+        meteor = _shared_meteors[java] = Meteor(java)
+    return meteor
+
+
+def _close_shared_meteors() -> None:
+    for meteor in _shared_meteors.values():
+        meteor.close()
+    _shared_meteors.clear()
 
 
 def meteor_summable(stats: np.ndarray) -> np.ndarray:

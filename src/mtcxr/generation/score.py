@@ -225,15 +225,15 @@ def score_generation(
     tokens = dict(zip(texts, nlg.ptb_tokenize(texts, java_path)))
     positives = dict(zip(texts, clinical.positive_findings(texts, uncertain)))
     cache: dict[tuple[str, str], list[float]] = {}
-    with nlg.Meteor(java_path) as meteor:
-        for m in methods:
-            m.score(tokens, positives, meteor, cache)
-            log.info(
-                "%s: BLEU-4 %.4f, METEOR %.4f",
-                m.name,
-                float(m.corpus(np.ones((1, len(m.rows))))["bleu4"][0]),
-                m.meteor_corpus,
-            )
+    meteor = nlg.shared_meteor(java_path)
+    for m in methods:
+        m.score(tokens, positives, meteor, cache)
+        log.info(
+            "%s: BLEU-4 %.4f, METEOR %.4f",
+            m.name,
+            float(m.corpus(np.ones((1, len(m.rows))))["bleu4"][0]),
+            m.meteor_corpus,
+        )
     write_table(pl.concat([m.per_study() for m in methods]), "generation_scores", output_per_study)
     result = write_table(_metric_rows(methods, n_boot, seed), "generation_metrics", output_metrics)
     result.write_csv(output_csv)

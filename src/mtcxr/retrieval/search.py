@@ -133,10 +133,6 @@ def search_cli(index_dir: str | Path, image: str | None, text: str | None, k: in
     Lines are `rank<TAB>score<TAB>study ids<TAB>report` for an image query and
     `rank<TAB>score<TAB>image id<TAB>study id` for a text query.
     """
-    from mtcxr.data.imaging import BadImage, load_grayscale
-    from mtcxr.models.backbone import load_backbone
-    from mtcxr.models.heads import load_heads, project
-
     if k < 1:
         raise InputError(f"-k is {k}; k must be >= 1")
     if (image is None) == (text is None):
@@ -153,6 +149,11 @@ def search_cli(index_dir: str | Path, image: str | None, text: str | None, k: in
             f"{folder / f'{name}.faiss'} holds {index.ntotal} vectors and {folder / f'{name}.parquet'} "
             f"{rows.height} rows; {REBUILD}"
         )
+    # torch and open_clip (about 10 CPU s of imports) only now, so that a bad argument or folder fails at once.
+    from mtcxr.data.imaging import BadImage, load_grayscale
+    from mtcxr.models.backbone import load_backbone
+    from mtcxr.models.heads import load_heads, project
+
     try:
         heads, _ = load_heads(info["head_weights"], info["head_config"])
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
