@@ -53,7 +53,12 @@ def test_partial_configfile_merges_over_the_default(tmp_path: Path):
 
 def test_preset_is_exact(tmp_path: Path):
     config = resolve(REPO / "configs/mimic_cxr.yaml")
-    assert config["backbones"] == {"biomedclip": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"}
+    # BiomedCLIP and the general-CLIP baseline the multi-task paper compares it with (issue 23).
+    assert config["backbones"] == {
+        "biomedclip": "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224",
+        "openai_clip": "ViT-B-16:openai",
+    }
+    assert resolve(REPO / "configs/iu_xray.yaml")["backbones"] == config["backbones"]
     assert config["dataset"]["kind"] == "mimic_cxr" and "demo" not in config["backbones"]
     assert config["results"] == "results/mimic_cxr"
     # a preset listing fewer variants than the demo gets exactly those
