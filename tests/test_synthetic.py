@@ -2,6 +2,7 @@ import hashlib
 from pathlib import Path
 
 import polars as pl
+from PIL import Image
 
 from mtcxr.data.datasets.synthetic import draw_studies, read_synthetic, report_sections
 from mtcxr.data.text import section_expr, section_text
@@ -64,3 +65,61 @@ def test_the_demo_draw_has_two_studies_whose_impression_repeats_the_findings():
         "Perihilar haziness consistent with pulmonary edema.",
     ]
     assert section_text(same[0], same[0], "both") == same[0]  # kept once in the embedded text
+
+
+# ---------------------------------------------------------------------------------------------
+# A second site (issue 23): other patients, another acquisition, another phrasing, the same findings
+
+
+def test_site_b_is_other_patients_with_the_same_kind_of_findings(tmp_path):
+    import numpy as np
+
+    small = {"synthetic": {**CFG["synthetic"], "n_studies": 120, "n_patients": 90}}
+    a = read_synthetic(small, "both", 0, tmp_path / "a")
+    b = read_synthetic({"synthetic": {**small["synthetic"], "site": "b"}}, "both", 0, tmp_path / "b")
+    validate_table(b.studies, "studies")
+    assert b.studies.height == a.studies.height and set(b.studies["dataset"]) == {"synthetic_b"}
+    assert not set(a.studies["patient_id"]) & set(b.studies["patient_id"])  # an external set never leaks
+    assert not set(a.images["image_id"]) & set(b.images["image_id"])
+    # The same findings at about the same rates (120 studies each: within 0.15 of each other).
+    for name in ("cardiomegaly", "pleural_effusion", "no_finding"):
+        rate_a, rate_b = (float((labels[name] == 1).mean()) for labels in (a.labels, b.labels))
+        assert abs(rate_a - rate_b) < 0.15, name
+    # Its own phrasing: the preamble, and none of site a's "There is ..." sentences.
+    assert b.studies["findings"].str.starts_with("PA and lateral views of the chest.").all()
+    assert not b.studies["report"].str.contains(r"(^|\. )There is").any()
+    assert a.studies["report"].str.contains(r"(^|\. )There is").any()
+
+    def pixels(result):
+        frontal = result.images.filter(pl.col("view") != "LATERAL")["path"]
+        return np.stack([np.asarray(Image.open(path), dtype=np.float64) / 255 for path in frontal])
+
+    # Its own look: brighter blacks, flatter contrast (measured: mean 0.33 -> 0.48, sd 0.24 -> 0.17).
+    pa, pb = pixels(a), pixels(b)
+    assert pb.mean() > pa.mean() + 0.08 and pb.std() < pa.std() - 0.04
+    assert np.percentile(pb, 1) > np.percentile(pa, 1) + 0.1
+
+
+def test_site_b_phrasing_keeps_every_label():
+    """Each sentence is reworded, never re-meant: mtcxr's labeler reads the same 14 labels from both."""
+    from mtcxr.labels.engine import label_reports
+
+    studies = draw_studies(400, 300, 5, 0.3, "x-")
+    as_a = label_reports([" ".join(report_sections(study, "a")) for study in studies])
+    as_b = label_reports([" ".join(report_sections(study, "b")) for study in studies])
+    assert as_a.equals(as_b)
+    assert (as_a["pleural_effusion"] == 0).sum() > 50 and (as_a["pleural_effusion"] == 1).sum() > 20  # informative
+
+
+def test_site_a_is_the_demo_data_as_before(tmp_path):
+    """Naming site a changes nothing: the demo's tables and image bytes are those of the default."""
+    default = read_synthetic(CFG, "both", 3, tmp_path / "default")
+    named = read_synthetic({"synthetic": {**CFG["synthetic"], "site": "a"}}, "both", 3, tmp_path / "a")
+    assert default.studies.equals(named.studies) and digest(tmp_path / "default") == digest(tmp_path / "a")
+
+
+def test_unknown_site_is_named():
+    import pytest
+
+    with pytest.raises(ValueError, match="dataset.synthetic.site is 'c'"):
+        read_synthetic({"synthetic": {**CFG["synthetic"], "site": "c"}}, "both", 0, "/tmp/unused-site-c")

@@ -8,6 +8,7 @@ and the ground-truth labels follow from the sentences actually written, so the t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,31 @@ SIDES = ("right", "left")
 ZONES = ("upper", "mid", "lower")
 LOBE = {"upper": "upper lobe", "mid": "mid lung", "lower": "lower lobe"}
 DEVICES = ("ett", "picc", "pacemaker")
+
+
+@dataclass(frozen=True)
+class Site:
+    """How one hospital acquires and writes: the same findings, another look and another phrasing.
+
+    An image is blurred (sigma = blur × size / 128), scaled by the patient's brightness, given Gaussian
+    noise of sd `noise`, clipped to [0, 1], then mapped through `offset + gain · x ** gamma` (and
+    clipped). Site `a` is the demo's own data; `b` is flatter (lower contrast, lifted blacks), noisier
+    and softer, and its radiologists write telegraphically ("No evidence of ...", no "There is ...") with
+    a fixed preamble: an external set with a shift in both modalities (docs/methods.md, The synthetic demo).
+    """
+
+    blur: float = 1.0
+    noise: float = 0.035
+    gain: float = 1.0
+    offset: float = 0.0
+    gamma: float = 1.0
+    phrasing: str = "a"
+
+
+SITES = {
+    "a": Site(),
+    "b": Site(blur=1.6, noise=0.06, gain=0.7, offset=0.18, gamma=0.7, phrasing="b"),
+}
 
 
 @dataclass
@@ -296,6 +322,35 @@ def study_labels(study: Study) -> dict[str, int | None]:
     return labels
 
 
+# Site b's style: sentence by sentence, so every sentence keeps the labels it implied (the rewrites only
+# reword; tests/test_synthetic.py checks that mtcxr's labeler reads the same labels from both styles).
+SITE_B_REWRITES = [
+    (r"^There is no evidence of (.+)\.$", r"No evidence of \1."),
+    (r"^There is no (.+)\.$", r"No evidence of \1."),
+    (r"^No (?!evidence)(.+)\.$", r"No evidence of \1."),
+    (r"^There is an? (.+)\.$", r"\1."),
+    (r"^There is (.+)\.$", r"\1."),
+    (r"^The heart is enlarged\.$", "Enlarged cardiac silhouette."),
+    (r"^Heart size is normal\.$", "Normal heart size."),
+    (r"^The cardiac silhouette is normal in size\.$", "Normal cardiac silhouette."),
+    (r"^The (mediastinal|hilar) contours are (\w+)\.$", r"\1 contours \2."),
+    (r"^Lung volumes are normal\.$", "Normal lung volumes."),
+    (r"^The visualized osseous structures are unremarkable\.$", "Osseous structures unremarkable."),
+]
+SITE_B_PREAMBLE = "PA and lateral views of the chest. Comparison: none."
+
+
+def site_sentence(sentence: str, phrasing: str) -> str:
+    """A sentence of the synthetic report as the site writes it."""
+    if phrasing == "a":
+        return sentence
+    for pattern, replacement in SITE_B_REWRITES:
+        rewritten = re.sub(pattern, replacement, sentence)
+        if rewritten != sentence:
+            return rewritten[0].upper() + rewritten[1:]
+    return sentence
+
+
 # ---------------------------------------------------------------------------------------------
 # Images
 
@@ -309,8 +364,8 @@ def _side_x(side: str, centre: float, offset: float) -> float:
     return centre - offset if side == "right" else centre + offset
 
 
-def render_frontal(study: Study, size: int) -> np.ndarray:
-    """Render the frontal radiograph of `study` as a float image in [0, 1]."""
+def render_frontal(study: Study, size: int, site: Site = SITES["a"]) -> np.ndarray:
+    """Render the frontal radiograph of `study`, acquired at `site`, as a float image in [0, 1]."""
     rng = np.random.default_rng(study.seed + 1)
     anatomy = study.anatomy
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -381,10 +436,10 @@ def render_frontal(study: Study, size: int) -> np.ndarray:
             image[_ellipse(yy, xx, 0.17, centre + 0.28, 0.04, 0.06)] = 0.98
             lead = np.abs(yy - 0.17 - 0.9 * (centre + 0.28 - xx)) < 0.006
             image[lead & (xx < centre + 0.28) & (xx > centre)] = 0.95
-    return _finish(image, anatomy, rng)
+    return _finish(image, anatomy, rng, site)
 
 
-def render_lateral(study: Study, size: int) -> np.ndarray:
+def render_lateral(study: Study, size: int, site: Site = SITES["a"]) -> np.ndarray:
     """Render the lateral view: one superimposed lung field, heart anterior, effusion posterior."""
     rng = np.random.default_rng(study.seed + 2)
     anatomy = study.anatomy
@@ -403,13 +458,15 @@ def render_lateral(study: Study, size: int) -> np.ndarray:
         image += 0.35 * np.exp(-(((yy - 0.5) / 0.08) ** 2 + ((xx - 0.55) / 0.08) ** 2)) * lung
     if "support_devices" in names:
         image[(np.abs(xx - 0.45) < 0.008) & (yy < 0.35)] = 0.95
-    return _finish(image, anatomy, rng)
+    return _finish(image, anatomy, rng, site)
 
 
-def _finish(image: np.ndarray, anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
-    image = gaussian_filter(image, sigma=image.shape[0] / 128)
-    image = image * anatomy.brightness + rng.normal(0, 0.035, image.shape)
-    return np.clip(image, 0.0, 1.0)
+def _finish(image: np.ndarray, anatomy: Anatomy, rng: np.random.Generator, site: Site) -> np.ndarray:
+    image = gaussian_filter(image, sigma=site.blur * image.shape[0] / 128)
+    image = np.clip(image * anatomy.brightness + rng.normal(0, site.noise, image.shape), 0.0, 1.0)
+    if site.gain == 1.0 and site.offset == 0.0 and site.gamma == 1.0:
+        return image  # site a: the demo's images, bit for bit as before sites existed
+    return np.clip(site.offset + site.gain * image**site.gamma, 0.0, 1.0)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -420,9 +477,11 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 # Tables
 
 
-def report_sections(study: Study) -> tuple[str, str]:
-    findings = " ".join(sentence for sentence, _ in study.sentences)
-    impression = " ".join(sentence for sentence, _ in study.impression)
+def report_sections(study: Study, phrasing: str = "a") -> tuple[str, str]:
+    findings = " ".join(site_sentence(sentence, phrasing) for sentence, _ in study.sentences)
+    impression = " ".join(site_sentence(sentence, phrasing) for sentence, _ in study.impression)
+    if phrasing == "b":
+        findings = f"{SITE_B_PREAMBLE} {findings}".strip()
     return findings, impression
 
 
@@ -432,12 +491,18 @@ def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: st
         raise ValueError("the synthetic dataset needs a work_dir to write its images into")
     options = dataset_cfg.get("synthetic", {})
     size = int(options.get("image_size", 128))
+    site_name = options.get("site", "a")
+    if site_name not in SITES:
+        raise ValueError(f"dataset.synthetic.site is {site_name!r}; expected one of {sorted(SITES)}")
+    site = SITES[site_name]
+    # Another site is another hospital: other patients (its own draw and id prefix), never the main set's.
+    other_site = site_name != "a"
     studies = draw_studies(
         n_studies=int(options.get("n_studies", 1500)),
         n_patients=int(options.get("n_patients", 1000)),
-        seed=seed,
+        seed=seed + 1_000_003 * other_site,
         lateral_fraction=float(options.get("lateral_fraction", 0.4)),
-        prefix="syn-",
+        prefix=f"syn{site_name}-" if other_site else "syn-",
     )
     splits = assign_patient_splits(
         [s.patient_id for s in studies], dataset_cfg.get("split_fractions") or DEFAULT_FRACTIONS, seed
@@ -446,7 +511,7 @@ def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: st
     image_dir.mkdir(parents=True, exist_ok=True)
     study_rows, image_rows, label_rows = [], [], []
     for study in studies:
-        findings, impression = report_sections(study)
+        findings, impression = report_sections(study, site.phrasing)
         split = splits[study.patient_id]
         study_rows.append(
             {
@@ -457,14 +522,14 @@ def read_synthetic(dataset_cfg: dict, text_section: str, seed: int, work_dir: st
                 "impression": impression,
                 # The contract's `report` is never null: a blank section is an empty text here.
                 "report": section_text(findings, impression, text_section) or "",
-                "dataset": "synthetic",
+                "dataset": f"synthetic_{site_name}" if other_site else "synthetic",
             }
         )
         views = [(study.view, render_frontal)] + ([("LATERAL", render_lateral)] if study.has_lateral else [])
         for view, render in views:
             image_id = f"{study.study_id}-{view.lower()}"
             path = image_dir / f"{image_id}.png"
-            Image.fromarray(to_uint8(render(study, size)), mode="L").save(path, compress_level=1)
+            Image.fromarray(to_uint8(render(study, size, site)), mode="L").save(path, compress_level=1)
             image_rows.append(
                 {
                     "image_id": image_id,
