@@ -42,6 +42,7 @@ PAIRS = [
     (evaluate.EvaluateSettings, "cxr_clip_images", "evaluate.cxr_clip_images"),
     (evaluate.EvaluateSettings, "per_class", "evaluate.label_5x200.per_class"),
     (evaluate.EvaluateSettings, "sample_seed", "evaluate.label_5x200.seed"),
+    (evaluate.EvaluateSettings, "zeroshot_uncertain", "evaluate.zeroshot_classification.uncertain"),
     (summarize.summarize, "n_boot", "evaluate.bootstrap"),
     (summarize.summarize, "seed", "evaluate.seed"),
     (summarize.summarize, "examples", "generation.examples"),

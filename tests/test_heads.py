@@ -28,20 +28,26 @@ def test_heads_round_trip_through_safetensors(tmp_path):
     assert loaded.logit_scale.item() == torch.tensor(20.0).item() or abs(loaded.logit_scale.item() - 20.0) < 1e-4
 
 
-def test_evaluation_reads_the_classifier_without_torch(tmp_path):
-    """evaluate's NumPy classifier gives the heads' own abnormal logits (its jobs never import torch)."""
-    from mtcxr.retrieval.evaluate import abnormal_logits
+def test_numpy_heads_give_torchs_projections_and_logits(tmp_path):
+    """models.heads_numpy (evaluation's heads, without torch) against the heads themselves, trained-like."""
+    from mtcxr.models import heads_numpy
 
     heads = ProjectionHeads(16, 8, seed=3)
     with torch.no_grad():
-        heads.classifier.weight.normal_()
-        heads.classifier.bias.fill_(0.25)
+        for parameter in heads.parameters():
+            parameter.normal_(0, 0.5)  # every weight away from its initial value, down projections included
     save_heads(heads, tmp_path / "h.safetensors", tmp_path / "h.json", {})
-    images = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    weights = heads_numpy.load_weights(tmp_path / "h.safetensors")
+    vectors = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    for side in ("image", "text"):
+        expected = project(getattr(heads.eval(), side), vectors)
+        found = heads_numpy.project_numpy(weights, side, vectors)
+        assert found.dtype == np.float32 and not np.allclose(found, vectors / np.linalg.norm(vectors, axis=1)[:, None])
+        np.testing.assert_allclose(found, expected, rtol=0, atol=2e-6)
     with torch.no_grad():
-        expected = heads.abnormal_logit(torch.from_numpy(images)).numpy()
-    found = abnormal_logits(tmp_path / "h.safetensors", images)
-    assert found.dtype == np.float32 and found.shape == (50,)
+        expected = heads.abnormal_logit(torch.from_numpy(vectors)).numpy()
+    found = heads_numpy.abnormal_logits(weights, vectors)
+    assert found.shape == (50,)
     np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
     assert np.array_equal(np.argsort(found), np.argsort(expected))  # the AUC reads the order
 

@@ -276,6 +276,8 @@ def test_every_report_output_is_found_by_the_declaration_scan():
         "training_demo.png",
         "tsne_demo.png",
         "summary.csv",
+        "zeroshot_auc.png",
+        "zeroshot_auc.csv",
     ):
         assert any(re.fullmatch(name, file) for name in names), file
 
@@ -303,11 +305,13 @@ def expected_files(results: Path, config: dict) -> set[str]:
         "figures/xtra_auc.png",
         "figures/generation.png",
         "figures/rejects.png",
+        "figures/zeroshot_auc.png",
         "metrics/summary.html",
         "metrics/summary.csv",
         "metrics/paired_vs_zeroshot.csv",
         "metrics/xtra_auc.csv",
         "metrics/finding_precision.csv",
+        "metrics/zeroshot_auc.csv",
         "metrics/generation.csv",
     }
     return {str(results / file) for file in files}
@@ -332,6 +336,7 @@ def test_report_registers_every_figure_with_a_caption(tiny_report):
             f"retrieval_examples_{backbone}.png",
         ]
     assert [Path(p).name for p in categories["Data"]["Other"]] == ["rejects.png"]
+    assert [Path(p).name for p in categories["Zero-shot classification"]["Other"]] == ["zeroshot_auc.png"]
     # The run's own settings in the study description.
     description = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", embedded(html, "workflow_desc")))
     for text in (

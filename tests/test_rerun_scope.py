@@ -22,6 +22,19 @@ NEW_SEED = {
     for rule in ("train_head", "project_embeddings", "build_index", "evaluate_variant")
     for backbone, variant in (("demo", "multitask"), ("demo", "xtra"), ("demo_ft", "multitask"))
 }
+EVERY_EVALUATION = {
+    f"evaluate_variant backbone={backbone}, variant={variant}, seed={seed}"
+    for backbone, variant, seed in (
+        ("demo", "zeroshot", 0),
+        ("demo", "multitask", 0),
+        ("demo", "multitask", 1),
+        ("demo", "xtra", 0),
+        ("demo", "xtra", 1),
+        ("demo_ft", "zeroshot", 0),
+        ("demo_ft", "multitask", 0),
+        ("demo_ft", "multitask", 1),
+    )
+}
 # What reads summarize's outputs: the figures, each backbone's clinical-precision figure, the summary page.
 AFTER_SUMMARY = {
     "summarize",
@@ -61,6 +74,15 @@ def planned_jobs(done) -> set[str]:
         ("finetune={checkpoint_minutes: 5}", set()),
         # The example rows of summary.md: summarize only, and what reads its outputs.
         ("generation={examples: 2}", AFTER_SUMMARY),
+        # How zero-shot AUCs count uncertain labels: every evaluation, not the embeddings the prompts are in.
+        ("evaluate={zeroshot_classification: {uncertain: zeros}}", EVERY_EVALUATION | AFTER_SUMMARY),
+        # A prompt: each backbone's prompt embeddings and every evaluation; no report embedding, head or index.
+        (
+            "evaluate={zeroshot_classification: {observations: {edema: {positive: [pulmonary edema]}}}}",
+            EVERY_EVALUATION
+            | AFTER_SUMMARY
+            | {f"embed_prompts backbone={backbone}" for backbone in ("demo", "demo_ft")},
+        ),
     ],
 )
 def test_a_changed_setting_plans_only_the_jobs_it_changes(tiny_results: Path, change: str, expected: set[str]):

@@ -195,7 +195,7 @@ def test_finetuned_backbone_is_a_backbone_like_any_other(tiny_results):
 def test_xtra_results(tiny_results):
     r = tiny_results
     summary = pl.read_csv(r / "metrics/summary.csv")
-    macro = summary.filter(pl.col("metric") == "macro_auc")
+    macro = summary.filter((pl.col("metric") == "macro_auc") & pl.col("task").str.starts_with("labels_"))
     assert sorted(macro["task"]) == ["labels_knn", "labels_query_only", "labels_xtra"]
     assert set(macro["variant"]) == {"xtra"}
     assert ((macro["ci_low"] <= macro["value"]) & (macro["value"] <= macro["ci_high"])).all()
@@ -206,6 +206,43 @@ def test_xtra_results(tiny_results):
     assert history.group_by("method").agg(pl.col("chosen").sum())["chosen"].to_list() == [1, 1]
     assert (r / "figures/xtra_auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## X-TRA: multi-label classification" in (r / "metrics/summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_zeroshot_classification_results(tiny_results):
+    """Zero-shot classification with text prompts for every backbone x variant x seed: its rows in summary.csv,
+    the per-observation table, the figure and the section of summary.md."""
+    r = tiny_results
+    summary = pl.read_csv(r / "metrics/summary.csv").filter(pl.col("task") == "zeroshot_classification")
+    per_run = summary.filter(pl.col("n_seeds").fill_null(1) == 1)
+    runs = {
+        ("demo", "zeroshot", None),
+        *(("demo", variant, seed) for variant in ("multitask", "xtra") for seed in (0, 1)),
+        ("demo_ft", "zeroshot", None),
+        ("demo_ft", "multitask", 0),
+        ("demo_ft", "multitask", 1),
+    }
+    for metric in ("macro_auc", "accuracy_5x200"):
+        rows = per_run.filter(pl.col("metric") == metric)
+        assert set(rows.select("backbone", "variant", "seed").iter_rows()) == runs, metric
+        assert rows.height == len(runs) and rows["value"].is_between(0, 1).all(), rows
+        assert (rows["ci_low"] <= rows["value"]).all() and (rows["value"] <= rows["ci_high"]).all()
+    multitask = summary.filter(
+        (pl.col("variant") == "multitask") & (pl.col("metric") == "macro_auc") & (pl.col("n_seeds") == 2)
+    )
+    assert multitask.height == 2 and multitask["value"].is_finite().all()  # demo and demo_ft, across seeds
+    images = read_table(r / "data/images.parquet", "images")
+    frontal_test = images.filter((pl.col("split") == "test") & pl.col("view").is_in(["PA", "AP"]))
+    assert set(per_run.filter(pl.col("metric") == "macro_auc")["n_queries"]) == {frontal_test["study_id"].n_unique()}
+    table = read_table(r / "metrics/demo/multitask/seed0.zeroshot_auc.parquet", "zeroshot_auc")
+    assert table.height >= 5 and table["value"].is_between(0, 1).all()
+    gathered = pl.read_csv(r / "metrics/zeroshot_auc.csv")
+    assert set(gathered.filter(pl.col("n_seeds") == 2)["variant"]) == {"multitask", "xtra"}
+    prompts = pl.read_parquet(r / "embeddings/demo/prompts.parquet")  # the table embed_prompts writes
+    assert prompts.height == 26  # 13 observations, one positive and one negative prompt each
+    assert prompts.filter(pl.col("prompt_id") == "edema/negative/0")["text"].item() == "no edema"
+    assert (r / "figures/zeroshot_auc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Zero-shot classification (text prompts)" in (r / "metrics/summary.md").read_text()
 
 
 @pytest.mark.slow

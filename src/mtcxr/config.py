@@ -34,6 +34,7 @@ import jsonschema
 import yaml
 
 from mtcxr.errors import InputError
+from mtcxr.tables import CHEXPERT_DISPLAY, ZEROSHOT_OBSERVATIONS
 
 REPLACED_WHOLE = ("backbones", "variants")
 
@@ -105,6 +106,7 @@ def run_config(
     with_defaults(config, schema)
     check_variants(config, loss_names(schema))
     check_finetune(config)
+    zeroshot_prompts(config["evaluate"]["zeroshot_classification"])
     return config
 
 
@@ -302,3 +304,43 @@ def check_finetune(config: Mapping) -> None:
             raise ConfigError(
                 f"{where}.variants must list variants of `variants:`, zeroshot among them; got {entry.get('variants')}"
             )
+
+
+ZEROSHOT_KEY = "evaluate.zeroshot_classification"
+PROMPT_SIDES = ("positive", "negative")
+
+
+def zeroshot_prompts(section: Mapping) -> dict[str, dict[str, list[str]]]:
+    """Every zero-shot observation's prompts, {observation: {positive: [...], negative: [...]}}, in CheXpert order.
+
+    `section` is the config's `evaluate.zeroshot_classification`: the `positive` / `negative` templates, with
+    {finding} replaced by the observation's display name in lower case (CheXzero's "pleural effusion" /
+    "no pleural effusion"), unless `observations` gives the observation's own prompts for a side. Raises
+    ConfigError, one line naming the key, for an unknown observation, No Finding, or an empty or blank prompt.
+    """
+    overrides = section.get("observations") or {}
+    for name in overrides:
+        if name == "no_finding":
+            raise ConfigError(
+                f"{ZEROSHOT_KEY}.observations.no_finding: No Finding has no prompts (it is the absence of the other "
+                "13 observations, and the normal/abnormal `classification auc` rows score it already); remove it."
+            )
+        if name not in ZEROSHOT_OBSERVATIONS:
+            raise ConfigError(
+                f"{ZEROSHOT_KEY}.observations.{name}: not a CheXpert observation; name one of "
+                f"{', '.join(ZEROSHOT_OBSERVATIONS)}."
+            )
+    prompts = {}
+    for name in ZEROSHOT_OBSERVATIONS:
+        finding = CHEXPERT_DISPLAY[name].lower()
+        own = overrides.get(name) or {}
+        prompts[name] = {}
+        for side in PROMPT_SIDES:
+            key = f"{ZEROSHOT_KEY}.observations.{name}.{side}" if side in own else f"{ZEROSHOT_KEY}.{side}"
+            texts = own[side] if side in own else [template.replace("{finding}", finding) for template in section[side]]
+            if not texts or any(not isinstance(text, str) or not text.strip() for text in texts):
+                raise ConfigError(
+                    f"{key}: every entry must be a non-empty prompt and the list must hold at least one; got {texts!r}."
+                )
+            prompts[name][side] = [text.strip() for text in texts]
+    return prompts

@@ -35,6 +35,10 @@ CHEXPERT_DISPLAY = {
     "support_devices": "Support Devices",
 }
 CHEXPERT_LABELS = tuple(CHEXPERT_DISPLAY)
+# The observations zero-shot classification scores with text prompts (mtcxr.retrieval.zeroshot): all but No
+# Finding, which is the absence of the other 13 rather than a finding (its CheXzero pair would be "no finding"
+# against "no no finding") and whose complement the normal/abnormal `classification auc` rows already score.
+ZEROSHOT_OBSERVATIONS = tuple(name for name in CHEXPERT_LABELS if name != "no_finding")
 LABEL_SOURCES = ("dataset", "extracted")
 
 STUDIES_SCHEMA = {
@@ -187,6 +191,23 @@ FINDING_PRECISION_SCHEMA = {
     "n_seeds": pl.Int64,
     "n_queries": pl.Int64,
 }
+# Zero-shot classification's ROC-AUC by observation (mtcxr.retrieval.evaluate, one table per run; summarize
+# gathers them with across-seed rows: mean and sd over seeds, no interval). Only observations with both
+# classes among the test images have a row; `n_images` counts the images scored for it (uncertain ones left
+# out under `ignore`), `n_positive` the positives among them.
+ZEROSHOT_AUC_SCHEMA = {
+    "backbone": pl.String,
+    "variant": pl.String,
+    "seed": pl.Int64,
+    "observation": pl.String,
+    "value": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "sd": pl.Float64,
+    "n_seeds": pl.Int64,
+    "n_images": pl.Int64,
+    "n_positive": pl.Int64,
+}
 
 # Per CheXpert observation, the dataset's labels against the extracted ones (mtcxr.labels.extract): counts,
 # raw and exact agreement, precision/recall/F1 with the dataset as reference, Cohen's kappa (null where undefined).
@@ -216,6 +237,7 @@ CONTRACTS: dict[str, dict[str, pl.DataType]] = {
     "metric_queries": METRIC_QUERIES_SCHEMA,
     "paired": PAIRED_SCHEMA,
     "finding_precision": FINDING_PRECISION_SCHEMA,
+    "zeroshot_auc": ZEROSHOT_AUC_SCHEMA,
     "agreement": AGREEMENT_SCHEMA,
 }
 UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
@@ -229,6 +251,7 @@ UNIQUE_KEYS: dict[str, str | tuple[str, ...]] = {
     "metric_queries": ("task", "metric", "k", "query"),
     "paired": ("backbone", "variant", "seed", "task", "metric", "k"),
     "finding_precision": ("backbone", "variant", "seed", "n_seeds", "task", "finding", "k"),
+    "zeroshot_auc": ("backbone", "variant", "seed", "n_seeds", "observation"),
     "agreement": "observation",
 }
 NOT_NULL = {
@@ -243,6 +266,7 @@ NOT_NULL = {
     "metric_queries": ("task", "metric", "query", "value"),
     "paired": ("backbone", "variant", "baseline", "task", "metric", "method", "n_boot", "n_queries"),
     "finding_precision": ("backbone", "variant", "task", "finding", "k", "n_queries"),
+    "zeroshot_auc": ("backbone", "variant", "observation", "value", "n_images", "n_positive"),
     "agreement": ("observation", "display_name", "n"),
 }
 
@@ -272,6 +296,7 @@ ALLOWED_VALUES: dict[str, list[tuple[str, tuple]]] = {
     "labels": [(column, (1, 0, -1, None)) for column in CHEXPERT_LABELS] + [("source", LABEL_SOURCES)],
     "generated": [("method", GENERATION_METHODS)],
     "paired": [("method", PAIRED_METHODS)],
+    "zeroshot_auc": [("observation", ZEROSHOT_OBSERVATIONS)],
 }
 
 

@@ -1,4 +1,5 @@
 # Input functions, wildcard constraints and the pre-flight check shared by every rule.
+from mtcxr.config import zeroshot_prompts
 from mtcxr.preflight import clear_running, mark_running, preflight, stop_on_input_error
 
 # Backbones and the dataset as a whole are checked before any job starts; what ingest reads
@@ -26,6 +27,9 @@ PRIMARY_SEED = SEEDS[0]
 CXR_CLIP_IMAGES = config["evaluate"]["cxr_clip_images"]
 if CXR_CLIP_IMAGES == "auto":  # CXR-CLIP's Open-I test set takes every frontal image; MIMIC-CXR one per study
     CXR_CLIP_IMAGES = "every_frontal" if config["dataset"]["kind"] == "iu_xray" else "first_frontal"
+# Zero-shot classification's prompts, {observation: {positive: [...], negative: [...]}}: a param of
+# embed_prompts, so that changing one reruns it and the evaluations that read its table.
+ZEROSHOT_PROMPTS = zeroshot_prompts(config["evaluate"]["zeroshot_classification"])
 DEMO_DIR = f"{RESULTS}/models/demo_backbone"
 ENV = "../envs/mtcxr.yaml"
 
@@ -287,8 +291,10 @@ def final_outputs():
         f"{RESULTS}/metrics/summary.md",
         f"{RESULTS}/metrics/summary.html",
         f"{RESULTS}/metrics/finding_precision.csv",
+        f"{RESULTS}/metrics/zeroshot_auc.csv",
         f"{RESULTS}/labels/agreement.parquet",
         f"{RESULTS}/figures/recall_at_k.png",
+        f"{RESULTS}/figures/zeroshot_auc.png",
         f"{RESULTS}/figures/rejects.png",
         *expand(f"{RESULTS}/figures/{{name}}_{{backbone}}.png", name=per_backbone, backbone=BACKBONES),
         *xtra,

@@ -78,6 +78,32 @@ rule embed_texts:
         "../scripts/embed_texts.py"
 
 
+# Zero-shot classification's prompts, in a job of their own: a changed prompt reruns this job and the
+# evaluations (which project the prompts through each variant's text head), never the report embeddings,
+# heads and indexes downstream of embed_texts. A few dozen sentences: CPU, whatever the backbone.
+rule embed_prompts:
+    input:
+        backbone=demo_dir_input,
+    output:
+        prompts=f"{RESULTS}/embeddings/{{backbone}}/prompts.parquet",
+    log:
+        f"{RESULTS}/logs/embed_prompts/{{backbone}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed_prompts/{{backbone}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    params:
+        spec=backbone_spec,
+        demo_dir=demo_dir_param,
+        prompts=ZEROSHOT_PROMPTS,
+    script:
+        "../scripts/embed_prompts.py"
+
+
 rule train_head:
     input:
         images=image_embeddings,

@@ -31,10 +31,14 @@ rule evaluate_variant:
     input:
         index=f"{RESULTS}/index/{{backbone}}/{{variant}}/seed{{seed}}",
         labels=f"{RESULTS}/labels/labels.parquet",
+        # Zero-shot classification: the backbone's prompts, projected here through the variant's text head.
+        prompts=f"{RESULTS}/embeddings/{{backbone}}/prompts.parquet",
+        heads=f"{RESULTS}/models/{{backbone}}/{{variant}}/seed{{seed}}/head.safetensors",
     output:
         metrics=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.parquet",
         queries=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.queries.parquet",
         findings=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.findings.parquet",
+        zeroshot=f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.zeroshot_auc.parquet",
     log:
         f"{RESULTS}/logs/evaluate/{{backbone}}/{{variant}}/seed{{seed}}.log",
     benchmark:
@@ -53,6 +57,7 @@ rule evaluate_variant:
         protocols=config["evaluate"]["protocols"],
         cxr_clip_images=CXR_CLIP_IMAGES,
         label_5x200=config["evaluate"]["label_5x200"],
+        zeroshot_uncertain=config["evaluate"]["zeroshot_classification"]["uncertain"],
     script:
         "../scripts/evaluate.py"
 

@@ -8,6 +8,7 @@ rule summarize:
         metrics=metric_tables,
         queries=run_paths(f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.queries.parquet"),
         findings=run_paths(f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.findings.parquet"),
+        zeroshot=run_paths(f"{RESULTS}/metrics/{{backbone}}/{{variant}}/seed{{seed}}.zeroshot_auc.parquet"),
         xtra_auc=xtra_tables("parquet"),
         xtra_paired=xtra_tables("paired.parquet"),
         rejects=all_reject_tables,
@@ -19,6 +20,9 @@ rule summarize:
         xtra=report(f"{RESULTS}/metrics/xtra_auc.csv", caption="../report/xtra_table.rst", category="Metrics"),
         findings=report(
             f"{RESULTS}/metrics/finding_precision.csv", caption="../report/finding_table.rst", category="Metrics"
+        ),
+        zeroshot=report(
+            f"{RESULTS}/metrics/zeroshot_auc.csv", caption="../report/zeroshot_table.rst", category="Metrics"
         ),
     log:
         f"{RESULTS}/logs/summarize.log",
@@ -42,6 +46,7 @@ rule figures:
     input:
         summary=f"{RESULTS}/metrics/summary.parquet",
         findings=f"{RESULTS}/metrics/finding_precision.csv",
+        zeroshot=f"{RESULTS}/metrics/zeroshot_auc.csv",
         labels=f"{RESULTS}/labels/labels.parquet",
         indexes=index_folders,
     output:
@@ -66,6 +71,12 @@ rule figures:
             caption="../report/recall.rst",
             category="Retrieval",
             subcategory=shared_subcategory(),
+        ),
+        # Drawn here, not in a job of its own: a job costs seconds of imports, this figure milliseconds.
+        zeroshot=report(
+            f"{RESULTS}/figures/zeroshot_auc.png",
+            caption="../report/zeroshot_auc.rst",
+            category="Zero-shot classification",
         ),
     log:
         f"{RESULTS}/logs/figures.log",

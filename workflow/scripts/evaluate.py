@@ -11,6 +11,8 @@ evaluate_retrieval(
     output_metrics=snakemake.output.metrics,
     output_queries=snakemake.output.queries,
     output_findings=snakemake.output.findings,
+    prompts=snakemake.input.prompts,
+    output_zeroshot=snakemake.output.zeroshot,
     # The rule's params carry the config's `evaluate:` keys (cxr_clip_images resolved by dataset).
     settings=EvaluateSettings.from_config(
         {
@@ -21,6 +23,7 @@ evaluate_retrieval(
             "protocols": params.protocols,
             "cxr_clip_images": params.cxr_clip_images,
             "label_5x200": params.label_5x200,
+            "zeroshot_classification": {"uncertain": params.zeroshot_uncertain},
         }
     ),
 )

@@ -14,6 +14,7 @@ summarize(
         xtra_paired=list(snakemake.input.xtra_paired),
         generation=snakemake.input.get("generation"),
         generation_studies=snakemake.input.get("generation_studies"),
+        zeroshot=list(snakemake.input.zeroshot),
     ),
     outputs=SummaryOutputs(
         parquet=snakemake.output.parquet,
@@ -22,6 +23,7 @@ summarize(
         paired=snakemake.output.paired,
         findings=snakemake.output.findings,
         xtra=snakemake.output.xtra,
+        zeroshot=snakemake.output.zeroshot,
     ),
     n_boot=snakemake.params.bootstrap,
     seed=snakemake.params.seed,

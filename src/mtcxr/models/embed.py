@@ -2,13 +2,14 @@
 
 Heads train from these cached vectors, so the expensive pass over the images runs once per
 (backbone, image). Images stream from the shard in batches decoded by DataLoader workers: memory
-does not grow with the shard.
+does not grow with the shard. `embed_prompt_table` embeds zero-shot classification's prompts
+(`evaluate.zeroshot_classification`), a job of its own so that a changed prompt reruns nothing upstream.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from mtcxr import metrics
 from mtcxr.data.imaging import decode_png
-from mtcxr.embedding_io import EmbeddingWriter
+from mtcxr.embedding_io import EmbeddingWriter, write_embeddings
 from mtcxr.models.backbone import Backbone, load_backbone, resolve_precision
 from mtcxr.tables import read_table
 
@@ -153,6 +154,49 @@ def count_truncated(backbone: Backbone, texts: list[str]) -> int:
     if inner is not None:
         return sum(len(ids) > limit for ids in inner(texts, add_special_tokens=False)["input_ids"])
     return 0
+
+
+def prompt_rows(prompts: Mapping[str, Mapping[str, Sequence[str]]]) -> dict[str, list[str]]:
+    """The prompts as columns: `prompt_id` (`{observation}/{side}/{i}`), `observation`, `side`, `text`."""
+    columns: dict[str, list[str]] = {"prompt_id": [], "observation": [], "side": [], "text": []}
+    for observation, sides in prompts.items():
+        for side, texts in sides.items():
+            for i, text in enumerate(texts):
+                for column, value in zip(columns, (f"{observation}/{side}/{i}", observation, side, text)):
+                    columns[column].append(value)
+    return columns
+
+
+def embed_prompt_table(
+    prompts: Mapping[str, Mapping[str, Sequence[str]]],
+    output: str | Path,
+    backbone_name: str,
+    spec: str,
+    demo_dir: str | Path | None = None,
+) -> int:
+    """Embed zero-shot classification's prompts ({observation: {positive: [...], negative: [...]}}, as
+    `mtcxr.config.zeroshot_prompts` resolves them) with the backbone's text tower, on the CPU (a few dozen
+    sentences), into `output`; return how many."""
+    torch.set_num_threads(1)
+    backbone = load_backbone(spec, device="cpu", demo_dir=demo_dir)
+    columns = prompt_rows(prompts)
+    texts = columns["text"]
+    vectors = backbone.encode_texts(texts) if texts else np.zeros((0, backbone.embed_dim), dtype=np.float32)
+    truncated = count_truncated(backbone, texts)
+    if truncated:
+        log.warning(
+            "%d zero-shot prompts are longer than the context length of %s and are truncated", truncated, backbone_name
+        )
+    write_embeddings(
+        output,
+        "prompt_id",
+        columns["prompt_id"],
+        vectors,
+        _metadata(backbone, backbone_name, "text"),
+        {name: columns[name] for name in ("observation", "side", "text")},
+    )
+    log.info("embedded %d zero-shot prompts of %d observations with %s", len(texts), len(prompts), backbone_name)
+    return len(texts)
 
 
 def embed_texts(

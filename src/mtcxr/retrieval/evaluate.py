@@ -5,13 +5,16 @@ per-query values that `summarize` needs for the paired tests against `zeroshot` 
 and clinical precision by query finding (`finding_precision`). The retrieval protocols (mtcxr's own
 and the published `cxr_clip`, `label_5x200`) are the registry `protocols.PROTOCOLS`: this stage reads
 the index into a `protocols.Gallery` and runs the ones `evaluate.protocols` lists; then the
-classification and embedding-spread rows, which every evaluation has.
+classification and embedding-spread rows, which every evaluation has, and zero-shot classification with
+text prompts (`retrieval.zeroshot`, where the backbone's prompts are given; projected here in NumPy): its rows join the metrics
+table and its per-observation AUCs go to a table of their own (`zeroshot_auc`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +22,16 @@ import polars as pl
 
 from mtcxr import metrics
 from mtcxr.embedding_io import read_embeddings
+from mtcxr.models import heads_numpy
 from mtcxr.retrieval.index_info import read_index_info
 from mtcxr.retrieval.protocols import PROTOCOLS, EvaluateSettings, Gallery, MetricRows
+from mtcxr.retrieval.zeroshot import read_prompts, zeroshot_classification
 from mtcxr.tables import CHEXPERT_LABELS, CONTRACTS, empty_table, read_table, write_table
 
 log = logging.getLogger(__name__)
 
 
-__all__ = ["EvaluateSettings", "abnormal_logits", "evaluate_retrieval"]
-
-
-def abnormal_logits(head_weights: str | Path, projected_images: np.ndarray) -> np.ndarray:
-    """The heads' normal/abnormal classifier (`ProjectionHeads.classifier`, one linear unit on the projected
-    image) in NumPy: read from the safetensors file without torch, whose import would double this job's
-    start-up."""
-    from safetensors.numpy import load_file
-
-    weights = load_file(str(head_weights))
-    weight, bias = weights["classifier.weight"], weights["classifier.bias"]  # (1, dim), (1,)
-    return (projected_images.astype(np.float32, copy=False) @ weight[0] + bias[0]).astype(np.float32)
+__all__ = ["EvaluateSettings", "evaluate_retrieval"]
 
 
 def evaluate_retrieval(
@@ -47,10 +41,14 @@ def evaluate_retrieval(
     output_queries: str,
     output_findings: str | None = None,
     settings: EvaluateSettings | None = None,
+    prompts: str | None = None,
+    output_zeroshot: str | None = None,
 ) -> pl.DataFrame:
     """Compute the retrieval metrics of the protocols `settings.protocols` lists and the normal/abnormal
     classification metrics of one index; write and return the summary rows (settings: the schema's
-    defaults where None)."""
+    defaults where None). With `prompts` (the backbone's prompt embeddings, `embed_prompts`) also zero-shot
+    classification, the prompts projected through the index's text head: its rows join the summary, its
+    per-observation AUCs go to `output_zeroshot`."""
     settings = settings or EvaluateSettings()
     folder = Path(index_dir)
     info = read_index_info(folder)
@@ -88,10 +86,16 @@ def evaluate_retrieval(
     )
 
     rows = MetricRows(settings.n_boot, settings.seed)
+    zeroshot_rows: list[dict] = []
     if len(images) and len(texts):
         for name, protocol in PROTOCOLS.items():  # registry order, whatever the order of the config's list
             if name in settings.protocols:
                 protocol(gallery, rows, settings)
+        head_weights = heads_numpy.load_weights(info["head_weights"])
+        if prompts is not None:
+            raw = read_prompts(prompts)
+            projected = replace(raw, vectors=heads_numpy.project_numpy(head_weights, "text", raw.vectors))
+            zeroshot_rows = zeroshot_classification(gallery, projected, rows, settings)
 
         image_abnormal = study_abnormal[image_study]
         prototypes = np.load(folder / "prototypes.npy")
@@ -102,7 +106,7 @@ def evaluate_retrieval(
         )
         head_cfg = json.loads(Path(info["head_config"]).read_text())
         if "bce" in (head_cfg.get("losses") or {}):
-            logits = abnormal_logits(info["head_weights"], images)
+            logits = heads_numpy.abnormal_logits(head_weights, images)
             rows.add(
                 "classification",
                 "classifier_auc",
@@ -143,6 +147,8 @@ def evaluate_retrieval(
             "finding_precision",
             output_findings,
         )
+    if output_zeroshot is not None:
+        write_table(_table([{**run, **row} for row in zeroshot_rows], "zeroshot_auc"), "zeroshot_auc", output_zeroshot)
     log.info(
         "%s/%s: %d metric rows over %d images and %d reports",
         info["backbone"],

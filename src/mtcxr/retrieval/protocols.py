@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -139,6 +139,8 @@ def class_hit_precision(
 # --------------------------------------------------------------------------------------------------
 
 CXR_CLIP_IMAGES = ("first_frontal", "every_frontal")
+# How an uncertain (-1) label counts in an AUC: left out (CheXpert's U-Ignore), as negative or as positive.
+UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,9 @@ class EvaluateSettings:
     """The `evaluate:` settings of one evaluation; the defaults are the config schema's.
 
     `cxr_clip_images` (first_frontal | every_frontal) picks the cxr_clip queries: the rule resolves the
-    schema's `auto` by dataset. `per_class` and `sample_seed` draw the label_5x200 studies.
+    schema's `auto` by dataset. `per_class` and `sample_seed` draw the label_5x200 studies (and those of
+    zero-shot 5x200 accuracy); `zeroshot_uncertain` (ignore | zeros | ones) counts uncertain labels in the
+    zero-shot AUCs (`evaluate.zeroshot_classification.uncertain`).
     """
 
     ks: tuple[int, ...] = (1, 5, 10, 50)
@@ -157,6 +161,7 @@ class EvaluateSettings:
     cxr_clip_images: str = "first_frontal"
     per_class: int = 200
     sample_seed: int = 0
+    zeroshot_uncertain: str = "ignore"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.protocols) - set(PROTOCOLS))
@@ -167,12 +172,19 @@ class EvaluateSettings:
                 f"evaluate.cxr_clip_images is {self.cxr_clip_images!r} here; pass one of {list(CXR_CLIP_IMAGES)} "
                 "(the workflow resolves the config's `auto` by dataset)"
             )
+        if self.zeroshot_uncertain not in UNCERTAIN_POLICIES:
+            raise ValueError(
+                f"evaluate.zeroshot_classification.uncertain is {self.zeroshot_uncertain!r}; choose one of "
+                f"{list(UNCERTAIN_POLICIES)}"
+            )
 
     @classmethod
     def from_config(cls, section: Mapping) -> EvaluateSettings:
         """From the config's `evaluate:` section, or a rule's params of the same names (`bootstrap`,
-        `label_5x200: {per_class, seed}`); a key it lacks keeps its default."""
+        `label_5x200: {per_class, seed}`, `zeroshot_classification: {uncertain}`); a key it lacks keeps its
+        default."""
         label_5x200 = section.get("label_5x200") or {}
+        zeroshot = section.get("zeroshot_classification") or {}
         given = {
             "ks": tuple(section["ks"]) if "ks" in section else None,
             "precision_k": section.get("precision_k"),
@@ -182,6 +194,7 @@ class EvaluateSettings:
             "cxr_clip_images": section.get("cxr_clip_images"),
             "per_class": label_5x200.get("per_class"),
             "sample_seed": label_5x200.get("seed"),
+            "zeroshot_uncertain": zeroshot.get("uncertain"),
         }
         return cls(**{name: value for name, value in given.items() if value is not None})
 
@@ -274,6 +287,8 @@ class Gallery:
     # Every study's own report vector and exact text: read only when a protocol needs them, as an index
     # built before the published protocols has none.
     read_studies: Callable[[], tuple[np.ndarray, list[str]]]
+    # Samples drawn once and shared by what uses them (the 5x200 studies: label_5x200 and zero-shot accuracy).
+    samples: dict = field(default_factory=dict)
 
     @cached_property
     def studies(self) -> tuple[np.ndarray, list[str]]:
@@ -408,22 +423,43 @@ def cxr_clip_protocol(gallery: Gallery, rows: MetricRows, settings: EvaluateSett
     )
 
 
+def first_frontal_of_study(gallery: Gallery) -> np.ndarray:
+    """(S,) the gallery row of each study's first frontal image (`first_frontal_images`), -1 where it has none."""
+    g = gallery
+    first_image = np.full(len(g.study_abnormal), -1, dtype=np.int64)
+    frontal = first_frontal_images(g.image_ids, g.image_study, g.image_views)
+    first_image[g.image_study[frontal]] = frontal
+    return first_image
+
+
+def five_by_200_studies(gallery: Gallery, settings: EvaluateSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 5x200 sample of a gallery: (sorted study indices, their class 0..4 in FIVE_CLASSES, their first
+    frontal image's gallery row). Single-finding studies with a frontal image, `settings.per_class` of each
+    class drawn by `settings.sample_seed`: the retrieval protocol and zero-shot 5x200 accuracy
+    (`mtcxr.retrieval.zeroshot`) use the same studies, drawn once per gallery."""
+    g = gallery
+    key = ("5x200", settings.per_class, settings.sample_seed)
+    if key not in g.samples:
+        first_image = first_frontal_of_study(g)
+        five = np.stack([g.labels[name].cast(pl.Float64).fill_null(np.nan).to_numpy() for name in FIVE_CLASSES], axis=1)
+        classes = np.where(first_image >= 0, single_finding_class(five), -1)
+        studies, counts = sample_5x200(classes, settings.per_class, settings.sample_seed)
+        if len(studies):
+            log.info("5x200: %d studies (%s)", len(studies), ", ".join(f"{name} {n}" for name, n in counts.items()))
+        g.samples[key] = (studies, classes[studies], first_image[studies])
+    return g.samples[key]
+
+
 def label_5x200_protocol(gallery: Gallery, rows: MetricRows, settings: EvaluateSettings) -> None:
     """The 5x200 protocol: single-finding studies, class-hit Precision@1/5/10, image->text and text->image."""
     g = gallery
-    study_vectors, _ = g.studies
-    first_image = np.full(len(study_vectors), -1, dtype=np.int64)
-    frontal = first_frontal_images(g.image_ids, g.image_study, g.image_views)
-    first_image[g.image_study[frontal]] = frontal
-    five = np.stack([g.labels[name].cast(pl.Float64).fill_null(np.nan).to_numpy() for name in FIVE_CLASSES], axis=1)
-    classes = np.where(first_image >= 0, single_finding_class(five), -1)
-    studies, counts = sample_5x200(classes, settings.per_class, settings.sample_seed)
+    studies, study_class, images = five_by_200_studies(g, settings)
     if not len(studies):
         log.warning("label_5x200: no single-finding test study with a frontal image; no rows")
         return
-    log.info("label_5x200: %d studies (%s)", len(studies), ", ".join(f"{name} {n}" for name, n in counts.items()))
-    study_class, abnormal = classes[studies], g.study_abnormal[studies]
-    query_images, reports = g.images[first_image[studies]], study_vectors[studies]
+    study_vectors, _ = g.studies
+    abnormal = g.study_abnormal[studies]
+    query_images, reports = g.images[images], study_vectors[studies]
     for task, queries, keys in (("label_5x200_i2t", query_images, reports), ("label_5x200_t2i", reports, query_images)):
         for k, values in class_hit_precision(queries, keys, study_class, study_class).items():
             rows.per_query(task, "precision", k, values, abnormal)

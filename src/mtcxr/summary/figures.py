@@ -1,11 +1,13 @@
 """Stage `figures`: t-SNE of test image embeddings (zeroshot beside multitask), Recall@K with CI
-bars, and clinical precision by query finding; the other stages' figures (training, X-TRA, report
-generation) and those of the report's front page (clinical precision, retrieval examples, rejects) are
-drawn here too."""
+bars, clinical precision by query finding and zero-shot classification's ROC-AUC by observation; the
+other stages' figures (training, X-TRA, report generation) and those of the report's front page
+(clinical precision, retrieval examples, rejects) are drawn here too."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +20,7 @@ import polars as pl  # noqa: E402
 from mtcxr import metrics  # noqa: E402
 from mtcxr.embedding_io import read_embeddings  # noqa: E402
 from mtcxr.summary.protocol_notes import PROTOCOL_TASKS, missing_protocol_note, protocols_evaluated  # noqa: E402
-from mtcxr.tables import CHEXPERT_DISPLAY, headline_rows, read_table, validate_table  # noqa: E402
+from mtcxr.tables import CHEXPERT_DISPLAY, ZEROSHOT_OBSERVATIONS, headline_rows, read_table, validate_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 COLOURS = {False: "#1b9e77", True: "#d95f02"}
@@ -201,28 +203,133 @@ def finding_precision_figure(
     _save(fig, output, 130, notes)
 
 
+@dataclass(frozen=True)
+class FigureOutputs:
+    """The figures `make_figures` writes: one t-SNE per backbone (in `index_dirs` order), Recall@K, and
+    where named one by-finding figure per backbone and the zero-shot AUC figure."""
+
+    tsne: Sequence[str]
+    recall: str
+    findings: Sequence[str] = field(default_factory=tuple)
+    zeroshot: str | None = None
+
+
 def make_figures(
     index_dirs: dict[str, dict[str, str]],
     labels_path: str,
     summary_path: str,
-    output_tsne: list[str],
-    output_recall: str,
+    outputs: FigureOutputs,
     findings_path: str | None = None,
-    output_findings: list[str] = (),
+    zeroshot_path: str | None = None,
     perplexity: float = 30.0,
     seed: int = 0,
 ) -> None:
-    """Write the t-SNE figure of each backbone (in `index_dirs` order), the Recall@K figure and, with
-    `findings_path` (finding_precision.csv), each backbone's per-finding figure."""
-    for (backbone, variants), output in zip(index_dirs.items(), output_tsne):
+    """Write the t-SNE figure of each backbone (in `index_dirs` order), the Recall@K figure, with
+    `findings_path` (finding_precision.csv) each backbone's per-finding figure and with `zeroshot_path`
+    (zeroshot_auc.csv) the zero-shot AUC figure."""
+    for (backbone, variants), output in zip(index_dirs.items(), outputs.tsne):
         tsne_figure(variants, labels_path, output, perplexity=perplexity, seed=seed)
         log.info("t-SNE of %s written to %s", backbone, output)
-    recall_figure(summary_path, output_recall)
+    recall_figure(summary_path, outputs.recall)
+    summary = read_table(summary_path, "metrics")
     if findings_path is not None:
         findings = validate_table(pl.read_csv(findings_path, infer_schema_length=None), "finding_precision")
-        summary = read_table(summary_path, "metrics")
-        for backbone, output in zip(index_dirs, output_findings):
+        for backbone, output in zip(index_dirs, outputs.findings):
             finding_precision_figure(findings, backbone, output, summary)
+    if zeroshot_path is not None and outputs.zeroshot is not None:
+        auc = validate_table(pl.read_csv(zeroshot_path, infer_schema_length=None), "zeroshot_auc")
+        zeroshot_auc_figure(auc, summary, outputs.zeroshot)
+
+
+ZEROSHOT_MACRO = "macro AUC"
+
+
+def _zeroshot_points(auc: pl.DataFrame, summary: pl.DataFrame) -> pl.DataFrame:
+    """(backbone, variant, label, value, low, high) to draw, per observation (display name) and for the macro
+    AUC (summary's `zeroshot_classification` rows), from the per-run rows: a variant's one run gives its value
+    and 95% CI; one trained with several seeds the mean over seeds, with the whisker from the lowest seed's
+    CI bound to the highest's."""
+    macro = summary.filter((pl.col("task") == "zeroshot_classification") & (pl.col("metric") == "macro_auc"))
+    columns = ["backbone", "variant", "n_seeds", "label", "value", "ci_low", "ci_high"]
+    observation = pl.col("observation").replace_strict(CHEXPERT_DISPLAY, return_dtype=pl.String).alias("label")
+    rows = pl.concat(
+        [
+            auc.with_columns(observation).select(columns),
+            macro.with_columns(pl.lit(ZEROSHOT_MACRO).alias("label")).select(columns),
+        ]
+    )
+    return (
+        rows.filter(pl.col("n_seeds").fill_null(1) == 1)
+        .group_by("backbone", "variant", "label", maintain_order=True)
+        .agg(
+            pl.col("value").mean(),
+            pl.col("ci_low").min().alias("low"),
+            pl.col("ci_high").max().alias("high"),
+        )
+        .with_columns(pl.col("low").fill_null(pl.col("value")), pl.col("high").fill_null(pl.col("value")))
+    )
+
+
+def zeroshot_auc_figure(auc: pl.DataFrame, summary: pl.DataFrame, output: str) -> None:
+    """Zero-shot classification's ROC-AUC by observation (rows, the macro AUC on top) and variant (colours,
+    `zeroshot` first and uppermost), one panel per backbone, with 95% bootstrap CI whiskers and a dashed line
+    at chance (0.5). `auc` is the `zeroshot_auc` table, `summary` the `metrics` table holding the macro rows."""
+    points = _zeroshot_points(auc, summary)
+    backbones = points["backbone"].unique().sort().to_list()
+    labels = [ZEROSHOT_MACRO] + [
+        CHEXPERT_DISPLAY[name] for name in ZEROSHOT_OBSERVATIONS if CHEXPERT_DISPLAY[name] in set(points["label"])
+    ]
+    panels = max(1, len(backbones))
+    # Within a 1600 x 1000 window at 130 dpi: the observation names and the panels share 12 inches, 14 rows fit 7.5.
+    fig, axes = plt.subplots(
+        1, panels, figsize=(2.2 + min(4.6, 9.8 / panels) * panels, 0.38 * len(labels) + 2.1), squeeze=False, sharey=True
+    )
+    notes: list[str] = []
+    if not backbones:
+        fig.set_size_inches(8, 2.4)
+        notes.append("Zero-shot classification: no observation with both classes among the test images, no rows.")
+        _draw_note(axes[0][0], notes[-1])
+        log.warning("zero-shot figure: %s", notes[-1])
+    colours = plt.get_cmap("tab10").colors
+    variants = sorted(points["variant"].unique().to_list(), key=lambda v: (v != "zeroshot", v))
+    lowest = min([0.3, *(points["low"].drop_nulls().to_list())])
+    handles = {}
+    for ax, backbone in zip(axes[0], backbones):
+        part = points.filter(pl.col("backbone") == backbone)
+        present = [v for v in variants if v in set(part["variant"])]
+        step = min(0.14, 0.7 / max(1, len(present)))
+        for i, variant in enumerate(present):
+            rows = {row["label"]: row for row in part.filter(pl.col("variant") == variant).iter_rows(named=True)}
+            drawn = [label for label in labels if label in rows]
+            y = [len(labels) - 1 - labels.index(label) - (i - (len(present) - 1) / 2) * step for label in drawn]
+            values = np.array([rows[label]["value"] for label in drawn])
+            low = values - np.array([rows[label]["low"] for label in drawn])
+            high = np.array([rows[label]["high"] for label in drawn]) - values
+            handles[variant] = ax.errorbar(
+                values,
+                y,
+                xerr=[np.clip(low, 0, None), np.clip(high, 0, None)],
+                fmt="o",
+                ms=4,
+                capsize=2,
+                color=colours[variants.index(variant) % len(colours)],
+                label=variant,
+            )
+        ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+        ax.axhline(len(labels) - 1.5, color="grey", lw=0.5)
+        ax.set_yticks(range(len(labels)), list(reversed(labels)))
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        ax.set_xlim(max(0.0, lowest - 0.03), 1.01)
+        ax.set_xlabel("ROC-AUC, test images (95% bootstrap CI)", fontsize=9)
+        ax.set_title(backbone, fontsize=10)
+    if handles:
+        fig.suptitle("Zero-shot classification by text prompts (dashed: chance)", fontsize=11)
+        order = [v for v in variants if v in handles]
+        fig.legend([handles[v] for v in order], order, loc="lower center", ncol=min(6, len(order)), fontsize=8)
+        fig.tight_layout(rect=(0, 0.05 if len(order) <= 6 else 0.09, 1, 1))
+    else:
+        fig.tight_layout()
+    _save(fig, output, 130, notes)
 
 
 METHOD_STYLE = {

@@ -87,7 +87,8 @@ PAIRED_METHOD_TEXT = {
 @dataclass(frozen=True)
 class SummaryInputs:
     """The tables `summarize` reads: every evaluated run's metric, per-query and by-finding tables (in the
-    same run order), the rejects, and where their stages ran, X-TRA's and report generation's tables."""
+    same run order), the rejects, and where their stages ran, X-TRA's and report generation's tables, and
+    every run's zero-shot AUC by observation (`zeroshot_auc`)."""
 
     metrics: Sequence[str]
     queries: Sequence[str]
@@ -97,12 +98,13 @@ class SummaryInputs:
     xtra_paired: Sequence[str] = ()
     generation: str | None = None
     generation_studies: str | None = None
+    zeroshot: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
 class SummaryOutputs:
     """The files `summarize` writes: summary.{parquet,csv,md}, the paired tests and, where named, the
-    by-finding and X-TRA tables."""
+    by-finding, X-TRA and zero-shot AUC tables."""
 
     parquet: str
     csv: str
@@ -110,6 +112,7 @@ class SummaryOutputs:
     paired: str
     findings: str | None = None
     xtra: str | None = None
+    zeroshot: str | None = None
 
 
 @dataclass
@@ -235,6 +238,33 @@ def finding_table(runs: list[Run]) -> pl.DataFrame:
     return validate_table(pl.concat([table, conform(across, "finding_precision")]), "finding_precision")
 
 
+def zeroshot_table(paths: Sequence[str]) -> pl.DataFrame:
+    """Every run's zero-shot ROC-AUC by observation, then each multi-seed variant's mean and sd over its
+    seeds (seed null, no interval), as `finding_table` aggregates."""
+    if not paths:
+        return pl.DataFrame(schema=CONTRACTS["zeroshot_auc"])
+    table = pl.concat([read_table(path, "zeroshot_auc") for path in paths])
+    across = (
+        table.filter(pl.col("seed").is_not_null())
+        .group_by("backbone", "variant", "observation", maintain_order=True)
+        .agg(
+            pl.col("value").mean(),
+            pl.col("value").std().alias("sd"),
+            pl.len().alias("n_seeds"),
+            pl.col("n_images").first(),
+            pl.col("n_positive").first(),
+        )
+        .filter(pl.col("n_seeds") > 1)
+        .with_columns(
+            seed=pl.lit(None, dtype=pl.Int64),
+            ci_low=pl.lit(None, dtype=pl.Float64),
+            ci_high=pl.lit(None, dtype=pl.Float64),
+        )
+    )
+    table = pl.concat([table, conform(across, "zeroshot_auc")])
+    return validate_table(table.sort("backbone", "variant", "n_seeds", "seed", nulls_last=False), "zeroshot_auc")
+
+
 def collapse_notes(summary: pl.DataFrame, backbone: str) -> list[str]:
     """A warning per run of `backbone` whose test image or report embeddings collapsed (evaluate's
     `embeddings` rows, mean pairwise cosine at or above `metrics.COLLAPSED_MEAN_COSINE`); [] when none did."""
@@ -303,6 +333,8 @@ def summarize(
         findings.write_csv(outputs.findings, float_precision=6)
     if outputs.xtra is not None:
         _xtra_table(xtra_auc, xtra_paired).write_csv(outputs.xtra, float_precision=6)
+    if outputs.zeroshot is not None:
+        zeroshot_table(inputs.zeroshot).write_csv(outputs.zeroshot, float_precision=6)
     rejects = pl.concat([pl.read_parquet(path) for path in inputs.rejects]) if inputs.rejects else pl.DataFrame()
     markdown = markdown_report(summary, paired, rejects, xtra_paired, findings)
     if generation is not None:
@@ -623,6 +655,46 @@ def _seed_note(summary: pl.DataFrame, backbone: str) -> str:
     return "Values with 95% bootstrap confidence intervals over test queries."
 
 
+ZEROSHOT_TASK = "zeroshot_classification"
+ZEROSHOT_METRICS = ("macro_auc", "accuracy_5x200")
+
+
+def _zeroshot_markdown(summary: pl.DataFrame) -> list[str]:
+    """Zero-shot classification per backbone and variant: macro ROC-AUC and 5x200 accuracy, "mean ± sd" over
+    the seeds of a variant trained with several, else "value [95% CI]"."""
+    rows = headline_rows(summary.filter(pl.col("task") == ZEROSHOT_TASK))
+    if not rows.height:
+        return []
+    n_seeds = rows["n_seeds"].max() or 1
+    spread = (
+        f"Trained variants: mean ± sd over {n_seeds} training seeds (per-seed rows with their 95% CIs in "
+        "`summary.csv`); untrained: value [95% CI]."
+        if n_seeds > 1
+        else "Values with 95% bootstrap CIs."
+    )
+    images = rows.filter(pl.col("metric") == "macro_auc")["n_queries"].max()
+    lines = [
+        "## Zero-shot classification (text prompts)",
+        "",
+        "Each test study's first frontal image"
+        + (f" ({images} images)" if images else "")
+        + " is scored per CheXpert observation (No Finding aside) by its cosine similarity to the observation's "
+        "positive prompts minus that to its negative ones (`evaluate.zeroshot_classification`; CheXzero's "
+        '"{finding}" / "no {finding}" by default). Macro ROC-AUC over the observations with both classes; '
+        "5×200 accuracy: the share of the label_5x200 studies whose class is the one of the five with the most "
+        f"similar positive prompts. {spread} Per observation: `zeroshot_auc.csv`, `figures/zeroshot_auc.png`.",
+        "",
+        "| backbone | variant | macro AUC | 5×200 accuracy |",
+        "|---|---|---|---|",
+    ]
+    for backbone in rows["backbone"].unique().sort().to_list():
+        variants = rows.filter(pl.col("backbone") == backbone)["variant"].unique().to_list()
+        for variant in sorted(variants, key=lambda v: (v != BASELINE, v)):
+            cells = [_cell(rows, backbone, variant, ZEROSHOT_TASK, metric, None) for metric in ZEROSHOT_METRICS]
+            lines.append(f"| {backbone} | {variant} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _xtra_markdown(summary: pl.DataFrame, paired: pl.DataFrame | None) -> list[str]:
     """X-TRA's macro AUC by method, with the paired difference against query_only, per backbone and variant."""
     rows = summary.filter(pl.col("task").str.starts_with("labels_") & (pl.col("metric") == "macro_auc"))
@@ -700,6 +772,7 @@ def markdown_report(
             ] + protocol
         if findings is not None:
             lines += _finding_markdown(findings.filter(pl.col("backbone") == backbone))
+    lines += _zeroshot_markdown(summary)
     lines += _xtra_markdown(summary, xtra_paired)
     if rejects.height:
         counts = rejects.group_by("stage", "reason").len().sort("len", descending=True)
