@@ -1,7 +1,7 @@
 """The demo's result tables, written from a run's own files: `python benchmarks/demo_tables.py results`.
 
 Prints Markdown built from `metrics/summary.csv`, `metrics/xtra_auc.csv` and `metrics/generation.csv` of
-the results folder given: a short headline table (the README's Results) and the four full tables
+the results folder given: a short headline table (the README's Results) and the five full tables
 (docs/methods.md, Demo results). The README and docs quote `benchmarks/demo_tables.md`, this script's
 output for the run behind them, so every number they show comes from files a command writes, and any
 other run can be compared with it: `.ci/run` does so after its demo run and prints what differs.
@@ -146,6 +146,23 @@ def finetune_table(summary: pl.DataFrame) -> list[str]:
     return _table(["backbone / variant"] + [c[3] for c in columns], rows)
 
 
+# Zero-shot classification by text prompts (task zeroshot_classification): the headline rows, CI on zeroshot.
+ZEROSHOT_COLUMNS = [
+    ("zeroshot_classification", "macro_auc", None, "zero-shot macro AUC", True),
+    ("zeroshot_classification", "accuracy_5x200", None, "5×200 accuracy", True),
+]
+
+
+def zeroshot_table(summary: pl.DataFrame) -> list[str]:
+    present = set(summary.select("backbone", "variant").unique().iter_rows())
+    rows = [
+        [name] + [_retrieval_cell(summary, b, v, c) for c in ZEROSHOT_COLUMNS]
+        for b, v, name in [*HEADLINE_ROWS, ("demo_ft", "zeroshot", "`demo_ft` / zeroshot")]
+        if (b, v) in present
+    ]
+    return _table(["backbone / variant"] + [c[3] for c in ZEROSHOT_COLUMNS], rows)
+
+
 def xtra_table(xtra: pl.DataFrame) -> list[str]:
     macro = xtra.filter((pl.col("backbone") == "demo") & (pl.col("variant") == "xtra") & (pl.col("label") == "macro"))
     rows = []
@@ -177,12 +194,13 @@ def generation_table(generation: pl.DataFrame) -> list[str]:
 
 
 def demo_tables(results: Path) -> str:
-    """The headline table and the four full tables, each under a heading naming the file it comes from."""
+    """The headline table and the five full tables, each under a heading naming the file it comes from."""
     summary = pl.read_csv(results / "metrics/summary.csv", infer_schema_length=None)
     sections = [
         ("Headline (metrics/summary.csv)", headline_table(summary)),
         ("Retrieval, backbone `demo` (metrics/summary.csv)", main_table(summary)),
         ("Fine-tuning (metrics/summary.csv)", finetune_table(summary)),
+        ("Zero-shot classification by text prompts (metrics/summary.csv)", zeroshot_table(summary)),
         (
             "X-TRA (metrics/xtra_auc.csv)",
             xtra_table(pl.read_csv(results / "metrics/xtra_auc.csv", infer_schema_length=None)),

@@ -77,6 +77,16 @@ def test_tables_are_the_runs_numbers(tiny_results):
     # tiny.yaml trains zeroshot, multitask and xtra on demo and multitask on demo_ft
     assert check_headline_is_cut_from_the_full_tables(done.stdout) == 4
 
+    zeroshot_rows = table_rows(done.stdout, "Zero-shot classification by text prompts (metrics/summary.csv)")
+    auc = summary.filter(
+        (pl.col("backbone") == "demo")
+        & (pl.col("variant") == "multitask")
+        & (pl.col("metric") == "macro_auc")
+        & (pl.col("n_seeds") == 2)
+    ).row(0, named=True)
+    assert zeroshot_rows["`demo` / multitask"][0] == f"{auc['value']:.3f} ± {auc['sd']:.3f}"
+    assert zeroshot_rows["`demo` / zeroshot"][1].count("[") == 1  # the untrained head with its CI
+
     xtra = pl.read_csv(tiny_results / "metrics/xtra_auc.csv")
     macro = xtra.filter((pl.col("label") == "macro") & (pl.col("method") == "knn")).row(0, named=True)
     assert table_rows(done.stdout, "X-TRA (metrics/xtra_auc.csv)")["kNN label voting"][0].startswith(
@@ -88,13 +98,14 @@ def test_tables_are_the_runs_numbers(tiny_results):
 
 def test_readme_and_methods_quote_the_demo_tables_as_written():
     """The README's one short table is the headline section of benchmarks/demo_tables.md and docs/methods.md
-    holds the four full tables, each verbatim, so neither can drift from the file the script wrote."""
+    holds the five full tables, each verbatim, so neither can drift from the file the script wrote."""
     written = (REPO / "benchmarks/demo_tables.md").read_text()
     sections = tables(written)
     assert list(sections) == [
         "Headline (metrics/summary.csv)",
         "Retrieval, backbone `demo` (metrics/summary.csv)",
         "Fine-tuning (metrics/summary.csv)",
+        "Zero-shot classification by text prompts (metrics/summary.csv)",
         "X-TRA (metrics/xtra_auc.csv)",
         "Report generation (metrics/generation.csv)",
     ]
