@@ -647,6 +647,24 @@ def _auc(scores: np.ndarray, targets: np.ndarray) -> float:
     return float((ranks[targets].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def both_classes(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(L,) whether each label has both classes among the rows its mask keeps: where an AUC is defined."""
+    keep, positive = mask > 0, targets > 0.5
+    return np.array(
+        [bool(positive[keep[:, j], j].any() and (~positive[keep[:, j], j]).any()) for j in range(targets.shape[1])],
+        dtype=bool,
+    )
+
+
+def percentile_interval(distribution: np.ndarray) -> tuple[float | None, float | None]:
+    """The 95% percentile interval of bootstrap values, NaN resamples left out; (None, None) if none is left."""
+    values = distribution[~np.isnan(distribution)]
+    if not values.size:
+        return None, None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def multilabel_auc(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Return (L,) per-label ROC-AUC over the rows each label's mask keeps; NaN for a label without both classes."""
     keep, positive = mask > 0, targets > 0.5

@@ -118,23 +118,6 @@ def targets_and_mask(values: np.ndarray, uncertain: str = "ignore") -> tuple[np.
     return targets, mask
 
 
-def evaluable(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(L,) whether an observation has both classes among the images its mask keeps."""
-    keep, positive = mask > 0, targets > 0.5
-    return np.array(
-        [bool(positive[keep[:, j], j].any() and (~positive[keep[:, j], j]).any()) for j in range(targets.shape[1])],
-        dtype=bool,
-    )
-
-
-def _interval(distribution: np.ndarray) -> tuple[float | None, float | None]:
-    values = distribution[~np.isnan(distribution)]
-    if not values.size:
-        return None, None
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def macro_auc(
     observed: np.ndarray, resampled: np.ndarray, kept: np.ndarray
 ) -> tuple[float, float | None, float | None]:
@@ -144,7 +127,7 @@ def macro_auc(
     with warnings.catch_warnings():  # a resample where no kept label has both classes is NaN, and skipped
         warnings.simplefilter("ignore", RuntimeWarning)
         distribution = np.nanmean(resampled[:, kept], axis=1)
-    low, high = _interval(distribution)
+    low, high = metrics.percentile_interval(distribution)
     return float(np.mean(observed[kept])), low, high
 
 
@@ -168,7 +151,7 @@ def zeroshot_classification(
     images = g.images[first_image[studies]]
     targets, mask = targets_and_mask(label_values(g.labels)[studies], settings.zeroshot_uncertain)
     scores = prompt_scores(images, positive, negative)
-    kept = evaluable(targets, mask)
+    kept = metrics.both_classes(targets, mask)
     observed, resampled = metrics.bootstrap_multilabel_auc(
         {TASK: scores}, targets, mask, settings.n_boot, settings.seed
     )[TASK]
@@ -183,7 +166,7 @@ def zeroshot_classification(
     for j, name in enumerate(ZEROSHOT_OBSERVATIONS):
         if not kept[j]:
             continue
-        low, high = _interval(resampled[:, j])
+        low, high = metrics.percentile_interval(resampled[:, j])
         counted = mask[:, j] > 0
         per_observation.append(
             {

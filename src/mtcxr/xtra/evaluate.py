@@ -135,7 +135,7 @@ def evaluate_xtra(
         for j, name in enumerate(CHEXPERT_LABELS):
             if not evaluable[j]:
                 continue
-            low, high = _interval(resampled[:, j])
+            low, high = metrics.percentile_interval(resampled[:, j])
             rows.append(
                 {
                     **base,
@@ -150,7 +150,7 @@ def evaluate_xtra(
             )
         if evaluable.any():
             macro = np.nanmean(resampled[:, evaluable], axis=1)
-            low, high = _interval(macro)
+            low, high = metrics.percentile_interval(macro)
             rows.append(
                 {
                     **base,
@@ -184,22 +184,11 @@ def evaluate_xtra(
 
 def _evaluable(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(L,) whether a label has both classes among the test images it counts; logs the ones left out."""
-    keep, positive = mask > 0, targets > 0.5
-    both = np.array(
-        [positive[keep[:, j], j].any() and (~positive[keep[:, j], j]).any() for j in range(targets.shape[1])]
-    )
+    both = metrics.both_classes(targets, mask)
     left_out = [CHEXPERT_DISPLAY[name] for name, ok in zip(CHEXPERT_LABELS, both) if not ok]
     if left_out:
         log.warning("left out of the AUCs (not both classes among the test images): %s", ", ".join(left_out))
     return both
-
-
-def _interval(distribution: np.ndarray) -> tuple[float | None, float | None]:
-    values = distribution[~np.isnan(distribution)]
-    if not values.size:
-        return None, None
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def _paired(boot: dict, evaluable: np.ndarray, base: dict, n_boot: int, n_images: int) -> pl.DataFrame:
